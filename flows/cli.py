@@ -1,0 +1,295 @@
+"""`nightrec`: the command line. Errors are one line plus a hint, never a bare trace."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+app = typer.Typer(
+    help="nightrec: nightly recommendations from shop event logs (DuckDB + Prefect).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(
+    help="Registered ranking models: list, promote, roll back.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+out = Console()
+
+HomeOption = Annotated[
+    Path | None, typer.Option("--home", help="data root (default: $NIGHTREC_HOME or ./var)")
+]
+
+
+def _quiet_prefect() -> None:
+    """Prefect logs every task state at INFO; the CLI shows its own progress instead."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+    logger = logging.getLogger("nightrec")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def _settings(home: Path | None, **overrides: Any):
+    from tasks.settings import load_settings
+
+    return load_settings(home=home, **overrides)
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_fmt(row.get(c, "")) for c in columns))
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _metrics_table(validation: dict[str, Any]) -> Table:
+    k = validation["k"]
+    rows = [
+        {"model": name, **{m.split("@")[0]: v for m, v in metrics.items()}}
+        for name, metrics in validation["metrics"].items()
+    ]
+    title = (
+        f"Validation: as-of {validation['as_of'][:10]}, H={validation['horizon_days']} days, "
+        f"K={k}, {validation['users']:,} users"
+    )
+    return _table(title, rows)
+
+
+@app.command()
+def demo(
+    home: HomeOption = None,
+    days: Annotated[int, typer.Option(help="days of synthetic history")] = 120,
+    customers: Annotated[int, typer.Option(help="synthetic customers")] = 300,
+    items: Annotated[int, typer.Option(help="synthetic catalog size")] = 250,
+    backfill_days: Annotated[int, typer.Option(help="last days to run nightly")] = 3,
+    seed: Annotated[int, typer.Option(help="seed of the synthetic shop")] = 7,
+) -> None:
+    """Generate a synthetic shop, ingest it and run the nightly flow over its last days."""
+    from rich.progress import Progress
+    from tasks.synth.shop import SynthShopConfig
+
+    from flows.demo import run_demo
+
+    settings = _settings(home)
+    config = SynthShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("ingesting landing files", total=None)
+        result = run_demo(
+            settings,
+            config,
+            backfill_days,
+            on_file=lambda i, n, _r: progress.update(bar, completed=i, total=n),
+        )
+    out.print(_table("Nightly runs", result.backfill))
+    out.print(
+        f"Recommendations: {settings.recommendations_dir.resolve()}/run_date={result.last_day}/"
+    )
+    if result.validation:
+        out.print(_metrics_table(result.validation))
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Option(help="source adapter: canonical | online-retail")],
+    path: Annotated[Path, typer.Option(help="folder of YYYY-MM-DD.<ext> files, or one file")],
+    home: HomeOption = None,
+    start: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first day")
+    ] = None,
+    end: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last day")] = None,
+    replace: Annotated[
+        bool, typer.Option(help="reload days already loaded from other files")
+    ] = False,
+) -> None:
+    """Load landing files into the store (validated; bad rows go to quarantine)."""
+    from rich.progress import Progress
+
+    from tasks.ingest.load import ingest_landing
+
+    settings = _settings(home)
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"ingesting {path}", total=None)
+
+        def on_file(done: int, total: int, result: Any) -> None:
+            progress.update(bar, completed=done, total=total)
+            progress.console.print(result.summary(), highlight=False)
+
+        results = ingest_landing(
+            settings.db_path,
+            source,
+            path,
+            max_bad_share=settings.max_bad_share,
+            start=start.date() if start else None,
+            end=end.date() if end else None,
+            replace=replace,
+            on_file=on_file,
+        )
+    totals = {
+        key: sum(getattr(r, key) for r in results)
+        for key in ("rows_in", "rows_loaded", "rows_quarantined", "rows_filtered")
+    }
+    out.print(_table(f"Ingested {len(results)} file(s) from {source}", [totals]))
+
+
+@app.command()
+def run(
+    date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="run date D")],
+    home: HomeOption = None,
+    landing: Annotated[Path | None, typer.Option(help="landing folder to ingest D from")] = None,
+    source: Annotated[str | None, typer.Option(help="source adapter of the landing files")] = None,
+    retrain: Annotated[
+        bool | None, typer.Option("--retrain/--no-retrain", help="force or forbid retraining")
+    ] = None,
+) -> None:
+    """Run the nightly flow for one date (uses events before D + 1 day)."""
+    from flows.nightly import NightlyParams, nightly_flow
+
+    settings = _settings(home, landing_dir=landing, source=source)
+    manifest = nightly_flow(
+        NightlyParams(
+            run_date=date.date(),
+            retrain=retrain,
+            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+            source=settings.source,
+            home=str(settings.home),
+        )
+    )
+    summary = {k: manifest[k] for k in ("run_date", "rows", "users", "model_version", "retrained")}
+    out.print(_table("Nightly run", [summary]))
+
+
+@app.command()
+def backfill(
+    start: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="first run date")],
+    end: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="last run date")],
+    home: HomeOption = None,
+    landing: Annotated[
+        Path | None, typer.Option(help="landing folder to ingest each day from")
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="source adapter of the landing files")] = None,
+    force: Annotated[bool, typer.Option(help="rerun days that are already complete")] = False,
+) -> None:
+    """Run the nightly flow for every day from START to END, oldest first; resumable."""
+    from flows.backfill import BackfillParams, backfill_flow
+
+    settings = _settings(home, landing_dir=landing, source=source)
+    rows = backfill_flow(
+        BackfillParams(
+            start=start.date(),
+            end=end.date(),
+            force=force,
+            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+            source=settings.source,
+            home=str(settings.home),
+        )
+    )
+    out.print(_table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
+
+
+@models_app.command("list")
+def models_list(home: HomeOption = None) -> None:
+    """Registered models, oldest first; the champion is marked."""
+    from tasks.rank import registry
+
+    settings = _settings(home)
+    champion = registry.champion_state(settings.models_dir)["champion"]
+    rows = []
+    for record in registry.list_models(settings.models_dir):
+        metrics = record.meta.get("validation", {}).get("metrics", {}).get("lightgbm", {})
+        rows.append(
+            {
+                "version": record.version,
+                "champion": "*" if record.version == champion else "",
+                "cutoff": record.meta["cutoff"][:10],
+                "valid ndcg@10": metrics.get(f"ndcg@{settings.k}", float("nan")),
+                "code": record.meta.get("code_version", ""),
+            }
+        )
+    out.print(
+        _table(f"Models in {settings.models_dir}", rows) if rows else "no models registered yet"
+    )
+
+
+@models_app.command("promote")
+def models_promote(version: str, home: HomeOption = None) -> None:
+    """Make VERSION the champion."""
+    from tasks.rank import registry
+
+    record = registry.promote(_settings(home).models_dir, version)
+    out.print(f"champion is now {record.version}")
+
+
+@models_app.command("rollback")
+def models_rollback(home: HomeOption = None) -> None:
+    """Restore the previous champion."""
+    from tasks.rank import registry
+
+    record = registry.rollback(_settings(home).models_dir)
+    out.print(f"champion rolled back to {record.version}")
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    from tasks.ingest.landing import IngestError
+    from tasks.rank.registry import RegistryError
+    from tasks.store import StoreError
+    from tasks.validate.contracts import ContractError
+
+    return (IngestError, StoreError, RegistryError, ContractError, ValidationError)
+
+
+HINTS = {
+    "IngestError": "fix the file (or pass --replace) and run the command again",
+    "BadShareError": "inspect quarantined rows, fix the file, ingest again",
+    "StoreError": "check NIGHTREC_HOME and that no other nightrec run holds the store",
+    "RegistryError": "see `nightrec models list`",
+    "ContractError": "fix the contract under data_contracts/",
+    "ValidationError": "check the command's options (`nightrec COMMAND --help`)",
+}
+
+
+def main() -> None:
+    _quiet_prefect()
+    try:
+        app()
+    except _known_errors() as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if type(exc).__name__ == "ValidationError":
+            message = "; ".join(e["msg"] for e in exc.errors())  # type: ignore[attr-defined]
+        console.print(f"[bold red]error:[/] {message}", highlight=False)
+        console.print(
+            f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}", highlight=False
+        )
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The nightly flow for one date: ingest+validate -> snapshot -> model -> score -> publish."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from tasks.features.snapshot import snapshot_task
+from tasks.ingest.task import ingest_day_task
+from tasks.publish.writer import publish_task
+from tasks.rank.task import BASELINE_VERSION, choose_model_task, score_task
+from tasks.settings import Settings, load_settings
+from tasks.timeutil import cutoff_of
+
+log = logging.getLogger("nightrec.flow")
+
+
+class NightlyParams(BaseModel):
+    """Parameters of one nightly run (what the Prefect UI shows as a form)."""
+
+    run_date: dt.date = Field(description="recommend for the days after this one")
+    retrain: bool | None = Field(None, description="force (true) or forbid (false) retraining")
+    landing_dir: str | None = Field(None, description="folder of daily landing files")
+    source: str | None = Field(None, description="source adapter of the landing files")
+    home: str | None = Field(None, description="NIGHTREC_HOME for this run")
+
+
+def run_settings(params: NightlyParams) -> Settings:
+    return load_settings(
+        landing_dir=Path(params.landing_dir) if params.landing_dir else None,
+        source=params.source,
+        home=Path(params.home) if params.home else None,
+    )
+
+
+def _run_id(run_date: dt.date) -> str:
+    prefect_id = flow_run.get_id()
+    return str(prefect_id) if prefect_id else f"{run_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
+
+
+@flow(name="nightly", flow_run_name="nightly-{params.run_date}", log_prints=True)
+def nightly_flow(params: NightlyParams) -> dict[str, Any]:
+    """Recommend for every known customer as of the end of `run_date`."""
+    settings = run_settings(params)
+    run_id = _run_id(params.run_date)
+    work_dir = settings.work_dir / run_id
+    ingested = ingest_day_task(settings, params.run_date)
+    snapshot = snapshot_task(settings, cutoff_of(params.run_date), work_dir)
+    choice = choose_model_task(settings, snapshot, params.retrain)
+    recs_path = score_task(settings, snapshot, choice.version, work_dir)
+    manifest = publish_task(
+        recs_path,
+        settings.recommendations_dir,
+        params.run_date,
+        run_id,
+        choice.version or BASELINE_VERSION,
+        settings.k,
+        {
+            "cutoff": snapshot.cutoff.isoformat(),
+            "input_events": snapshot.n_events,
+            "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
+            "retrained": choice.retrained,
+            "model_choice": choice.reason,
+            "ingested": ingested,
+        },
+    )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    log.info(
+        "%s: %s rows for %s users with %s (%s)",
+        params.run_date,
+        f"{manifest['rows']:,}",
+        f"{manifest['users']:,}",
+        manifest["model_version"],
+        choice.reason,
+    )
+    return manifest

@@ -1,0 +1,49 @@
+-- The store's tables. Each table's contents are produced by the file named after it.
+create table if not exists events (
+    user_id     varchar   not null,
+    item_id     varchar   not null,
+    event_type  varchar   not null,
+    ts          timestamp not null,
+    quantity    bigint    not null,
+    price       double    not null,
+    order_id    varchar,
+    session_id  varchar,
+    source      varchar   not null,
+    event_day   date      not null,
+    source_file varchar   not null
+);
+
+create table if not exists quarantine (
+    source         varchar   not null,
+    event_day      date      not null,
+    source_file    varchar   not null,
+    row_number     bigint    not null,
+    reason         varchar   not null,
+    payload        varchar   not null,
+    quarantined_at timestamp not null,
+    replayed_at    timestamp
+);
+
+create table if not exists catalog (
+    item_id    varchar primary key,
+    title      varchar,
+    category   varchar,
+    price      double,
+    updated_at timestamp not null
+);
+
+create table if not exists ingestions (
+    source            varchar   not null,
+    event_day         date      not null,
+    source_file       varchar   not null,
+    sha256            varchar   not null,
+    status            varchar   not null,
+    rows_in           bigint    not null,
+    rows_loaded       bigint    not null,
+    rows_quarantined  bigint    not null,
+    rows_filtered     bigint    not null,
+    filtered_reasons  json      not null,
+    quarantine_reasons json     not null,
+    ingested_at       timestamp not null,
+    primary key (source, event_day)
+);

@@ -1,0 +1,1 @@
+"""Baseline recommenders every model is reported beside (popularity, repurchase, kNN, EASE)."""

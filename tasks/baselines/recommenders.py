@@ -1,0 +1,311 @@
+"""Baseline recommenders quoted beside every model (baselines.md, DESIGN.md "Evaluation").
+
+Each baseline is `(train_events, users, as_of, k) -> recs` with columns user_id, item_id,
+rank (1..k, Int32) and score (Float64). They use purchase events before `as_of` only.
+Every user gets exactly k distinct items whenever k items have ever been purchased: a
+model's own candidates (items it scores above zero) come first, and the rest of the list
+is padded with the popularity ranking. Padded items carry the score -position in that
+ranking, so scores always decrease with rank and padding is easy to spot.
+Repeat purchases are allowed (the protocol counts them as real demand), so no baseline
+removes a user's past items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, QUANTITY, RANK, SCORE, TS, USER_ID
+
+POPULARITY_WINDOW_DAYS = 30
+# Chosen on the two development cuts of baselines.md (2011-08-01 and 2011-09-01).
+REPURCHASE_TAU_DAYS = 70.0
+EASE_LAMBDA = 200.0
+# Users scored per dense block in kNN / EASE: bounds memory at block x n_items floats.
+_USER_BLOCK = 2048
+
+ScoreBlock = Callable[[sp.csr_matrix], np.ndarray]
+
+_POP_POS = "_pop_pos"
+_SRC = "_src"
+_ORDER = "_order"
+
+
+def _purchases(train_events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Purchase events strictly before `as_of`: the guard against look-ahead lives here too."""
+    return train_events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of)).select(
+        USER_ID, ITEM_ID, TS, QUANTITY
+    )
+
+
+def _users_frame(users: pl.Series) -> pl.DataFrame:
+    return pl.DataFrame({USER_ID: users}).unique().sort(USER_ID)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+def _popularity_ranking(
+    purchases: pl.DataFrame, as_of: datetime, window_days: int = POPULARITY_WINDOW_DAYS
+) -> pl.DataFrame:
+    """Every purchased item, most popular first: item_id, score, _pop_pos (1-based).
+
+    Order: distinct buyers in [as_of - window, as_of), then all-time distinct buyers, then
+    item_id. The all-time key breaks ties between equally recent best-sellers (it is what
+    reproduces baselines.md on the 2011-08-01 cut) and orders the items nobody bought in
+    the window, so the ranking can pad any list.
+    """
+    start = as_of - timedelta(days=window_days)
+    return (
+        purchases.group_by(ITEM_ID)
+        .agg(
+            pl.col(USER_ID).filter(pl.col(TS) >= start).n_unique().alias("_recent"),
+            pl.col(USER_ID).n_unique().alias("_all"),
+        )
+        .sort(["_recent", "_all", ITEM_ID], descending=[True, True, False])
+        .with_columns(
+            pl.col("_recent").cast(pl.Float64).alias(SCORE),
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(_POP_POS),
+        )
+        .select(ITEM_ID, SCORE, _POP_POS)
+    )
+
+
+def _empty_recs() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, RANK: pl.Int32, SCORE: pl.Float64}
+    )
+
+
+def _assemble(
+    candidates: pl.DataFrame, users: pl.DataFrame, popular: pl.DataFrame, k: int
+) -> pl.DataFrame:
+    """A model's first k candidates with score > 0 per user, padded with popular items.
+
+    `candidates` has user_id, item_id, score and _order (the model's preference, 1 = best,
+    ties already broken); padding skips items the user already holds.
+    """
+    own = (
+        candidates.join(users, on=USER_ID, how="semi")
+        .filter(pl.col(SCORE) > 0)
+        .sort(USER_ID, _ORDER)
+        .group_by(USER_ID, maintain_order=True)
+        .head(k)
+        .select(
+            USER_ID, ITEM_ID, SCORE, pl.lit(0, pl.Int64).alias(_SRC), pl.col(_ORDER).cast(pl.Int64)
+        )
+    )
+    # a user holds at most k own items, so 2k popular ones always leave k to pad with
+    pad = (
+        users.join(popular.head(2 * k), how="cross")
+        .join(own, on=[USER_ID, ITEM_ID], how="anti")
+        .select(
+            USER_ID,
+            ITEM_ID,
+            (-pl.col(_POP_POS).cast(pl.Float64)).alias(SCORE),
+            pl.lit(1, pl.Int64).alias(_SRC),
+            pl.col(_POP_POS).alias(_ORDER),
+        )
+    )
+    return (
+        pl.concat([own, pad])
+        .sort(USER_ID, _SRC, _ORDER)
+        .group_by(USER_ID, maintain_order=True)
+        .head(k)
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(USER_ID).alias(RANK))
+        .select(USER_ID, ITEM_ID, RANK, SCORE)
+    )
+
+
+def popularity(
+    train_events: pl.DataFrame,
+    users: pl.Series,
+    as_of: datetime,
+    k: int,
+    *,
+    window_days: int = POPULARITY_WINDOW_DAYS,
+) -> pl.DataFrame:
+    """The same list for everyone: items by distinct buyers in the last `window_days`.
+
+    Distinct buyers, not units: wholesalers order thousands of one item, which says little
+    about what the next customer wants. Score = buyers in the window.
+    """
+    _check_k(k)
+    purchases = _purchases(train_events, as_of)
+    top = _popularity_ranking(purchases, as_of, window_days).head(k)
+    base = _users_frame(users)
+    if base.height == 0 or top.height == 0:
+        return _empty_recs()
+    return (
+        base.join(top, how="cross")
+        .sort([USER_ID, _POP_POS])
+        .select(USER_ID, ITEM_ID, pl.col(_POP_POS).cast(pl.Int32).alias(RANK), SCORE)
+    )
+
+
+def repurchase(
+    train_events: pl.DataFrame,
+    users: pl.Series,
+    as_of: datetime,
+    k: int,
+    *,
+    tau: float = REPURCHASE_TAU_DAYS,
+) -> pl.DataFrame:
+    """The user's own past items by recency-weighted frequency, padded with popularity.
+
+    score = sum over the user's purchase lines of the item of exp(-age_days / tau): many
+    customers are wholesalers who re-order, and recent orders say more than old ones.
+    Items bought together in one order tie exactly (for most users at the k-th place), so
+    the tie-break matters: more units bought first, then item_id.
+    """
+    _check_k(k)
+    if tau <= 0:
+        raise ValueError(f"tau must be positive, got {tau}")
+    purchases = _purchases(train_events, as_of)
+    base = _users_frame(users)
+    age_days = (pl.lit(as_of) - pl.col(TS)).dt.total_microseconds() / 86_400e6
+    candidates = (
+        purchases.join(base, on=USER_ID, how="semi")
+        .group_by(USER_ID, ITEM_ID)
+        .agg(
+            (-age_days / tau).exp().sum().alias(SCORE),
+            pl.col(QUANTITY).sum().alias("_units"),
+        )
+        .sort([USER_ID, SCORE, "_units", ITEM_ID], descending=[False, True, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(USER_ID).alias(_ORDER))
+    )
+    return _assemble(candidates, base, _popularity_ranking(purchases, as_of), k)
+
+
+def _interactions(
+    purchases: pl.DataFrame,
+) -> tuple[sp.csr_matrix, pl.DataFrame, pl.Series]:
+    """Binary user x item matrix, its user index (user_id, _row) and its items in column order."""
+    pairs = purchases.select(USER_ID, ITEM_ID).unique()
+    user_index = (
+        pairs.select(USER_ID).unique().sort(USER_ID).with_row_index("_row").select(USER_ID, "_row")
+    )
+    items = pairs.get_column(ITEM_ID).unique().sort()
+    item_index = pl.DataFrame({ITEM_ID: items}).with_row_index("_col")
+    coded = pairs.join(user_index, on=USER_ID).join(item_index, on=ITEM_ID)
+    matrix = sp.csr_matrix(
+        (
+            np.ones(coded.height, dtype=np.float64),
+            (coded.get_column("_row").to_numpy(), coded.get_column("_col").to_numpy()),
+        ),
+        shape=(user_index.height, items.len()),
+    )
+    return matrix, user_index, items
+
+
+def _top_k_blocks(
+    x: sp.csr_matrix, rows: np.ndarray, k: int, score_block: ScoreBlock
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, score) of each user's k best columns, scored a block of users at a time.
+
+    A stable sort on -score keeps equal scores in column order, i.e. ties go by item_id.
+    """
+    top = min(k, x.shape[1])
+    row_parts, col_parts, val_parts = [], [], []
+    for start in range(0, rows.size, _USER_BLOCK):
+        block_rows = rows[start : start + _USER_BLOCK]
+        scores = np.asarray(score_block(x[block_rows]), dtype=np.float64)
+        cols = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+        row_parts.append(np.repeat(block_rows, top))
+        col_parts.append(cols.ravel())
+        val_parts.append(np.take_along_axis(scores, cols, axis=1).ravel())
+    if not row_parts:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, np.empty(0, dtype=np.float64)
+    return np.concatenate(row_parts), np.concatenate(col_parts), np.concatenate(val_parts)
+
+
+def _matrix_model_recs(
+    purchases: pl.DataFrame,
+    base: pl.DataFrame,
+    as_of: datetime,
+    k: int,
+    fit: Callable[[sp.csr_matrix], ScoreBlock],
+) -> pl.DataFrame:
+    """Shared frame work of the user x item models: index, fit, score known users, pad."""
+    x, user_index, items = _interactions(purchases)
+    rows = user_index.join(base, on=USER_ID, how="semi").get_column("_row").to_numpy()
+    popular = _popularity_ranking(purchases, as_of)
+    if rows.size == 0:
+        candidates = pl.DataFrame(
+            schema={USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, SCORE: pl.Float64, _ORDER: pl.Int64}
+        )
+        return _assemble(candidates, base, popular, k)
+    row_ids, col_ids, vals = _top_k_blocks(x, rows, k, fit(x))
+    candidates = pl.DataFrame(
+        {
+            USER_ID: user_index.get_column(USER_ID).gather(row_ids),
+            ITEM_ID: items.gather(col_ids),
+            SCORE: vals,
+        }
+    ).with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int64).over(USER_ID).alias(_ORDER))
+    return _assemble(candidates, base, popular, k)
+
+
+def _fit_item_knn(x: sp.csr_matrix) -> ScoreBlock:
+    norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
+    inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    xn = x @ sp.diags(inv)
+    sim = (xn.T @ xn).tocsr()
+    sim = (sim - sp.diags(sim.diagonal())).tocsr()
+    sim.eliminate_zeros()
+
+    def score_block(block: sp.csr_matrix) -> np.ndarray:
+        return (block @ sim).toarray()
+
+    return score_block
+
+
+def item_knn(train_events: pl.DataFrame, users: pl.Series, as_of: datetime, k: int) -> pl.DataFrame:
+    """Item-kNN: score = sum of cosine similarities between an item and the user's items.
+
+    Cosine on the binary user x item matrix, self-similarity zero (an item does not vote for
+    itself; that is what reproduces baselines.md). Past items are not excluded: they still
+    score through the items bought with them, and repeats are real demand.
+    """
+    _check_k(k)
+    purchases = _purchases(train_events, as_of)
+    return _matrix_model_recs(purchases, _users_frame(users), as_of, k, _fit_item_knn)
+
+
+def ease(
+    train_events: pl.DataFrame,
+    users: pl.Series,
+    as_of: datetime,
+    k: int,
+    *,
+    lam: float = EASE_LAMBDA,
+) -> pl.DataFrame:
+    """EASE (Steck 2019): B = -P / diag(P) with P = (X'X + lam I)^-1, diagonal zero.
+
+    Closed form with a dense item x item inverse: fine for a few thousand items.
+    """
+    _check_k(k)
+    if lam <= 0:
+        raise ValueError(f"lam must be positive, got {lam}")
+
+    def fit(x: sp.csr_matrix) -> ScoreBlock:
+        gram = (x.T @ x).toarray()
+        gram[np.diag_indices_from(gram)] += lam
+        p = np.linalg.inv(gram)
+        b = p / -np.diag(p)[np.newaxis, :]
+        b[np.diag_indices_from(b)] = 0.0
+
+        def score_block(block: sp.csr_matrix) -> np.ndarray:
+            return np.asarray(block @ b)
+
+        return score_block
+
+    purchases = _purchases(train_events, as_of)
+    return _matrix_model_recs(purchases, _users_frame(users), as_of, k, fit)

@@ -1,0 +1,1 @@
+"""Candidate retrieval: per customer, items worth ranking, each with its source and score."""

@@ -1,0 +1,172 @@
+"""Candidate generators (pure functions over an events frame cut at as_of).
+
+Sources:
+- history: the customer's own items, recency-weighted (purchases count more than carts/views);
+- copurchase: items bought in the same orders as the customer's recent items, time-decayed;
+- popular: the items with most distinct buyers in the recent past.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from tasks.constants import CART, EVENT_TYPE, ITEM_ID, ORDER_ID, PURCHASE, TS, USER_ID, VIEW
+from tasks.settings import CandidateSettings
+from tasks.timeutil import age_days
+
+EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
+SOURCES = ("hist", "covis", "pop")
+MISSING_RANK = 9_999
+
+
+def _ranked(frame: pl.DataFrame, score: str, rank: str, per_user: int) -> pl.DataFrame:
+    """Keep the best `per_user` rows per user by score (ties: item_id) and number them."""
+    return (
+        frame.sort([USER_ID, score, ITEM_ID], descending=[False, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1).over(USER_ID).alias(rank))
+        .filter(pl.col(rank) <= per_user)
+    )
+
+
+def history_candidates(
+    events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """user_id, item_id, hist_score, hist_rank from the customer's own interactions."""
+    weight = pl.col(EVENT_TYPE).replace_strict(EVENT_WEIGHTS, default=0.0, return_dtype=pl.Float64)
+    scored = (
+        events.filter(pl.col(TS) < as_of)
+        .group_by(USER_ID, ITEM_ID)
+        .agg((weight * (-age_days(as_of) / cfg.history_tau_days).exp()).sum().alias("hist_score"))
+    )
+    return _ranked(scored, "hist_score", "hist_rank", cfg.history_per_user)
+
+
+def _baskets(purchases: pl.DataFrame, max_basket: int) -> pl.DataFrame:
+    """Distinct items per basket (order, or customer-day when no order id), capped in size."""
+    basket = pl.coalesce(
+        pl.col(ORDER_ID), pl.col(USER_ID) + pl.lit("@") + pl.col(TS).dt.date().cast(pl.Utf8)
+    )
+    items = (
+        purchases.select(basket.alias("basket"), ITEM_ID, TS)
+        .group_by("basket", ITEM_ID)
+        .agg(pl.col(TS).max())
+    )
+    # Large wholesale orders would dominate the pair count; keep a deterministic subset.
+    return (
+        items.with_columns(pl.col(ITEM_ID).hash(seed=7).alias("_h"))
+        .sort("basket", "_h")
+        .with_columns(
+            pl.int_range(pl.len()).over("basket").alias("_pos"),
+            pl.len().over("basket").alias("basket_size"),
+        )
+        .filter(pl.col("_pos") < max_basket)
+        .drop("_h", "_pos")
+    )
+
+
+def item_neighbors(
+    purchases: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """item_id, neighbor_id, sim: time-decayed co-purchase counts, cosine-normalised."""
+    recent = purchases.filter(
+        (pl.col(TS) < as_of) & (pl.col(TS) >= as_of - dt.timedelta(days=cfg.copurchase_days))
+    )
+    baskets = _baskets(recent, cfg.copurchase_max_basket).with_columns(
+        (
+            (-age_days(as_of) / cfg.copurchase_days).exp()
+            / (pl.col("basket_size").cast(pl.Float64) + 1.0).log(2)
+        ).alias("w")
+    )
+    item_weight = baskets.group_by(ITEM_ID).agg(pl.col("w").sum().alias("item_w"))
+    pairs = (
+        baskets.select("basket", ITEM_ID, "w")
+        .join(baskets.select("basket", pl.col(ITEM_ID).alias("neighbor_id")), on="basket")
+        .filter(pl.col(ITEM_ID) != pl.col("neighbor_id"))
+        .group_by(ITEM_ID, "neighbor_id")
+        .agg(pl.col("w").sum().alias("co_w"))
+    )
+    sims = (
+        pairs.join(item_weight, on=ITEM_ID)
+        .join(
+            item_weight.rename({ITEM_ID: "neighbor_id", "item_w": "neighbor_w"}), on="neighbor_id"
+        )
+        .select(
+            ITEM_ID,
+            "neighbor_id",
+            (pl.col("co_w") / (pl.col("item_w") * pl.col("neighbor_w")).sqrt()).alias("sim"),
+        )
+    )
+    return (
+        sims.sort([ITEM_ID, "sim", "neighbor_id"], descending=[False, True, False])
+        .group_by(ITEM_ID, maintain_order=True)
+        .head(cfg.copurchase_neighbors)
+    )
+
+
+def copurchase_candidates(
+    events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """user_id, item_id, covis_score, covis_rank: neighbours of the customer's recent items."""
+    purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
+    neighbors = item_neighbors(purchases, as_of, cfg)
+    recent_items = (
+        purchases.group_by(USER_ID, ITEM_ID)
+        .agg(pl.col(TS).max().alias("last_ts"))
+        .sort([USER_ID, "last_ts", ITEM_ID], descending=[False, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1).over(USER_ID).alias("recency_pos"))
+        .filter(pl.col("recency_pos") <= cfg.copurchase_recent_items)
+    )
+    scored = (
+        recent_items.join(neighbors, on=ITEM_ID)
+        .group_by(USER_ID, pl.col("neighbor_id").alias(ITEM_ID))
+        .agg(
+            (pl.col("sim") / pl.col("recency_pos").cast(pl.Float64).sqrt())
+            .sum()
+            .alias("covis_score")
+        )
+    )
+    return _ranked(scored, "covis_score", "covis_rank", cfg.copurchase_per_user)
+
+
+def popular_items(events: pl.DataFrame, as_of: dt.datetime, days: int, n: int) -> pl.DataFrame:
+    """item_id, pop_score (distinct buyers in the last `days` days), pop_rank; ties by item_id."""
+    window = events.filter(
+        (pl.col(EVENT_TYPE) == PURCHASE)
+        & (pl.col(TS) < as_of)
+        & (pl.col(TS) >= as_of - dt.timedelta(days=days))
+    )
+    return (
+        window.group_by(ITEM_ID)
+        .agg(pl.col(USER_ID).n_unique().cast(pl.Float64).alias("pop_score"))
+        .sort(["pop_score", ITEM_ID], descending=[True, False])
+        .head(n)
+        .with_columns(pl.int_range(1, pl.len() + 1).alias("pop_rank"))
+    )
+
+
+def generate_candidates(
+    events: pl.DataFrame, users: pl.Series, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """The union of all sources for `users`, one row per (user, item), with every source's
+    score (0 when absent) and rank (MISSING_RANK when absent)."""
+    user_frame = pl.DataFrame({USER_ID: users.unique()})
+    popular = popular_items(events, as_of, cfg.popular_days, cfg.popular_per_user)
+    parts = [
+        history_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
+        copurchase_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
+        user_frame.join(popular, how="cross"),
+    ]
+    keys = pl.concat([p.select(USER_ID, ITEM_ID) for p in parts]).unique()
+    merged = keys
+    for part in parts:
+        merged = merged.join(part, on=[USER_ID, ITEM_ID], how="left")
+    fills = []
+    for source in SOURCES:
+        fills.append(pl.col(f"{source}_score").fill_null(0.0))
+        fills.append(pl.col(f"{source}_rank").fill_null(MISSING_RANK).cast(pl.Int32))
+    n_sources = pl.sum_horizontal(
+        [(pl.col(f"{s}_rank") < MISSING_RANK).cast(pl.Int8) for s in SOURCES]
+    ).alias("n_sources")
+    return merged.with_columns(fills).with_columns(n_sources).sort(USER_ID, ITEM_ID)

@@ -1,0 +1,45 @@
+"""Column names, event types and protocol constants shared by every stage.
+
+One module so that a rename or a protocol change happens in one place (DESIGN.md, habit 6).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Canonical event schema (DESIGN.md, "Interfaces others rely on").
+USER_ID: Final = "user_id"
+ITEM_ID: Final = "item_id"
+EVENT_TYPE: Final = "event_type"
+TS: Final = "ts"
+QUANTITY: Final = "quantity"
+PRICE: Final = "price"
+ORDER_ID: Final = "order_id"
+SESSION_ID: Final = "session_id"
+
+EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, EVENT_TYPE, TS, QUANTITY, PRICE, ORDER_ID, SESSION_ID)
+REQUIRED_EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, EVENT_TYPE, TS, QUANTITY, PRICE)
+
+VIEW: Final = "view"
+CART: Final = "cart"
+PURCHASE: Final = "purchase"
+EVENT_TYPES: Final = (VIEW, CART, PURCHASE)
+
+# Catalog schema.
+TITLE: Final = "title"
+CATEGORY: Final = "category"
+CATALOG_COLUMNS: Final = (ITEM_ID, TITLE, CATEGORY, PRICE)
+
+# Published output schema.
+RANK: Final = "rank"
+SCORE: Final = "score"
+MODEL_VERSION: Final = "model_version"
+RUN_ID: Final = "run_id"
+REC_SOURCE: Final = "source"
+OUTPUT_COLUMNS: Final = (USER_ID, ITEM_ID, RANK, SCORE, MODEL_VERSION, RUN_ID, REC_SOURCE)
+MANIFEST_NAME: Final = "_manifest.json"
+
+# Evaluation protocol (DESIGN.md, "Evaluation protocol").
+DEFAULT_K: Final = 10
+EVAL_KS: Final = (10, 20)
+DEFAULT_HORIZON_DAYS: Final = 30

@@ -1,0 +1,1 @@
+"""Evaluation: the temporal protocol of DESIGN.md, ranking and beyond-accuracy metrics."""

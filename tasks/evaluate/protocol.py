@@ -1,0 +1,57 @@
+"""The evaluation protocol of DESIGN.md: a global temporal split at an as-of date T.
+
+Train on events before T; the truth is the distinct items each customer purchased in
+[T, T + H); the evaluated users bought something both before T and inside the window.
+Everything here is a pure function over canonical event frames, so the backtest, the
+promotion gate and the tests all cut the data the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import polars as pl
+
+from tasks.constants import DEFAULT_HORIZON_DAYS, EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
+
+
+def events_before(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """Training events: strictly before `as_of`, so nothing at T leaks into training."""
+    return events.filter(pl.col(TS) < as_of)
+
+
+def _window(as_of: datetime, horizon_days: int) -> tuple[datetime, datetime]:
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    return as_of, as_of + timedelta(days=horizon_days)
+
+
+def truth_window(
+    events: pl.DataFrame, as_of: datetime, horizon_days: int = DEFAULT_HORIZON_DAYS
+) -> pl.DataFrame:
+    """Distinct (user_id, item_id) purchased in [as_of, as_of + horizon), sorted.
+
+    Distinct because relevance is binary: buying an item twice in the window is one hit.
+    """
+    start, end = _window(as_of, horizon_days)
+    return (
+        events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) >= start) & (pl.col(TS) < end))
+        .select(USER_ID, ITEM_ID)
+        .unique()
+        .sort(USER_ID, ITEM_ID)
+    )
+
+
+def evaluated_users(
+    events: pl.DataFrame, as_of: datetime, horizon_days: int = DEFAULT_HORIZON_DAYS
+) -> pl.Series:
+    """Sorted ids of users who purchased before `as_of` and inside the window.
+
+    Cold users (no purchase before T) are left out: no model can know them, and the
+    baselines.md numbers are quoted over known customers only.
+    """
+    start, end = _window(as_of, horizon_days)
+    purchases = events.filter(pl.col(EVENT_TYPE) == PURCHASE)
+    before = purchases.filter(pl.col(TS) < start).select(USER_ID).unique()
+    inside = purchases.filter((pl.col(TS) >= start) & (pl.col(TS) < end)).select(USER_ID).unique()
+    return before.join(inside, on=USER_ID, how="semi").get_column(USER_ID).sort()

@@ -1,0 +1,183 @@
+"""Features for (customer, item) candidate pairs as of a moment, in Polars.
+
+Point-in-time: the first thing `build_features` does is drop every event at or after as_of,
+and every window is measured back from as_of, so no feature can see the future.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from tasks.constants import (
+    CART,
+    CATEGORY,
+    EVENT_TYPE,
+    ITEM_ID,
+    ORDER_ID,
+    PRICE,
+    PURCHASE,
+    QUANTITY,
+    TS,
+    USER_ID,
+    VIEW,
+)
+from tasks.timeutil import age_days
+
+UNKNOWN_CATEGORY = "__unknown__"
+
+
+def _order_key() -> pl.Expr:
+    """An order is its order id, or the customer's day when the feed has none."""
+    return pl.coalesce(
+        pl.col(ORDER_ID), pl.col(USER_ID) + pl.lit("@") + pl.col(TS).dt.date().cast(pl.Utf8)
+    )
+
+
+def _with_category(frame: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
+    categories = catalog.select(ITEM_ID, pl.col(CATEGORY).fill_null(UNKNOWN_CATEGORY))
+    return frame.join(categories, on=ITEM_ID, how="left").with_columns(
+        pl.col(CATEGORY).fill_null(UNKNOWN_CATEGORY)
+    )
+
+
+def user_item_features(
+    purchases: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime
+) -> pl.DataFrame:
+    """How this customer has bought (and recently looked at) this item."""
+    bought = purchases.group_by(USER_ID, ITEM_ID).agg(
+        pl.col("order").n_unique().alias("ui_orders"),
+        pl.len().alias("ui_lines"),
+        pl.col(QUANTITY).sum().cast(pl.Float64).alias("ui_qty"),
+        pl.col("age").min().alias("ui_days_since_last"),
+        pl.col("age").max().alias("ui_days_since_first"),
+        (pl.col(QUANTITY) * pl.col(PRICE)).sum().alias("ui_spend"),
+        (pl.col("age") <= 30).sum().cast(pl.Int32).alias("ui_lines_30d"),
+    )
+    span = pl.col("ui_days_since_first") - pl.col("ui_days_since_last")
+    cadence = pl.when(pl.col("ui_orders") > 1).then(span / (pl.col("ui_orders") - 1))
+    bought = bought.with_columns(cadence.alias("ui_cadence")).with_columns(
+        (pl.col("ui_days_since_last") / (pl.col("ui_cadence") + 1.0)).alias("ui_reorder_ratio")
+    )
+    recent = events.filter(pl.col("age") <= 30)
+    looked = recent.group_by(USER_ID, ITEM_ID).agg(
+        (pl.col(EVENT_TYPE) == VIEW).sum().cast(pl.Int32).alias("ui_views_30d"),
+        (pl.col(EVENT_TYPE) == CART).sum().cast(pl.Int32).alias("ui_carts_30d"),
+        pl.col("age").min().alias("ui_days_since_touch"),
+    )
+    return bought.join(looked, on=[USER_ID, ITEM_ID], how="full", coalesce=True)
+
+
+def user_features(purchases: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+    """Recency, frequency, monetary value, basket size and cadence of each customer."""
+    orders = purchases.group_by(USER_ID, "order").agg(
+        pl.col("age").min().alias("order_age"), pl.len().alias("order_lines")
+    )
+    per_user_orders = orders.group_by(USER_ID).agg(
+        pl.len().alias("u_orders"),
+        pl.col("order_age").min().alias("u_days_since_last"),
+        pl.col("order_age").max().alias("u_days_since_first"),
+        pl.col("order_lines").mean().alias("u_basket_lines"),
+        (pl.col("order_age") <= 90).sum().cast(pl.Int32).alias("u_orders_90d"),
+    )
+    per_user_lines = purchases.group_by(USER_ID).agg(
+        pl.col(ITEM_ID).n_unique().alias("u_items"),
+        (pl.col(QUANTITY) * pl.col(PRICE)).sum().alias("u_spend"),
+        pl.col(PRICE).median().alias("u_median_price"),
+    )
+    interval = pl.when(pl.col("u_orders") > 1).then(
+        (pl.col("u_days_since_first") - pl.col("u_days_since_last")) / (pl.col("u_orders") - 1)
+    )
+    activity = events.group_by(USER_ID).agg(
+        (pl.col("age") <= 7).sum().cast(pl.Int32).alias("u_events_7d"),
+        pl.col("age").min().alias("u_days_since_event"),
+    )
+    return (
+        per_user_orders.join(per_user_lines, on=USER_ID)
+        .with_columns(interval.alias("u_interval"))
+        .with_columns(
+            (pl.col("u_days_since_last") / (pl.col("u_interval") + 1.0)).alias("u_overdue")
+        )
+        .join(activity, on=USER_ID, how="full", coalesce=True)
+    )
+
+
+def item_features(purchases: pl.DataFrame) -> pl.DataFrame:
+    """Popularity over several windows, trend, price and how often buyers come back."""
+    per_buyer = purchases.group_by(ITEM_ID, USER_ID).agg(
+        pl.col("order").n_unique().alias("orders"), pl.col("age").min().alias("age")
+    )
+    buyers = per_buyer.group_by(ITEM_ID).agg(
+        pl.len().alias("i_buyers"),
+        *((pl.col("age") <= d).sum().cast(pl.Int32).alias(f"i_buyers_{d}d") for d in (7, 30, 90)),
+        (pl.col("orders") > 1).mean().alias("i_repeat_rate"),
+    )
+    sales = purchases.group_by(ITEM_ID).agg(
+        pl.col(PRICE).filter(pl.col("age") <= 90).median().alias("i_price_90d"),
+        pl.col(PRICE).median().alias("i_price_all"),
+        pl.col("age").max().alias("i_days_since_first_sale"),
+        pl.col("age").min().alias("i_days_since_last_sale"),
+        pl.col(QUANTITY).filter(pl.col("age") <= 30).sum().cast(pl.Float64).alias("i_qty_30d"),
+    )
+    trend = (pl.col("i_buyers_7d") * (30.0 / 7.0) + 1.0) / (pl.col("i_buyers_30d") + 1.0)
+    return (
+        buyers.join(sales, on=ITEM_ID)
+        .with_columns(
+            trend.alias("i_trend"),
+            pl.coalesce("i_price_90d", "i_price_all").alias("i_price"),
+        )
+        .drop("i_price_90d", "i_price_all")
+    )
+
+
+def category_features(purchases: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(customer share of lines per category, category buyers in the last 30 days)."""
+    user_cat = (
+        purchases.group_by(USER_ID, CATEGORY)
+        .agg(pl.len().alias("lines"))
+        .with_columns((pl.col("lines") / pl.col("lines").sum().over(USER_ID)).alias("uc_share"))
+        .drop("lines")
+    )
+    cat_pop = (
+        purchases.filter(pl.col("age") <= 30)
+        .group_by(CATEGORY)
+        .agg(pl.col(USER_ID).n_unique().cast(pl.Int32).alias("c_buyers_30d"))
+    )
+    return user_cat, cat_pop
+
+
+def build_features(
+    events: pl.DataFrame,
+    candidates: pl.DataFrame,
+    catalog: pl.DataFrame,
+    as_of: dt.datetime,
+) -> pl.DataFrame:
+    """One row per candidate (user_id, item_id) with every feature, computed as of `as_of`."""
+    past = _with_category(events.filter(pl.col(TS) < as_of), catalog).with_columns(
+        age_days(as_of).alias("age"), _order_key().alias("order")
+    )
+    purchases = past.filter(pl.col(EVENT_TYPE) == PURCHASE)
+    user_cat, cat_pop = category_features(purchases)
+    frame = (
+        _with_category(candidates, catalog)
+        .join(user_item_features(purchases, past, as_of), on=[USER_ID, ITEM_ID], how="left")
+        .join(user_features(purchases, past), on=USER_ID, how="left")
+        .join(item_features(purchases), on=ITEM_ID, how="left")
+        .join(user_cat, on=[USER_ID, CATEGORY], how="left")
+        .join(cat_pop, on=CATEGORY, how="left")
+    )
+    return frame.with_columns(
+        pl.col("uc_share").fill_null(0.0),
+        pl.col("ui_orders").fill_null(0),
+        (pl.col("i_price") / pl.col("u_median_price")).alias("price_ratio"),
+        (pl.col("ui_days_since_last") / (pl.col("u_interval") + 1.0)).alias(
+            "ui_age_vs_user_interval"
+        ),
+    ).drop(CATEGORY)
+
+
+def feature_columns(frame: pl.DataFrame) -> list[str]:
+    """The model's inputs: every numeric column but the keys and the label."""
+    keys = {USER_ID, ITEM_ID, "label"}
+    return [c for c, dtype in frame.schema.items() if c not in keys and dtype.is_numeric()]

@@ -1,0 +1,1 @@
+"""Ingestion: landing files -> source adapter -> contract -> DuckDB events and quarantine."""

@@ -1,0 +1,239 @@
+"""Source adapters: map a foreign landing schema onto the canonical event schema.
+
+An adapter never drops a row silently: each raw row ends up as a canonical event, a
+rejected row (it could not be parsed; quarantined with the reason), or a filtered row (left
+out on purpose, counted per reason).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import polars as pl
+
+from tasks.constants import (
+    CATALOG_COLUMNS,
+    CATEGORY,
+    EVENT_COLUMNS,
+    EVENT_TYPE,
+    ITEM_ID,
+    ORDER_ID,
+    PRICE,
+    PURCHASE,
+    QUANTITY,
+    REQUIRED_EVENT_COLUMNS,
+    SESSION_ID,
+    TITLE,
+    TS,
+    USER_ID,
+)
+from tasks.ingest.landing import IngestError
+from tasks.validate.contracts import ROW_INDEX
+
+TS_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%m/%d/%Y %H:%M")
+REASON = "reason"
+
+
+@dataclass(frozen=True)
+class AdaptedFile:
+    """One landing file after adaptation; `rows_in == events + rejected + sum(filtered)`."""
+
+    events: pl.DataFrame  # canonical columns + _row
+    rejected: pl.DataFrame  # _row, reason
+    filtered: dict[str, int]
+    catalog: pl.DataFrame | None = None
+    ignored_columns: list[str] = field(default_factory=list)
+
+
+class SourceAdapter(Protocol):
+    name: str
+    required_columns: tuple[str, ...]
+    known_columns: tuple[str, ...]
+
+    def adapt(self, raw: pl.DataFrame) -> AdaptedFile: ...
+
+
+def _check_columns(adapter: SourceAdapter, raw: pl.DataFrame) -> list[str]:
+    missing = [c for c in adapter.required_columns if c not in raw.columns]
+    if missing:
+        raise IngestError(
+            f"missing required column(s) {', '.join(missing)} for source {adapter.name!r} "
+            f"(found: {', '.join(raw.columns) or 'none'})"
+        )
+    return [c for c in raw.columns if c not in adapter.known_columns]
+
+
+def _clean_text(column: str) -> pl.Expr:
+    """Trimmed text with empty strings as null."""
+    text = pl.col(column).str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text)
+
+
+def _parse_ts(column: str) -> pl.Expr:
+    text = _clean_text(column)
+    return pl.coalesce(
+        [text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in TS_FORMATS]
+    )
+
+
+def _first_parse_failure(checks: list[tuple[str, str, str]]) -> pl.Expr:
+    """First failed parse per row as a reason (null when all parsed).
+
+    Each check is (raw column, parsed column, reason): a value was given but did not parse.
+    """
+    return pl.coalesce(
+        [
+            pl.when(pl.col(f"__raw_{raw}").is_not_null() & pl.col(parsed).is_null()).then(
+                pl.lit(reason)
+            )
+            for raw, parsed, reason in checks
+        ]
+    )
+
+
+def _split_rejected(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rejected = frame.filter(pl.col(REASON).is_not_null()).select(ROW_INDEX, REASON)
+    return frame.filter(pl.col(REASON).is_null()), rejected
+
+
+class CanonicalAdapter:
+    """Landing files already in the canonical schema (the synthetic shop writes these)."""
+
+    name = "canonical"
+    required_columns = REQUIRED_EVENT_COLUMNS
+    known_columns = EVENT_COLUMNS
+
+    def adapt(self, raw: pl.DataFrame) -> AdaptedFile:
+        ignored = _check_columns(self, raw)
+        for optional in (ORDER_ID, SESSION_ID):
+            if optional not in raw.columns:
+                raw = raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias(optional))
+        frame = raw.with_row_index(ROW_INDEX).with_columns(
+            pl.col(ROW_INDEX).cast(pl.Int64),
+            *(_clean_text(c).alias(f"__raw_{c}") for c in (TS, QUANTITY, PRICE)),
+        )
+        frame = frame.with_columns(
+            _clean_text(USER_ID).alias(USER_ID),
+            _clean_text(ITEM_ID).alias(ITEM_ID),
+            _clean_text(EVENT_TYPE).str.to_lowercase().alias(EVENT_TYPE),
+            _parse_ts(TS).alias(TS),
+            _clean_text(QUANTITY).cast(pl.Int64, strict=False).alias(QUANTITY),
+            _clean_text(PRICE).cast(pl.Float64, strict=False).alias(PRICE),
+            _clean_text(ORDER_ID).alias(ORDER_ID),
+            _clean_text(SESSION_ID).alias(SESSION_ID),
+        )
+        frame = frame.with_columns(
+            _first_parse_failure(
+                [
+                    (TS, TS, "unparseable:ts"),
+                    (QUANTITY, QUANTITY, "not_an_integer:quantity"),
+                    (PRICE, PRICE, "not_a_number:price"),
+                ]
+            ).alias(REASON)
+        )
+        good, rejected = _split_rejected(frame)
+        return AdaptedFile(
+            events=good.select(*EVENT_COLUMNS, ROW_INDEX),
+            rejected=rejected,
+            filtered={},
+            ignored_columns=ignored,
+        )
+
+
+# Stock codes of the UCI Online Retail data that are fees, postage or adjustments, not goods.
+ONLINE_RETAIL_PRODUCT_CODE = re.compile(r"^(\d{5}[A-Za-z]{0,2}|DCGS\w+)$")
+
+
+class OnlineRetailAdapter:
+    """UCI Online Retail order lines -> purchase events (quirks: ../shared/.../README.md)."""
+
+    name = "online-retail"
+    required_columns = (
+        "InvoiceNo",
+        "StockCode",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+    )
+    known_columns = (*required_columns, "Description", "Country")
+
+    def adapt(self, raw: pl.DataFrame) -> AdaptedFile:
+        ignored = _check_columns(self, raw)
+        if "Description" not in raw.columns:
+            raw = raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias("Description"))
+        frame = raw.with_row_index(ROW_INDEX).with_columns(
+            pl.col(ROW_INDEX).cast(pl.Int64),
+            *(_clean_text(c).alias(f"__raw_{c}") for c in ("Quantity", "UnitPrice", "InvoiceDate")),
+        )
+        customer = _clean_text("CustomerID")
+        frame = frame.with_columns(
+            # CustomerID is written like "17850.0"; the id is the integer part.
+            customer.str.replace(r"\.0+$", "").alias(USER_ID),
+            _clean_text("StockCode").str.to_uppercase().alias(ITEM_ID),
+            pl.lit(PURCHASE).alias(EVENT_TYPE),
+            _parse_ts("InvoiceDate").alias(TS),
+            _clean_text("Quantity").cast(pl.Int64, strict=False).alias(QUANTITY),
+            _clean_text("UnitPrice").cast(pl.Float64, strict=False).alias(PRICE),
+            _clean_text("InvoiceNo").alias(ORDER_ID),
+            pl.lit(None, dtype=pl.Utf8).alias(SESSION_ID),
+            _clean_text("Description").alias(TITLE),
+        )
+        frame = frame.with_columns(
+            _first_parse_failure(
+                [
+                    ("InvoiceDate", TS, "unparseable:InvoiceDate"),
+                    ("Quantity", QUANTITY, "not_an_integer:Quantity"),
+                    ("UnitPrice", PRICE, "not_a_number:UnitPrice"),
+                ]
+            ).alias(REASON)
+        )
+        parsed, rejected = _split_rejected(frame)
+        filter_reason = (
+            pl.when(pl.col(ORDER_ID).str.starts_with("C"))
+            .then(pl.lit("cancellation"))
+            .when(pl.col(USER_ID).is_null())
+            .then(pl.lit("unknown_customer"))
+            .when(~pl.col(ITEM_ID).fill_null("").str.contains(ONLINE_RETAIL_PRODUCT_CODE.pattern))
+            .then(pl.lit("non_product_code"))
+            .when(pl.col(QUANTITY) <= 0)
+            .then(pl.lit("non_positive_quantity"))
+            .when(pl.col(PRICE) <= 0)
+            .then(pl.lit("non_positive_price"))
+        )
+        parsed = parsed.with_columns(filter_reason.alias("__filter"))
+        counts = parsed.filter(pl.col("__filter").is_not_null()).group_by("__filter").len()
+        filtered = dict(zip(counts["__filter"].to_list(), counts["len"].to_list(), strict=True))
+        kept = parsed.filter(pl.col("__filter").is_null())
+        catalog = (
+            kept.group_by(ITEM_ID)
+            .agg(
+                pl.col(TITLE).drop_nulls().mode().sort().first().alias(TITLE),
+                pl.col(PRICE).median().alias(PRICE),
+            )
+            .with_columns(pl.col(ITEM_ID).str.slice(0, 3).alias(CATEGORY))
+            .select(CATALOG_COLUMNS)
+        )
+        return AdaptedFile(
+            events=kept.select(*EVENT_COLUMNS, ROW_INDEX),
+            rejected=rejected,
+            filtered={k: int(v) for k, v in sorted(filtered.items())},
+            catalog=catalog,
+            ignored_columns=ignored,
+        )
+
+
+ADAPTERS: dict[str, SourceAdapter] = {
+    adapter.name: adapter for adapter in (CanonicalAdapter(), OnlineRetailAdapter())
+}
+
+
+def adapter_for(source: str) -> SourceAdapter:
+    try:
+        return ADAPTERS[source]
+    except KeyError:
+        raise IngestError(
+            f"unknown source {source!r}; choose one of: {', '.join(sorted(ADAPTERS))}"
+        ) from None

@@ -1,0 +1,43 @@
+"""Prefect task: ingest the run day's landing file (and the catalog beside it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from prefect import task
+
+from tasks.ingest.landing import find_day_files
+from tasks.ingest.load import ingest_catalog, ingest_landing, result_record
+from tasks.settings import Settings
+
+log = logging.getLogger("nightrec.ingest")
+CATALOG_NAMES = ("catalog.csv", "catalog.parquet")
+
+
+def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
+    """Load the day's landing file; a day without one is a warning (shops close)."""
+    landing = settings.landing_dir
+    if landing is None:
+        log.info("no landing folder configured: using the store as it is")
+        return []
+    for name in CATALOG_NAMES:
+        if (landing / name).is_file():
+            ingest_catalog(settings.db_path, landing / name)
+    if not find_day_files(landing, run_date, run_date):
+        log.warning("no landing file for %s under %s: running on earlier days", run_date, landing)
+        return []
+    results = ingest_landing(
+        settings.db_path,
+        settings.source,
+        landing,
+        max_bad_share=settings.max_bad_share,
+        start=run_date,
+        end=run_date,
+    )
+    for result in results:
+        log.info(result.summary())
+    return [result_record(r) for r in results]
+
+
+ingest_day_task = task(name="ingest-day")(ingest_run_day)

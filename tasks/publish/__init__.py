@@ -1,0 +1,1 @@
+"""Publishing: top-K Parquet per run date with a manifest, swapped in atomically."""

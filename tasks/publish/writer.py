@@ -1,0 +1,126 @@
+"""Write `recommendations/run_date=D/` atomically: stage beside it, then swap by rename.
+
+Readers see the old partition or the new one, never a half-written one; a crash leaves at
+most a `.staging-*` folder, which the next publish of that day removes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import task
+
+from tasks.constants import (
+    ITEM_ID,
+    MANIFEST_NAME,
+    MODEL_VERSION,
+    OUTPUT_COLUMNS,
+    RANK,
+    REC_SOURCE,
+    RUN_ID,
+    USER_ID,
+)
+
+PART_NAME = "part-00000.parquet"
+
+
+def partition_dir(root: Path, run_date: dt.date) -> Path:
+    return root / f"run_date={run_date.isoformat()}"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def publish(
+    recs: pl.DataFrame,
+    root: Path,
+    run_date: dt.date,
+    run_id: str,
+    model_version: str,
+    k: int,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """Write the partition for `run_date`, replacing an earlier one; returns the manifest."""
+    out = (
+        recs.with_columns(pl.lit(model_version).alias(MODEL_VERSION), pl.lit(run_id).alias(RUN_ID))
+        .select(OUTPUT_COLUMNS)
+        .sort(USER_ID, RANK)
+    )
+    final = partition_dir(root, run_date)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".staging-{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = root / f".staging-{final.name}-{run_id}"
+    staging.mkdir()
+    part = staging / PART_NAME
+    out.write_parquet(part)
+    source_counts = out.group_by(REC_SOURCE).len().sort(REC_SOURCE)
+    manifest = {
+        "run_date": run_date.isoformat(),
+        "run_id": run_id,
+        "model_version": model_version,
+        "k": k,
+        "rows": out.height,
+        "users": out.get_column(USER_ID).n_unique(),
+        "items": out.get_column(ITEM_ID).n_unique(),
+        "rows_by_source": dict(source_counts.iter_rows()),
+        "files": {PART_NAME: {"rows": out.height, "sha256": _sha256(part)}},
+        "written_at": dt.datetime.now().isoformat(timespec="seconds"),
+        **extra,
+    }
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str))
+    _swap_in(staging, final)
+    return manifest
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Move the staged folder into place; the previous partition is removed only after."""
+    old = final.with_name(f".old-{final.name}")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_manifest(root: Path, run_date: dt.date) -> dict[str, Any] | None:
+    path = partition_dir(root, run_date) / MANIFEST_NAME
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def is_complete(root: Path, run_date: dt.date) -> bool:
+    """True when the partition has a manifest and every file matches its checksum."""
+    manifest = read_manifest(root, run_date)
+    if manifest is None:
+        return False
+    folder = partition_dir(root, run_date)
+    return all(
+        (folder / name).is_file() and _sha256(folder / name) == info["sha256"]
+        for name, info in manifest["files"].items()
+    )
+
+
+def publish_from(
+    recs_path: Path,
+    root: Path,
+    run_date: dt.date,
+    run_id: str,
+    model_version: str,
+    k: int,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    return publish(pl.read_parquet(recs_path), root, run_date, run_id, model_version, k, extra)
+
+
+publish_task = task(name="publish")(publish_from)

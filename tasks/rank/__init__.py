@@ -1,0 +1,1 @@
+"""Ranking: training windows, the LightGBM lambdarank ranker, the model registry, top-K."""

@@ -1,0 +1,80 @@
+"""Learning-to-rank data: candidates + features for an as-of moment, labelled by the horizon."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from tasks.candidates.generate import generate_candidates
+from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
+from tasks.features.build import build_features
+from tasks.settings import CandidateSettings
+
+LABEL = "label"
+
+
+def known_buyers(events: pl.DataFrame, as_of: dt.datetime) -> pl.Series:
+    """Customers with a purchase before as_of, sorted."""
+    buyers = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
+    return buyers.get_column(USER_ID).unique().sort()
+
+
+def known_users(events: pl.DataFrame, as_of: dt.datetime) -> pl.Series:
+    """Customers with any event before as_of, sorted: everyone a run recommends for."""
+    return events.filter(pl.col(TS) < as_of).get_column(USER_ID).unique().sort()
+
+
+def horizon_labels(events: pl.DataFrame, as_of: dt.datetime, horizon_days: int) -> pl.DataFrame:
+    """user_id, item_id, label=1 for items purchased in [as_of, as_of + horizon)."""
+    end = as_of + dt.timedelta(days=horizon_days)
+    window = events.filter(
+        (pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) >= as_of) & (pl.col(TS) < end)
+    )
+    return (
+        window.select(USER_ID, ITEM_ID)
+        .unique()
+        .with_columns(pl.lit(1, dtype=pl.Int32).alias(LABEL))
+    )
+
+
+def training_as_of_dates(
+    cutoff: dt.datetime, horizon_days: int, n_windows: int, step_days: int
+) -> list[dt.datetime]:
+    """Newest first; the newest window's labels end exactly at the cutoff, so none leak."""
+    newest = cutoff - dt.timedelta(days=horizon_days)
+    return [newest - dt.timedelta(days=i * step_days) for i in range(n_windows)]
+
+
+def candidate_frame(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+) -> pl.DataFrame:
+    """Candidates with features for `users` as of `as_of` (no labels)."""
+    past = events.filter(pl.col(TS) < as_of)
+    candidates = generate_candidates(past, users, as_of, cfg)
+    return build_features(past, candidates, catalog, as_of)
+
+
+def labelled_frame(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    horizon_days: int,
+    cfg: CandidateSettings,
+) -> pl.DataFrame:
+    """candidate_frame plus the 0/1 label from the horizon after as_of."""
+    frame = candidate_frame(events, catalog, users, as_of, cfg)
+    labels = horizon_labels(events, as_of, horizon_days)
+    return frame.join(labels, on=[USER_ID, ITEM_ID], how="left").with_columns(
+        pl.col(LABEL).fill_null(0)
+    )
+
+
+def groups_with_positives(frame: pl.DataFrame) -> pl.DataFrame:
+    """Only customers with at least one relevant candidate teach a ranker anything."""
+    return frame.filter(pl.col(LABEL).max().over(USER_ID) > 0)

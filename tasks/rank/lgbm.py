@@ -1,0 +1,95 @@
+"""LightGBM lambdarank: fit with early stopping on a later window, predict scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from tasks.constants import USER_ID
+from tasks.rank.dataset import LABEL
+from tasks.settings import RankerSettings
+
+
+def booster_params(cfg: RankerSettings, seed: int) -> dict:
+    """LightGBM parameters; deterministic so a rerun of a day trains the same model."""
+    return {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [10],
+        "lambdarank_truncation_level": cfg.lambdarank_truncation_level,
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "feature_fraction": cfg.feature_fraction,
+        "bagging_fraction": cfg.bagging_fraction,
+        "bagging_freq": 1,
+        "num_threads": cfg.num_threads,
+        "seed": seed,
+        "deterministic": True,
+        "force_col_wise": True,
+        "verbosity": -1,
+    }
+
+
+def _dataset(
+    frame: pl.DataFrame, features: list[str], reference: lgb.Dataset | None = None
+) -> lgb.Dataset:
+    ordered = frame.sort(USER_ID, maintain_order=True)
+    groups = ordered.group_by(USER_ID, maintain_order=True).len().get_column("len").to_numpy()
+    return lgb.Dataset(
+        ordered.select(features).to_numpy().astype(np.float32),
+        label=ordered.get_column(LABEL).to_numpy(),
+        group=groups,
+        feature_name=features,
+        reference=reference,
+        free_raw_data=True,
+    )
+
+
+@dataclass(frozen=True)
+class FitResult:
+    booster: lgb.Booster
+    best_iteration: int
+    valid_ndcg10: float | None
+
+
+def fit(
+    train: pl.DataFrame,
+    features: list[str],
+    cfg: RankerSettings,
+    seed: int,
+    valid: pl.DataFrame | None = None,
+    num_boost_round: int | None = None,
+) -> FitResult:
+    """Fit on `train`; with `valid`, stop early on its NDCG@10."""
+    params = booster_params(cfg, seed)
+    train_set = _dataset(train, features)
+    rounds = num_boost_round or cfg.num_boost_round
+    if valid is None:
+        booster = lgb.train(params, train_set, num_boost_round=rounds)
+        return FitResult(booster, rounds, None)
+    valid_set = _dataset(valid, features, reference=train_set)
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=rounds,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+    best = booster.best_iteration or rounds
+    return FitResult(booster, best, float(booster.best_score["valid"]["ndcg@10"]))
+
+
+def predict(booster: lgb.Booster, frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    return booster.predict(frame.select(features).to_numpy().astype(np.float32))
+
+
+def feature_importance(booster: lgb.Booster) -> dict[str, float]:
+    """Total gain per feature, largest first."""
+    gains = booster.feature_importance(importance_type="gain")
+    pairs = sorted(zip(booster.feature_name(), gains, strict=True), key=lambda p: -p[1])
+    return {name: round(float(gain), 3) for name, gain in pairs}

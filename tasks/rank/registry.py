@@ -1,0 +1,149 @@
+"""Model registry under NIGHTREC_HOME/models: one folder per version, written atomically.
+
+A version folder holds the model file and `meta.json` (parameters, training range, features,
+validation metrics, feature importance, code version). `champion.json` names the champion
+and keeps the history of promotions so a rollback is one step back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHAMPION_FILE = "champion.json"
+META_FILE = "meta.json"
+MODEL_FILE = "model.txt"
+
+
+class RegistryError(RuntimeError):
+    """The registry has no such model, or a model folder is damaged."""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    version: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def cutoff(self) -> dt.datetime:
+        """Training saw only events before this moment."""
+        return dt.datetime.fromisoformat(self.meta["cutoff"])
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+
+def code_version() -> str:
+    """The git commit of the code that trained a model, when it runs from a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def register(models_dir: Path, kind: str, model_text: str, meta: dict[str, Any]) -> ModelRecord:
+    """Store a trained model; the version is derived from its cutoff and content, so
+    registering the same model twice yields the same version and changes nothing."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    cutoff = dt.datetime.fromisoformat(meta["cutoff"])
+    digest = hashlib.sha256(model_text.encode()).hexdigest()[:8]
+    version = f"{kind}-{cutoff:%Y%m%d}-{digest}"
+    final = models_dir / version
+    if final.exists():
+        return load(models_dir, version)
+    staging = models_dir / f".{version}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    (staging / MODEL_FILE).write_text(model_text)
+    full_meta = {**meta, "version": version, "kind": kind, "code_version": code_version()}
+    full_meta["registered_at"] = dt.datetime.now().isoformat(timespec="seconds")
+    (staging / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))
+    os.replace(staging, final)
+    return ModelRecord(version, final, full_meta)
+
+
+def load(models_dir: Path, version: str) -> ModelRecord:
+    path = models_dir / version
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(
+            f"model {version} in {models_dir} is missing or damaged: {exc}"
+        ) from exc
+    return ModelRecord(version, path, meta)
+
+
+def list_models(models_dir: Path) -> list[ModelRecord]:
+    """Every registered model, oldest cutoff first."""
+    if not models_dir.is_dir():
+        return []
+    records = [
+        load(models_dir, p.name)
+        for p in sorted(models_dir.iterdir())
+        if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()
+    ]
+    return sorted(records, key=lambda r: (r.cutoff, r.version))
+
+
+def champion_state(models_dir: Path) -> dict[str, Any]:
+    path = models_dir / CHAMPION_FILE
+    if not path.is_file():
+        return {"champion": None, "history": []}
+    return json.loads(path.read_text())
+
+
+def champion(models_dir: Path) -> ModelRecord | None:
+    version = champion_state(models_dir)["champion"]
+    return load(models_dir, version) if version else None
+
+
+def promote(models_dir: Path, version: str) -> ModelRecord:
+    """Make `version` the champion, remembering the previous one for rollback."""
+    record = load(models_dir, version)
+    state = champion_state(models_dir)
+    if state["champion"] != version:
+        history = [*state["history"], state["champion"]] if state["champion"] else state["history"]
+        _write_json_atomic(models_dir / CHAMPION_FILE, {"champion": version, "history": history})
+    return record
+
+
+def rollback(models_dir: Path) -> ModelRecord:
+    """Restore the champion before the current one."""
+    state = champion_state(models_dir)
+    if not state["history"]:
+        raise RegistryError("no earlier champion to roll back to")
+    previous = state["history"][-1]
+    _write_json_atomic(
+        models_dir / CHAMPION_FILE, {"champion": previous, "history": state["history"][:-1]}
+    )
+    return load(models_dir, previous)
+
+
+def usable_for(models_dir: Path, cutoff: dt.datetime) -> ModelRecord | None:
+    """The newest model trained only on data before `cutoff` (a backfill of an old day must
+    never use a model that has seen that day's future)."""
+    eligible = [r for r in list_models(models_dir) if r.cutoff <= cutoff]
+    return eligible[-1] if eligible else None

@@ -1,0 +1,160 @@
+"""Train the nightly LightGBM ranker on rolling windows (pure: frames in, model out).
+
+Windows are as-of moments spaced `window_step_days` apart; the newest one's labels end at the
+run's cutoff. The ranker is fit on the older windows and stopped early on the newest; it is
+then validated under the evaluation protocol beside the baselines, and finally refit on the
+newest windows with the early-stopped number of rounds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import polars as pl
+
+from tasks.baselines.recommenders import popularity, repurchase
+from tasks.candidates.generate import popular_items
+from tasks.constants import ITEM_ID, SCORE, USER_ID
+from tasks.evaluate.metrics import ranking_metrics
+from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.features.build import feature_columns
+from tasks.rank import lgbm
+from tasks.rank.dataset import (
+    LABEL,
+    candidate_frame,
+    groups_with_positives,
+    known_buyers,
+    labelled_frame,
+    training_as_of_dates,
+)
+from tasks.rank.topk import top_k
+from tasks.settings import Settings
+
+log = logging.getLogger("nightrec.rank")
+MIN_TRAIN_GROUPS = 5
+
+
+class NotEnoughHistory(RuntimeError):
+    """Too few labelled windows to train; the run falls back to a baseline."""
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    booster: lgb.Booster
+    meta: dict[str, Any]
+
+
+def score_candidates(
+    booster: lgb.Booster, frame: pl.DataFrame, features: list[str]
+) -> pl.DataFrame:
+    """user_id, item_id, score for every candidate row."""
+    scores = lgbm.predict(booster, frame, features)
+    return frame.select(USER_ID, ITEM_ID).with_columns(pl.Series(SCORE, scores))
+
+
+def recommend(
+    booster: lgb.Booster,
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    settings: Settings,
+    features: list[str],
+) -> pl.DataFrame:
+    """Top-K per user as of `as_of` with the given booster, padded with popular items."""
+    frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
+    scored = score_candidates(booster, frame, features)
+    popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
+    return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
+
+
+def _validation_report(
+    booster: lgb.Booster,
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    as_of: dt.datetime,
+    settings: Settings,
+    features: list[str],
+) -> dict[str, Any]:
+    """Protocol metrics on the validation window: the ranker beside the baselines."""
+    users = evaluated_users(events, as_of, settings.horizon_days)
+    truth = truth_window(events, as_of, settings.horizon_days)
+    past = events.filter(pl.col("ts") < as_of)
+    k = settings.k
+    candidates = {
+        "lightgbm": recommend(booster, events, catalog, users, as_of, settings, features),
+        "popularity": popularity(past, users, as_of, k),
+        "repurchase": repurchase(past, users, as_of, k),
+    }
+    return {
+        "as_of": as_of.isoformat(),
+        "horizon_days": settings.horizon_days,
+        "k": k,
+        "users": len(users),
+        "metrics": {
+            name: ranking_metrics(recs, truth, users, k) for name, recs in candidates.items()
+        },
+    }
+
+
+def train_ranker(
+    events: pl.DataFrame, catalog: pl.DataFrame, cutoff: dt.datetime, settings: Settings
+) -> TrainOutcome:
+    """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot."""
+    cfg = settings.ranker
+    events = events.filter(pl.col("ts") < cutoff)
+    dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
+    frames: list[pl.DataFrame] = []
+    used: list[dt.datetime] = []
+    for as_of in dates:
+        users = known_buyers(events, as_of)
+        frame = groups_with_positives(
+            labelled_frame(
+                events, catalog, users, as_of, settings.horizon_days, settings.candidates
+            )
+        )
+        if frame.get_column(USER_ID).n_unique() < MIN_TRAIN_GROUPS:
+            break  # older windows have even less history
+        frames.append(frame.with_columns(pl.lit(as_of).alias("_as_of")))
+        used.append(as_of)
+    if len(frames) < 2:
+        raise NotEnoughHistory(
+            f"only {len(frames)} training window(s) with labelled customers "
+            f"before {cutoff:%Y-%m-%d}; "
+            f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
+        )
+    features = feature_columns(frames[0].drop(LABEL))
+
+    # Groups must not mix windows: a customer appears once per window.
+    def keyed(fs: list[pl.DataFrame]) -> pl.DataFrame:
+        return pl.concat(fs).with_columns(
+            (pl.col(USER_ID) + pl.lit("@") + pl.col("_as_of").cast(pl.Utf8)).alias(USER_ID)
+        )
+
+    early = lgbm.fit(keyed(frames[1:]), features, cfg, settings.seed, valid=keyed(frames[:1]))
+    log.info(
+        "early stopping at %d rounds, valid ndcg@10 %.4f",
+        early.best_iteration,
+        early.valid_ndcg10 or 0,
+    )
+    validation = _validation_report(early.booster, events, catalog, used[0], settings, features)
+    final = lgbm.fit(
+        keyed(frames[:-1]), features, cfg, settings.seed, num_boost_round=early.best_iteration
+    )
+    meta = {
+        "cutoff": cutoff.isoformat(),
+        "train_windows": [d.isoformat() for d in used[:-1]],
+        "validation_window": used[0].isoformat(),
+        "train_rows": int(sum(f.height for f in frames[:-1])),
+        "best_iteration": early.best_iteration,
+        "params": lgbm.booster_params(cfg, settings.seed),
+        "candidates": settings.candidates.model_dump(),
+        "features": features,
+        "feature_importance": lgbm.feature_importance(final.booster),
+        "validation": validation,
+    }
+    return TrainOutcome(final.booster, meta)

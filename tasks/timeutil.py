@@ -1,0 +1,21 @@
+"""Small time helpers shared by stages: ages in days and run-date cutoffs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from tasks.constants import TS
+
+SECONDS_PER_DAY = 86_400.0
+
+
+def age_days(as_of: dt.datetime, column: str = TS) -> pl.Expr:
+    """Days between an event and as_of, as a float (0 = just before as_of)."""
+    return (pl.lit(as_of) - pl.col(column)).dt.total_seconds() / SECONDS_PER_DAY
+
+
+def cutoff_of(run_date: dt.date) -> dt.datetime:
+    """A run for day D sees events strictly before D + 1 day (DESIGN.md)."""
+    return dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time())

@@ -1,0 +1,1 @@
+"""Data contracts (data_contracts/*.yml) compiled into Great Expectations suites."""
