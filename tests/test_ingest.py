@@ -143,7 +143,7 @@ def test_other_file_for_a_loaded_day_is_refused_unless_replace(home: Path) -> No
     second = write(home / "b" / "2010-12-01.csv", RETAIL_HEADER, RETAIL_ROWS[:1])
     with connect(home / "db.duckdb") as con:
         ingest_file(con, "online-retail", first, max_bad_share=0.5)
-        with pytest.raises(IngestError, match="already loaded from .* pass --replace"):
+        with pytest.raises(IngestError, match=r"already loaded from .* pass --replace"):
             ingest_file(con, "online-retail", second, max_bad_share=0.5)
         assert con.execute("select count(*) from events").fetchone() == (2,)
         result = ingest_file(con, "online-retail", second, max_bad_share=0.5, replace=True)
