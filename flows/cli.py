@@ -284,10 +284,9 @@ def main() -> None:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if type(exc).__name__ == "ValidationError":
             message = "; ".join(e["msg"] for e in exc.errors())  # type: ignore[attr-defined]
-        console.print(f"[bold red]error:[/] {message}", highlight=False)
-        console.print(
-            f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}", highlight=False
-        )
+        # Plain writes: a terminal-width wrap would split the one line in two.
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}\n")
         sys.exit(2)
 
 

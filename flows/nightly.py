@@ -26,7 +26,9 @@ log = logging.getLogger("nightrec.flow")
 class NightlyParams(BaseModel):
     """Parameters of one nightly run (what the Prefect UI shows as a form)."""
 
-    run_date: dt.date = Field(description="recommend for the days after this one")
+    run_date: dt.date | None = Field(
+        None, description="recommend for the days after this one (default: yesterday)"
+    )
     retrain: bool | None = Field(None, description="force (true) or forbid (false) retraining")
     landing_dir: str | None = Field(None, description="folder of daily landing files")
     source: str | None = Field(None, description="source adapter of the landing files")
@@ -49,6 +51,8 @@ def _run_id(run_date: dt.date) -> str:
 @flow(name="nightly", flow_run_name="nightly-{params.run_date}", log_prints=True)
 def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Recommend for every known customer as of the end of `run_date`."""
+    if params.run_date is None:
+        params = params.model_copy(update={"run_date": dt.date.today() - dt.timedelta(days=1)})
     settings = run_settings(params)
     run_id = _run_id(params.run_date)
     work_dir = settings.work_dir / run_id

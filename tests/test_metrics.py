@@ -205,7 +205,7 @@ def test_ranking_metrics_are_means_over_users(case: tuple[pl.DataFrame, ...]) ->
 
 
 def test_rank_beyond_k_is_ignored(case: tuple[pl.DataFrame, ...]) -> None:
-    recs, truth, users = case
+    recs, truth, _ = case
     # at k = 4 the rank-4 hit of a counts: DCG = 1.5 + 1/log2(5), IDCG over 3 items
     a4 = per_user_metrics(recs, truth, pl.Series(["a"]), k=4).row(0, named=True)
     assert a4["ndcg"] == pytest.approx((1.5 + 1 / math.log2(5)) / IDCG_3)

@@ -58,7 +58,7 @@ def _top_k(recs: pl.DataFrame, k: int) -> pl.DataFrame:
 def per_user_metrics(
     recs: pl.DataFrame, truth: pl.DataFrame, users: pl.Series, k: int
 ) -> pl.DataFrame:
-    """One row per evaluated user: user_id, ndcg, recall, map, hitrate, precision at k.
+    """One row per evaluated user, sorted: user_id, ndcg, recall, map, hitrate, precision.
 
     Per-user rows (not only means) feed the paired bootstrap between two models.
     """
@@ -114,7 +114,7 @@ def per_user_metrics(
         safe_div(pl.col(_AP_SUM), pl.col(_CUTOFF)).alias("map"),
         (pl.col(_N_HITS) > 0).cast(pl.Float64).alias("hitrate"),
         (pl.col(_N_HITS).cast(pl.Float64) / k).alias("precision"),
-    )
+    ).sort(USER_ID)  # joins do not promise to keep row order
 
 
 def ranking_metrics(

@@ -1,0 +1,1 @@
+"""Prefect deployments of nightrec's flows (schedules and per-environment parameters)."""

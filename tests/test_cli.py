@@ -1,0 +1,56 @@
+"""The command line: help for every command, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def nightrec(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    for command in ("demo", "ingest", "run", "backfill", "models"):
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "file is empty"),
+        ("InvoiceNo,StockCode\n1,2\n", "missing required column(s) Quantity, InvoiceDate"),
+    ],
+)
+def test_bad_landing_file_is_one_error_line_and_a_hint(
+    home: Path, tmp_path: Path, content: str, expected: str
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "2010-12-01.csv").write_text(content)
+    result = nightrec("ingest", "--source", "online-retail", "--path", str(landing), home=home)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0]
+    assert "2010-12-01.csv" in lines[0]
+    assert lines[1].startswith("hint: ")
+
+
+def test_unknown_source_is_refused(home: Path, tmp_path: Path) -> None:
+    result = nightrec("ingest", "--source", "nope", "--path", str(tmp_path), home=home)
+    assert result.returncode == 2
+    assert "unknown source 'nope'; choose one of: canonical, online-retail" in result.stderr
