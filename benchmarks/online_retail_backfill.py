@@ -24,17 +24,17 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import polars as pl  # noqa: E402
-from machine import describe  # noqa: E402
+import polars as pl
+from machine import describe
 
-from flows.backfill import BackfillParams, backfill_flow  # noqa: E402
-from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase  # noqa: E402
-from tasks.evaluate.metrics import ranking_metrics  # noqa: E402
-from tasks.evaluate.protocol import evaluated_users, truth_window  # noqa: E402
-from tasks.ingest.load import ingest_landing  # noqa: E402
-from tasks.publish.writer import partition_dir  # noqa: E402
-from tasks.settings import load_settings  # noqa: E402
-from tasks.store import connect  # noqa: E402
+from flows.backfill import BackfillParams, backfill_flow
+from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase
+from tasks.evaluate.metrics import ranking_metrics
+from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.ingest.load import ingest_landing
+from tasks.publish.writer import partition_dir
+from tasks.settings import load_settings
+from tasks.store import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "online_retail" / "by-day"

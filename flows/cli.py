@@ -93,9 +93,9 @@ def demo(
 ) -> None:
     """Generate a synthetic shop, ingest it and run the nightly flow over its last days."""
     from rich.progress import Progress
-    from tasks.synth.shop import SynthShopConfig
 
     from flows.demo import run_demo
+    from tasks.synth.shop import SynthShopConfig
 
     settings = _settings(home)
     config = SynthShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
