@@ -48,10 +48,10 @@ SESSION_FOCUS = 0.75  # share of a session's views in the category the session i
 CART_RATE = 0.25  # chance a viewed item is added to the cart
 BUY_RATE = 0.45  # chance a carted item is bought at checkout
 EXTRA_QUANTITY = 0.25  # Poisson mean of units beyond one in a browse purchase
-STAPLES_PER_CUSTOMER = 1.3  # Poisson mean of items a customer re-orders on a cadence
+STAPLES_PER_CUSTOMER = 1.0  # Poisson mean of items a customer re-orders on a cadence
 STAPLE_CADENCE_DAYS = (7.0, 30.0)  # uniform range of a staple's re-order interval
 STAPLE_JITTER = 0.1  # sd of a re-order's timing, as a share of the cadence
-STAPLE_KEEP = 0.9  # chance a due re-order happens at all
+STAPLE_KEEP = 0.93  # chance a due re-order happens at all
 STAPLE_EXTRA_QUANTITY = 0.6  # Poisson mean of a staple's habitual units beyond one
 STAPLE_SESSION_VIEWS = 0.5  # Poisson mean of browse views in a re-order session
 ZIPF_EXPONENT = 1.1  # item popularity ~ rank ** -exponent within a category
@@ -383,7 +383,10 @@ def _views(
         }
     )
     forced = staple_orders.join(
-        sessions.select("session", "customer", "day"), on=["customer", "day"], how="left"
+        sessions.select("session", "customer", "day"),
+        on=["customer", "day"],
+        how="left",
+        maintain_order="left",
     ).select(
         "session",
         "item",
@@ -438,8 +441,8 @@ def _timed_sessions(
     )
     base = np.datetime64(config.start, "us")
     timed = (
-        sessions.join(last, on="session", how="left")
-        .join(checkout, on="session", how="left")
+        sessions.join(last, on="session", how="left", maintain_order="left")
+        .join(checkout, on="session", how="left", maintain_order="left")
         .with_columns((pl.col("last") + pl.col("checkout_gap")).alias("checkout"))
         .with_columns(
             pl.max_horizontal("last", "checkout").floor().cast(pl.Int64).alias("duration")
@@ -465,7 +468,7 @@ def _timed_sessions(
     orders = orders.select(
         "session", _id_expr("o", "order_rank", _width(orders.height, 6)).alias(ORDER_ID)
     )
-    return timed.join(orders, on="session", how="left").select(
+    return timed.join(orders, on="session", how="left", maintain_order="left").select(
         "session", "customer", "t0", "checkout", SESSION_ID, ORDER_ID
     )
 
@@ -502,7 +505,7 @@ def _events(
     step_rank = pl.col(EVENT_TYPE).replace_strict({VIEW: 0, CART: 1, PURCHASE: 2})
     events = (
         pl.concat(steps)
-        .join(timed, on="session", how="left")
+        .join(timed, on="session", how="left", maintain_order="left")
         .with_columns(
             pl.when(pl.col(EVENT_TYPE) == PURCHASE)
             .then(pl.col("checkout"))
@@ -587,8 +590,7 @@ def _malformed(shop: SyntheticShop, good_per_day: np.ndarray) -> pl.DataFrame:
             "_day": day.astype(np.int64),
             "_position": rng.random(n) * (good_per_day[day] + 1) - 0.5,
             "_kind": kind,
-        },
-        schema_overrides={USER_ID: pl.Utf8},
+        }
     )
     broken = {
         TS: (BAD_TIMESTAMP, pl.lit("not-a-time")),
