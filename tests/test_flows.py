@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +17,7 @@ from tasks.publish.writer import is_complete, partition_dir
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 
 pytestmark = pytest.mark.flow
+# Regenerate after an intended ranking change: NIGHTREC_REGENERATE_GOLDEN=1 pytest tests/test_flows.py
 GOLDEN = Path(__file__).parent / "golden" / "nightly_topk.csv"
 SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
 RUN_DATE = SHOP.start + dt.timedelta(days=SHOP.days - 2)
@@ -77,6 +79,8 @@ def test_nightly_flow_publishes_top_k_for_every_known_user(
     )
     assert per_user.get_column("items").unique().to_list() == [K]
     assert per_user.get_column("ranks").to_list()[0] == list(range(1, K + 1))
+    if os.environ.get("NIGHTREC_REGENERATE_GOLDEN") == "1":
+        recs.select("user_id", "item_id", "rank", "source").write_csv(GOLDEN)
     golden = pl.read_csv(GOLDEN, schema_overrides={"rank": pl.Int32})
     assert_frame_equal(recs.select(golden.columns), golden)
 
