@@ -17,7 +17,7 @@ from tasks.publish.writer import is_complete, partition_dir
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 
 pytestmark = pytest.mark.flow
-# Regenerate after an intended ranking change: NIGHTREC_REGENERATE_GOLDEN=1 pytest tests/test_flows.py
+# After an intended ranking change: NIGHTREC_REGENERATE_GOLDEN=1 pytest tests/test_flows.py
 GOLDEN = Path(__file__).parent / "golden" / "nightly_topk.csv"
 SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
 RUN_DATE = SHOP.start + dt.timedelta(days=SHOP.days - 2)
