@@ -57,7 +57,7 @@ def evaluate_last_run(settings, data: Path) -> dict:
         events = pl.from_arrow(
             con.execute(
                 "select user_id, item_id, event_type, ts, quantity, price, order_id from events"
-            ).fetch_arrow_table()
+            ).to_arrow_table()
         )
     users = evaluated_users(events, AS_OF, HORIZON)
     truth = truth_window(events, AS_OF, HORIZON)

@@ -36,6 +36,7 @@ def _quiet_prefect() -> None:
     """Prefect logs every task state at INFO; the CLI shows its own progress instead."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
     logger = logging.getLogger("nightrec")
     logger.handlers[:] = [handler]
@@ -63,7 +64,7 @@ def _table(title: str, rows: list[dict[str, Any]]) -> Table:
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.4g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
@@ -71,9 +72,10 @@ def _fmt(value: Any) -> str:
 
 def _metrics_table(validation: dict[str, Any]) -> Table:
     k = validation["k"]
+    names = ("ndcg", "recall", "map", "hitrate", "precision")
     rows = [
-        {"model": name, **{m.split("@")[0]: v for m, v in metrics.items()}}
-        for name, metrics in validation["metrics"].items()
+        {"model": model, **{f"{n}@{k}": metrics[f"{n}@{k}"] for n in names}}
+        for model, metrics in validation["metrics"].items()
     ]
     title = (
         f"Validation: as-of {validation['as_of'][:10]}, H={validation['horizon_days']} days, "

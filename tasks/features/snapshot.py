@@ -36,9 +36,9 @@ def take_snapshot(settings: Settings, cutoff: dt.datetime, work_dir: Path) -> Sn
     work_dir.mkdir(parents=True, exist_ok=True)
     with connect(settings.db_path) as con:
         events = pl.from_arrow(
-            con.execute(sql_text("events_snapshot"), {"cutoff": cutoff}).fetch_arrow_table()
+            con.execute(sql_text("events_snapshot"), {"cutoff": cutoff}).to_arrow_table()
         )
-        catalog = pl.from_arrow(con.execute(sql_text("catalog_snapshot")).fetch_arrow_table())
+        catalog = pl.from_arrow(con.execute(sql_text("catalog_snapshot")).to_arrow_table())
     events_path, catalog_path = work_dir / "events.parquet", work_dir / "catalog.parquet"
     events.write_parquet(events_path)
     catalog.write_parquet(catalog_path)
