@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
-
 from flows.backfill import BackfillParams, backfill_flow
 from tasks.ingest.load import IngestionResult, ingest_catalog, ingest_landing
 from tasks.rank import registry
 from tasks.settings import Settings
+from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 
 log = logging.getLogger("nightrec.demo")
 DEMO_SOURCE = "canonical"

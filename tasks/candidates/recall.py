@@ -1,0 +1,62 @@
+"""Candidate recall: how much of the horizon's truth each retrieval source can reach.
+
+Pure functions over the frame `generate_candidates` emits: one row per (user_id, item_id)
+with a `<source>_rank` column per source (MISSING_RANK when the source did not propose the
+item) and `merged_rank`, the order of the merged list. Recall@N of a source is the number of
+truth pairs found among the source's top-N items per user, divided by all truth pairs of the
+evaluated users; every user counts, including those a source has nothing for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import polars as pl
+
+from tasks.constants import ITEM_ID, USER_ID
+
+MERGED = "merged"
+
+
+def _sources(candidates: pl.DataFrame) -> list[str]:
+    """Sources named by `<source>_rank` columns, merged last."""
+    names = [c.removesuffix("_rank") for c in candidates.columns if c.endswith("_rank")]
+    return [n for n in names if n != MERGED] + ([MERGED] if MERGED in names else [])
+
+
+def candidate_recall(
+    candidates: pl.DataFrame,
+    truth: pl.DataFrame,
+    users: pl.Series | Iterable[str],
+    ns: Sequence[int] = (20, 50, 100, 200),
+    missing_rank: int | None = None,
+) -> pl.DataFrame:
+    """Rows: one per source (and "merged"); columns: source, users, truth, recall@N for each
+    N in `ns`, recall@all (every item the source proposes) and candidates_per_user (mean
+    number of items the source proposes per evaluated user).
+
+    A rank counts as present when it is below `missing_rank` (default: the generator's
+    MISSING_RANK).
+    """
+    if missing_rank is None:
+        from tasks.candidates.generate import MISSING_RANK
+
+        missing_rank = MISSING_RANK
+    user_frame = pl.DataFrame({USER_ID: pl.Series(list(users), dtype=pl.Utf8)}).unique()
+    n_users = user_frame.height
+    truth = truth.select(USER_ID, ITEM_ID).unique().join(user_frame, on=USER_ID, how="semi")
+    n_truth = truth.height
+    cands = candidates.join(user_frame, on=USER_ID, how="semi")
+    hits = cands.join(truth, on=[USER_ID, ITEM_ID], how="semi")
+    rows = []
+    for source in _sources(candidates):
+        rank = pl.col(f"{source}_rank")
+        present = rank < missing_rank
+        row: dict[str, object] = {"source": source, "users": n_users, "truth": n_truth}
+        for n in ns:
+            found = hits.filter(present & (rank <= n)).height
+            row[f"recall@{n}"] = found / n_truth if n_truth else 0.0
+        row["recall@all"] = hits.filter(present).height / n_truth if n_truth else 0.0
+        row["candidates_per_user"] = cands.filter(present).height / n_users if n_users else 0.0
+        rows.append(row)
+    return pl.DataFrame(rows)
