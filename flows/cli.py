@@ -215,6 +215,47 @@ def backfill(
     out.print(_table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
 
 
+@app.command()
+def evaluate(
+    as_of: Annotated[
+        dt.datetime, typer.Option("--as-of", formats=["%Y-%m-%d"], help="as-of date T")
+    ],
+    horizon: Annotated[int, typer.Option(help="truth window H in days")] = 30,
+    home: HomeOption = None,
+) -> None:
+    """Backtest at T: the nightly ranker beside every baseline on the same customers."""
+    from flows.evaluate import EvaluateParams, evaluate_flow
+
+    settings = _settings(home)
+    result = evaluate_flow(
+        EvaluateParams(as_of=as_of.date(), horizon_days=horizon, home=str(settings.home))
+    )
+    for k in (10, 20):
+        names = (
+            "ndcg",
+            "recall",
+            "map",
+            "hitrate",
+            "precision",
+            "coverage",
+            "novelty",
+            "diversity",
+        )
+        rows = [
+            {"method": method, **{f"{n}@{k}": metrics[f"{n}@{k}"] for n in names}}
+            for method, metrics in result["metrics"].items()
+        ]
+        out.print(
+            _table(f"as-of {as_of:%Y-%m-%d}, H={horizon}, K={k}, {result['users']:,} users", rows)
+        )
+    diff = result["ndcg@10_difference"]
+    out.print(
+        f"NDCG@10 {result['best_model']} - {result['best_baseline']}: {diff['mean_diff']:+.4f} "
+        f"(95% CI {diff['low']:+.4f} .. {diff['high']:+.4f})"
+    )
+    out.print(f"Report: {result['report']}")
+
+
 @models_app.command("list")
 def models_list(home: HomeOption = None) -> None:
     """Registered models, oldest first; the champion is marked."""

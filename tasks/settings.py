@@ -31,8 +31,33 @@ class CandidateSettings(BaseModel):
     copurchase_neighbors: int = Field(30, ge=1)
     copurchase_max_basket: int = Field(40, ge=2)
     copurchase_recent_items: int = Field(20, ge=1)
+    covisit_per_user: int = Field(50, ge=0)
+    covisit_days: int = Field(180, ge=1)
+    covisit_window_days: int = Field(14, ge=0)
+    covisit_max_items: int = Field(60, ge=2)
+    covisit_neighbors: int = Field(30, ge=1)
+    covisit_recent_items: int = Field(20, ge=1)
+    ease_per_user: int = Field(100, ge=0)
+    ease_lambda: float = Field(200.0, gt=0)
     popular_per_user: int = Field(30, ge=1)
     popular_days: int = Field(30, ge=1)
+    max_per_user: int = Field(250, ge=1, description="merged candidates kept per customer")
+    rrf_k: float = Field(10.0, ge=0, description="reciprocal-rank fusion offset")
+    merge_weight_hist: float = Field(1.0, ge=0)
+    merge_weight_covis: float = Field(1.0, ge=0)
+    merge_weight_cvis: float = Field(1.0, ge=0)
+    merge_weight_ease: float = Field(1.0, ge=0)
+    merge_weight_pop: float = Field(0.5, ge=0)
+
+    def merge_weights(self) -> dict[str, float]:
+        """Weight of each source in the merged order, by source name."""
+        return {
+            "hist": self.merge_weight_hist,
+            "covis": self.merge_weight_covis,
+            "cvis": self.merge_weight_cvis,
+            "ease": self.merge_weight_ease,
+            "pop": self.merge_weight_pop,
+        }
 
 
 class RankerSettings(BaseModel):
@@ -41,6 +66,9 @@ class RankerSettings(BaseModel):
     n_windows: int = Field(4, ge=2, description="as-of windows; the newest validates")
     window_step_days: int = Field(14, ge=1)
     retrain_every_days: int = Field(7, ge=1)
+    gate_tolerance: float = Field(
+        0.02, ge=0, description="how much lower a challenger's lift may be and still replace"
+    )
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=1)
     learning_rate: float = Field(0.08, gt=0)

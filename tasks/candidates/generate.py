@@ -1,9 +1,15 @@
 """Candidate generators (pure functions over an events frame cut at as_of).
 
 Sources:
-- history: the customer's own items, recency-weighted (purchases count more than carts/views);
-- copurchase: items bought in the same orders as the customer's recent items, time-decayed;
-- popular: the items with most distinct buyers in the recent past.
+- hist: the customer's own items, recency-weighted (purchases count more than carts/views);
+- covis: items bought in the same orders as the customer's recent items, time-decayed;
+- cvis: customer-level co-visitation: items the same customer bought within a few days of
+  each other (across orders), time-decayed, as neighbours of the customer's recent items;
+- ease: EASE over the binary customer x item purchase matrix (tasks.baselines.recommenders);
+- pop: the items with most distinct buyers in the recent past.
+
+The merged list orders a customer's candidates by weighted reciprocal-rank fusion of the
+source ranks (`merged_rank`, 1 = best) and keeps the best `max_per_user`.
 """
 
 from __future__ import annotations
@@ -12,13 +18,25 @@ import datetime as dt
 
 import polars as pl
 
-from tasks.constants import CART, EVENT_TYPE, ITEM_ID, ORDER_ID, PURCHASE, TS, USER_ID, VIEW
+from tasks.baselines.recommenders import ease
+from tasks.constants import (
+    CART,
+    EVENT_TYPE,
+    ITEM_ID,
+    ORDER_ID,
+    PURCHASE,
+    SCORE,
+    TS,
+    USER_ID,
+    VIEW,
+)
 from tasks.settings import CandidateSettings
 from tasks.timeutil import age_days
 
 EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
-SOURCES = ("hist", "covis", "pop")
+SOURCES = ("hist", "covis", "cvis", "ease", "pop")
 MISSING_RANK = 9_999
+MERGED_RANK = "merged_rank"
 
 
 def _ranked(frame: pl.DataFrame, score: str, rank: str, per_user: int) -> pl.DataFrame:
@@ -66,6 +84,29 @@ def _baskets(purchases: pl.DataFrame, max_basket: int) -> pl.DataFrame:
     )
 
 
+def _cosine_neighbors(
+    pairs: pl.DataFrame, item_weight: pl.DataFrame, neighbors: int
+) -> pl.DataFrame:
+    """item_id, neighbor_id, sim = co_w / sqrt(item_w * neighbor_w), best `neighbors` per item
+    (ties: neighbor_id)."""
+    sims = (
+        pairs.join(item_weight, on=ITEM_ID)
+        .join(
+            item_weight.rename({ITEM_ID: "neighbor_id", "item_w": "neighbor_w"}), on="neighbor_id"
+        )
+        .select(
+            ITEM_ID,
+            "neighbor_id",
+            (pl.col("co_w") / (pl.col("item_w") * pl.col("neighbor_w")).sqrt()).alias("sim"),
+        )
+    )
+    return (
+        sims.sort([ITEM_ID, "sim", "neighbor_id"], descending=[False, True, False])
+        .group_by(ITEM_ID, maintain_order=True)
+        .head(neighbors)
+    )
+
+
 def item_neighbors(
     purchases: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
 ) -> pl.DataFrame:
@@ -87,22 +128,103 @@ def item_neighbors(
         .group_by(ITEM_ID, "neighbor_id")
         .agg(pl.col("w").sum().alias("co_w"))
     )
-    sims = (
-        pairs.join(item_weight, on=ITEM_ID)
+    return _cosine_neighbors(pairs, item_weight, cfg.copurchase_neighbors)
+
+
+def customer_neighbors(
+    purchases: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """item_id, neighbor_id, sim from customer-level co-visitation.
+
+    Each customer's distinct (item, day) purchases in the last `covisit_days` days, capped at
+    the `covisit_max_items` most recent items per customer (ties: item hash), pair up when
+    bought by the same customer at most `covisit_window_days` days apart (other items only).
+    A pair weighs exp(-age_days / covisit_days) of its newer side, divided by log2(1 + items
+    the customer contributes), so prolific wholesalers do not dominate; sims are
+    cosine-normalised like the same-order co-purchase.
+    """
+    recent = purchases.filter(
+        (pl.col(TS) < as_of) & (pl.col(TS) >= as_of - dt.timedelta(days=cfg.covisit_days))
+    )
+    per_day = (
+        recent.group_by(USER_ID, ITEM_ID, pl.col(TS).dt.date().alias("day"))
+        .agg(pl.col(TS).max())
+        .with_columns(
+            pl.col(TS).max().over(USER_ID, ITEM_ID).alias("_last"),
+            pl.col(ITEM_ID).hash(seed=7).alias("_h"),
+        )
+    )
+    keep = (
+        per_day.select(USER_ID, ITEM_ID, "_last", "_h")
+        .unique()
+        .sort([USER_ID, "_last", "_h"], descending=[False, True, False])
+        .with_columns(pl.int_range(pl.len()).over(USER_ID).alias("_pos"))
+        .filter(pl.col("_pos") < cfg.covisit_max_items)
+        .with_columns(pl.len().over(USER_ID).alias("_n"))
+        .select(USER_ID, ITEM_ID, "_n")
+    )
+    days = per_day.join(keep, on=[USER_ID, ITEM_ID]).with_columns(
+        (
+            (-age_days(as_of) / cfg.covisit_days).exp()
+            / (pl.col("_n").cast(pl.Float64) + 1.0).log(2)
+        ).alias("w")
+    )
+    item_weight = (
+        days.group_by(USER_ID, ITEM_ID)
+        .agg(pl.col("w").max())
+        .group_by(ITEM_ID)
+        .agg(pl.col("w").sum().alias("item_w"))
+    )
+    window = cfg.covisit_window_days
+    pairs = (
+        days.select(USER_ID, ITEM_ID, "day", "w")
         .join(
-            item_weight.rename({ITEM_ID: "neighbor_id", "item_w": "neighbor_w"}), on="neighbor_id"
+            days.select(
+                USER_ID,
+                pl.col(ITEM_ID).alias("neighbor_id"),
+                pl.col("day").alias("d2"),
+                pl.col("w").alias("w2"),
+            ),
+            on=USER_ID,
         )
-        .select(
-            ITEM_ID,
-            "neighbor_id",
-            (pl.col("co_w") / (pl.col("item_w") * pl.col("neighbor_w")).sqrt()).alias("sim"),
+        .filter(
+            (pl.col(ITEM_ID) != pl.col("neighbor_id"))
+            & ((pl.col("day") - pl.col("d2")).dt.total_days().abs() <= window)
         )
+        # one vote per customer and pair: its strongest (most recent) co-occurrence
+        .group_by(USER_ID, ITEM_ID, "neighbor_id")
+        .agg(pl.max_horizontal("w", "w2").max().alias("w"))
+        .group_by(ITEM_ID, "neighbor_id")
+        .agg(pl.col("w").sum().alias("co_w"))
     )
+    return _cosine_neighbors(pairs, item_weight, cfg.covisit_neighbors)
+
+
+def _recent_items(purchases: pl.DataFrame, n: int) -> pl.DataFrame:
+    """user_id, item_id, recency_pos (1 = most recently bought), the `n` latest per user."""
     return (
-        sims.sort([ITEM_ID, "sim", "neighbor_id"], descending=[False, True, False])
-        .group_by(ITEM_ID, maintain_order=True)
-        .head(cfg.copurchase_neighbors)
+        purchases.group_by(USER_ID, ITEM_ID)
+        .agg(pl.col(TS).max().alias("last_ts"))
+        .sort([USER_ID, "last_ts", ITEM_ID], descending=[False, True, False])
+        .with_columns(pl.int_range(1, pl.len() + 1).over(USER_ID).alias("recency_pos"))
+        .filter(pl.col("recency_pos") <= n)
     )
+
+
+def _neighbor_scores(
+    recent_items: pl.DataFrame, neighbors: pl.DataFrame, source: str, per_user: int
+) -> pl.DataFrame:
+    """Score = sum over the user's recent items of sim / sqrt(recency position)."""
+    scored = (
+        recent_items.join(neighbors, on=ITEM_ID)
+        .group_by(USER_ID, pl.col("neighbor_id").alias(ITEM_ID))
+        .agg(
+            (pl.col("sim") / pl.col("recency_pos").cast(pl.Float64).sqrt())
+            .sum()
+            .alias(f"{source}_score")
+        )
+    )
+    return _ranked(scored, f"{source}_score", f"{source}_rank", per_user)
 
 
 def copurchase_candidates(
@@ -111,23 +233,34 @@ def copurchase_candidates(
     """user_id, item_id, covis_score, covis_rank: neighbours of the customer's recent items."""
     purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
     neighbors = item_neighbors(purchases, as_of, cfg)
-    recent_items = (
-        purchases.group_by(USER_ID, ITEM_ID)
-        .agg(pl.col(TS).max().alias("last_ts"))
-        .sort([USER_ID, "last_ts", ITEM_ID], descending=[False, True, False])
-        .with_columns(pl.int_range(1, pl.len() + 1).over(USER_ID).alias("recency_pos"))
-        .filter(pl.col("recency_pos") <= cfg.copurchase_recent_items)
+    recent_items = _recent_items(purchases, cfg.copurchase_recent_items)
+    return _neighbor_scores(recent_items, neighbors, "covis", cfg.copurchase_per_user)
+
+
+def covisit_candidates(
+    events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """user_id, item_id, cvis_score, cvis_rank: customer-level co-visitation neighbours of the
+    customer's recent items."""
+    purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
+    neighbors = customer_neighbors(purchases, as_of, cfg)
+    recent_items = _recent_items(purchases, cfg.covisit_recent_items)
+    return _neighbor_scores(recent_items, neighbors, "cvis", cfg.covisit_per_user)
+
+
+def ease_candidates(
+    events: pl.DataFrame, users: pl.Series, as_of: dt.datetime, cfg: CandidateSettings
+) -> pl.DataFrame:
+    """user_id, item_id, ease_score, ease_rank: EASE's best items per user (positive scores
+    only; the baseline's popularity padding is dropped)."""
+    schema = {USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, "ease_score": pl.Float64, "ease_rank": pl.Int64}
+    if cfg.ease_per_user == 0 or users.len() == 0:
+        return pl.DataFrame(schema=schema)
+    recs = ease(events, users, as_of, cfg.ease_per_user, lam=cfg.ease_lambda)
+    scored = recs.filter(pl.col(SCORE) > 0).select(
+        USER_ID, ITEM_ID, pl.col(SCORE).alias("ease_score")
     )
-    scored = (
-        recent_items.join(neighbors, on=ITEM_ID)
-        .group_by(USER_ID, pl.col("neighbor_id").alias(ITEM_ID))
-        .agg(
-            (pl.col("sim") / pl.col("recency_pos").cast(pl.Float64).sqrt())
-            .sum()
-            .alias("covis_score")
-        )
-    )
-    return _ranked(scored, "covis_score", "covis_rank", cfg.copurchase_per_user)
+    return _ranked(scored, "ease_score", "ease_rank", cfg.ease_per_user).cast(schema)
 
 
 def popular_items(events: pl.DataFrame, as_of: dt.datetime, days: int, n: int) -> pl.DataFrame:
@@ -146,16 +279,32 @@ def popular_items(events: pl.DataFrame, as_of: dt.datetime, days: int, n: int) -
     )
 
 
+def merged_order(frame: pl.DataFrame, cfg: CandidateSettings) -> pl.Expr:
+    """Weighted reciprocal-rank fusion: sum over sources of weight / (rrf_k + rank)."""
+    weights = cfg.merge_weights()
+    return pl.sum_horizontal(
+        [
+            pl.when(pl.col(f"{s}_rank") < MISSING_RANK)
+            .then(weights[s] / (cfg.rrf_k + pl.col(f"{s}_rank").cast(pl.Float64)))
+            .otherwise(0.0)
+            for s in SOURCES
+        ]
+    )
+
+
 def generate_candidates(
     events: pl.DataFrame, users: pl.Series, as_of: dt.datetime, cfg: CandidateSettings
 ) -> pl.DataFrame:
     """The union of all sources for `users`, one row per (user, item), with every source's
-    score (0 when absent) and rank (MISSING_RANK when absent)."""
+    score (0 when absent) and rank (MISSING_RANK when absent), n_sources, and merged_rank
+    (1 = best by weighted reciprocal-rank fusion); at most `max_per_user` rows per user."""
     user_frame = pl.DataFrame({USER_ID: users.unique()})
     popular = popular_items(events, as_of, cfg.popular_days, cfg.popular_per_user)
     parts = [
         history_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
         copurchase_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
+        covisit_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
+        ease_candidates(events, user_frame.get_column(USER_ID), as_of, cfg),
         user_frame.join(popular, how="cross"),
     ]
     keys = pl.concat([p.select(USER_ID, ITEM_ID) for p in parts]).unique()
@@ -169,4 +318,14 @@ def generate_candidates(
     n_sources = pl.sum_horizontal(
         [(pl.col(f"{s}_rank") < MISSING_RANK).cast(pl.Int8) for s in SOURCES]
     ).alias("n_sources")
-    return merged.with_columns(fills).with_columns(n_sources).sort(USER_ID, ITEM_ID)
+    filled = merged.with_columns(fills).with_columns(n_sources)
+    return (
+        filled.with_columns(merged_order(filled, cfg).alias("_fused"))
+        .sort([USER_ID, "_fused", ITEM_ID], descending=[False, True, False])
+        .with_columns(
+            pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(USER_ID).alias(MERGED_RANK)
+        )
+        .filter(pl.col(MERGED_RANK) <= cfg.max_per_user)
+        .drop("_fused")
+        .sort(USER_ID, ITEM_ID)
+    )

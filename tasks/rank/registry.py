@@ -142,8 +142,20 @@ def rollback(models_dir: Path) -> ModelRecord:
     return load(models_dir, previous)
 
 
-def usable_for(models_dir: Path, cutoff: dt.datetime) -> ModelRecord | None:
-    """The newest model trained only on data before `cutoff` (a backfill of an old day must
-    never use a model that has seen that day's future)."""
+def newest_before(models_dir: Path, cutoff: dt.datetime) -> ModelRecord | None:
+    """The newest registered model (promoted or not) trained only on data before `cutoff`."""
     eligible = [r for r in list_models(models_dir) if r.cutoff <= cutoff]
+    return eligible[-1] if eligible else None
+
+
+def serving_model(models_dir: Path, cutoff: dt.datetime) -> ModelRecord | None:
+    """The model a run with this cutoff publishes with: the champion, or for a backfill of a
+    day before the champion's cutoff, the newest earlier champion that never saw its future."""
+    state = champion_state(models_dir)
+    promoted = {*state["history"], *([state["champion"]] if state["champion"] else [])}
+    eligible = [r for r in list_models(models_dir) if r.version in promoted and r.cutoff <= cutoff]
+    current = state["champion"]
+    for record in eligible:
+        if record.version == current:
+            return record
     return eligible[-1] if eligible else None

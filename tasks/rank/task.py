@@ -16,6 +16,7 @@ from tasks.constants import ITEM_ID, REC_SOURCE
 from tasks.features.snapshot import Snapshot
 from tasks.rank import registry
 from tasks.rank.dataset import known_users
+from tasks.rank.gate import promotion_gate
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory, recommend, train_ranker
 from tasks.settings import Settings
@@ -34,28 +35,39 @@ class ModelChoice:
 def choose_model(
     settings: Settings, snapshot: Snapshot, retrain: bool | None = None
 ) -> ModelChoice:
-    """Use the newest model trained before the cutoff, retraining when it is older than the
-    retrain cadence (or when asked); register and promote what was trained."""
+    """Retrain when the newest model before the cutoff is older than the retrain cadence (or
+    when asked); a new model serves only if the promotion gate accepts it."""
     models_dir = settings.models_dir
-    current = registry.usable_for(models_dir, snapshot.cutoff)
-    age_days = (snapshot.cutoff - current.cutoff).days if current else None
-    due = current is None or age_days >= settings.ranker.retrain_every_days
+    serving = registry.serving_model(models_dir, snapshot.cutoff)
+    newest = registry.newest_before(models_dir, snapshot.cutoff)
+    age_days = (snapshot.cutoff - newest.cutoff).days if newest else None
+    due = newest is None or age_days >= settings.ranker.retrain_every_days
     if retrain is False or (retrain is None and not due):
-        if current is None:
-            return ModelChoice(None, False, "no model and retraining disabled: baseline")
-        return ModelChoice(current.version, False, f"model is {age_days} day(s) old")
+        if serving is None:
+            return ModelChoice(None, False, "no model: baseline")
+        return ModelChoice(serving.version, False, f"newest model is {age_days} day(s) old")
     try:
         outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings)
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
-        if current is None:
+        if serving is None:
             return ModelChoice(None, False, f"{exc}: baseline")
-        return ModelChoice(current.version, False, f"kept {current.version}: {exc}")
+        return ModelChoice(serving.version, False, f"kept {serving.version}: {exc}")
     record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), outcome.meta)
-    champion = registry.champion(models_dir)
-    if champion is None or champion.cutoff <= record.cutoff:
+    if serving is not None and serving.version == record.version:
+        return ModelChoice(record.version, True, "retrained the serving model (same content)")
+    decision = promotion_gate(
+        record.meta, serving.meta if serving else None, settings.ranker.gate_tolerance
+    )
+    log.info("gate for %s: %s", record.version, decision.reason)
+    if decision.promote:
         registry.promote(models_dir, record.version)
-    return ModelChoice(record.version, True, "retrained")
+        return ModelChoice(record.version, True, f"promoted: {decision.reason}")
+    if serving is None:
+        return ModelChoice(None, True, f"{record.version} rejected ({decision.reason}): baseline")
+    return ModelChoice(
+        serving.version, True, f"{record.version} rejected ({decision.reason}); kept champion"
+    )
 
 
 def score_users(

@@ -1,0 +1,47 @@
+"""`nightrec evaluate`: the protocol backtest at an as-of date, as a Prefect flow."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from tasks.evaluate.backtest import run_backtest
+from tasks.evaluate.report import write_report
+from tasks.features.snapshot import Snapshot, snapshot_task
+from tasks.settings import load_settings
+
+
+class EvaluateParams(BaseModel):
+    as_of: dt.date = Field(description="train before this day; truth from it on")
+    horizon_days: int = Field(30, ge=1)
+    home: str | None = None
+
+
+@task(name="backtest")
+def backtest_task(snapshot: Snapshot, as_of: dt.datetime, params: EvaluateParams) -> dict[str, Any]:
+    settings = load_settings(
+        home=Path(params.home) if params.home else None, horizon_days=params.horizon_days
+    )
+    result = run_backtest(snapshot.events(), snapshot.catalog(), as_of, settings)
+    folder = settings.reports_dir / f"evaluate_as_of={as_of:%Y-%m-%d}_h={params.horizon_days}"
+    command = f"nightrec evaluate --as-of {as_of:%Y-%m-%d} --horizon {params.horizon_days}"
+    report = write_report(result, folder, command)
+    return {**result.as_dict(), "report": str(report)}
+
+
+@flow(name="evaluate", flow_run_name="evaluate-{params.as_of}")
+def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
+    settings = load_settings(home=Path(params.home) if params.home else None)
+    as_of = dt.datetime.combine(params.as_of, dt.time())
+    work_dir = settings.work_dir / f"evaluate-{uuid.uuid4().hex[:8]}"
+    # The snapshot reaches to the end of the truth window; the backtest cuts training at T.
+    snapshot = snapshot_task(settings, as_of + dt.timedelta(days=params.horizon_days), work_dir)
+    result = backtest_task(snapshot, as_of, params)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return result

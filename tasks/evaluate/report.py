@@ -1,0 +1,64 @@
+"""The backtest report: a Markdown page beside a JSON file of every figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tasks.constants import EVAL_KS
+from tasks.evaluate.backtest import Backtest
+
+RANKING = ("ndcg", "recall", "map", "hitrate", "precision")
+BEYOND = ("items_covered", "coverage", "novelty", "diversity")
+
+
+def render_markdown(result: Backtest, command: str) -> str:
+    diff = result.ndcg_difference
+    lines = [
+        f"# Backtest at as-of {result.as_of:%Y-%m-%d}",
+        "",
+        f"Protocol: train on events before {result.as_of:%Y-%m-%d}; truth = distinct items each "
+        f"customer bought in the next {result.horizon_days} days; {result.users:,} evaluated "
+        "customers (a purchase before and inside the window); full ranking, repeats allowed.",
+        f"Command: `{command}`",
+        "",
+    ]
+    for k in EVAL_KS:
+        header = [f"{m}@{k}" for m in (*RANKING, *BEYOND)]
+        lines += [f"## K = {k}", "", "| method | " + " | ".join(header) + " |"]
+        lines.append("| --- " * (len(header) + 1) + "|")
+        for name, metrics in result.metrics.items():
+            cells = [
+                f"{metrics[h]:.4f}" if isinstance(metrics[h], float) else str(metrics[h])
+                for h in header
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        f"NDCG@10 difference, {result.best_model} minus the best baseline "
+        f"({result.best_baseline}): {diff['mean_diff']:+.4f}, 95% paired bootstrap interval "
+        f"[{diff['low']:+.4f}, {diff['high']:+.4f}]"
+        + (" (excludes zero)" if diff["low"] > 0 or diff["high"] < 0 else " (includes zero)"),
+        "",
+        "## Ranker",
+        "",
+        f"Training windows: {', '.join(w[:10] for w in result.model_meta['train_windows'])}; "
+        f"early-stopped on {result.model_meta['validation_window'][:10]} at "
+        f"{result.model_meta['best_iteration']} rounds.",
+        "",
+        "| feature | gain |",
+        "| --- | --- |",
+        *(
+            f"| {name} | {gain:,.0f} |"
+            for name, gain in list(result.model_meta["feature_importance"].items())[:15]
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: Backtest, folder: Path, command: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    path = folder / "report.md"
+    path.write_text(render_markdown(result, command))
+    return path
