@@ -25,7 +25,8 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
-out = Console()
+# Wide enough for the metric tables when the output is piped to a file.
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 HomeOption = Annotated[
     Path | None, typer.Option("--home", help="data root (default: $NIGHTREC_HOME or ./var)")

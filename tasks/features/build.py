@@ -54,11 +54,14 @@ def user_item_features(
         pl.col("age").max().alias("ui_days_since_first"),
         (pl.col(QUANTITY) * pl.col(PRICE)).sum().alias("ui_spend"),
         (pl.col("age") <= 30).sum().cast(pl.Int32).alias("ui_lines_30d"),
+        pl.col("order").filter(pl.col("age") <= 30).n_unique().alias("ui_orders_30d"),
+        pl.col("order").filter(pl.col("age") <= 90).n_unique().alias("ui_orders_90d"),
     )
     span = pl.col("ui_days_since_first") - pl.col("ui_days_since_last")
     cadence = pl.when(pl.col("ui_orders") > 1).then(span / (pl.col("ui_orders") - 1))
     bought = bought.with_columns(cadence.alias("ui_cadence")).with_columns(
-        (pl.col("ui_days_since_last") / (pl.col("ui_cadence") + 1.0)).alias("ui_reorder_ratio")
+        (pl.col("ui_days_since_last") / (pl.col("ui_cadence") + 1.0)).alias("ui_reorder_ratio"),
+        (pl.col("ui_days_since_last") - pl.col("ui_cadence")).abs().alias("ui_days_from_due"),
     )
     recent = events.filter(pl.col("age") <= 30)
     looked = recent.group_by(USER_ID, ITEM_ID).agg(
@@ -80,6 +83,7 @@ def user_features(purchases: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame
         pl.col("order_age").max().alias("u_days_since_first"),
         pl.col("order_lines").mean().alias("u_basket_lines"),
         (pl.col("order_age") <= 90).sum().cast(pl.Int32).alias("u_orders_90d"),
+        (pl.col("order_age") <= 30).sum().cast(pl.Int32).alias("u_orders_30d"),
     )
     per_user_lines = purchases.group_by(USER_ID).agg(
         pl.col(ITEM_ID).n_unique().alias("u_items"),
@@ -167,8 +171,18 @@ def build_features(
         .join(user_cat, on=[USER_ID, CATEGORY], how="left")
         .join(cat_pop, on=CATEGORY, how="left")
     )
+    last_order = (
+        purchases.filter(pl.col("age") == pl.col("age").min().over(USER_ID))
+        .select(USER_ID, ITEM_ID)
+        .unique()
+        .with_columns(pl.lit(1, dtype=pl.Int8).alias("ui_in_last_order"))
+    )
+    frame = frame.join(last_order, on=[USER_ID, ITEM_ID], how="left")
     return frame.with_columns(
         pl.col("uc_share").fill_null(0.0),
+        pl.col("ui_in_last_order").fill_null(0),
+        (pl.col("ui_orders").fill_null(0) / pl.col("u_orders")).alias("ui_order_share"),
+        (pl.col("ui_orders_90d") / pl.col("u_orders_90d")).alias("ui_order_share_90d"),
         pl.col("ui_orders").fill_null(0),
         (pl.col("i_price") / pl.col("u_median_price")).alias("price_ratio"),
         (pl.col("ui_days_since_last") / (pl.col("u_interval") + 1.0)).alias(
