@@ -110,3 +110,26 @@ def test_backfill_runs_days_in_order_and_skips_complete_days(
     assert [r["state"] for r in second] == ["skipped (complete)"] * 2
     forced = backfill_flow(params.model_copy(update={"force": True}))
     assert [r["state"] for r in forced] == ["completed", "completed"]
+
+
+def test_evaluate_flow_compares_the_ranker_with_every_baseline(
+    prefect_harness: None, tiny_shop: Path, home: Path
+) -> None:
+    from flows.evaluate import EvaluateParams, evaluate_flow
+
+    as_of = RUN_DATE - dt.timedelta(days=7)
+    result = evaluate_flow(EvaluateParams(as_of=as_of, horizon_days=7, home=str(home)))
+
+    metrics = result["metrics"]
+    assert set(metrics) == {"lightgbm", "popularity", "repurchase", "item-kNN", "EASE"}
+    assert {m["users"] for m in metrics.values()} == {result["users"]}
+    assert result["users"] > 0
+    baselines = {name: m["ndcg@10"] for name, m in metrics.items() if name != "lightgbm"}
+    assert result["best_baseline"] == max(baselines, key=baselines.__getitem__)
+    diff = result["ndcg@10_difference"]
+    assert diff["mean_diff"] == pytest.approx(
+        metrics["lightgbm"]["ndcg@10"] - baselines[result["best_baseline"]]
+    )
+    assert diff["low"] <= diff["mean_diff"] <= diff["high"]
+    report = Path(result["report"]).read_text()
+    assert f"# Backtest at as-of {as_of}" in report and "| EASE |" in report
