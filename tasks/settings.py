@@ -24,37 +24,31 @@ from tasks.constants import DEFAULT_HORIZON_DAYS, DEFAULT_K
 class CandidateSettings(BaseModel):
     """How many candidates each retrieval source contributes per customer."""
 
-    history_per_user: int = Field(100, ge=1)
+    history_per_user: int = Field(
+        1000, ge=1, description="cap on own items; high enough to keep the full history"
+    )
     history_tau_days: float = Field(90.0, gt=0)
     copurchase_per_user: int = Field(50, ge=0)
     copurchase_days: int = Field(180, ge=1)
     copurchase_neighbors: int = Field(30, ge=1)
     copurchase_max_basket: int = Field(40, ge=2)
     copurchase_recent_items: int = Field(20, ge=1)
-    covisit_per_user: int = Field(50, ge=0)
-    covisit_days: int = Field(180, ge=1)
-    covisit_window_days: int = Field(14, ge=0)
-    covisit_max_items: int = Field(60, ge=2)
-    covisit_neighbors: int = Field(30, ge=1)
-    covisit_recent_items: int = Field(20, ge=1)
-    ease_per_user: int = Field(100, ge=0)
+    ease_per_user: int = Field(150, ge=0)
     ease_lambda: float = Field(200.0, gt=0)
     popular_per_user: int = Field(30, ge=1)
     popular_days: int = Field(30, ge=1)
-    max_per_user: int = Field(250, ge=1, description="merged candidates kept per customer")
+    max_per_user: int = Field(150, ge=1, description="merged candidates kept per customer")
     rrf_k: float = Field(10.0, ge=0, description="reciprocal-rank fusion offset")
-    merge_weight_hist: float = Field(1.0, ge=0)
-    merge_weight_covis: float = Field(1.0, ge=0)
-    merge_weight_cvis: float = Field(1.0, ge=0)
+    merge_weight_hist: float = Field(2.0, ge=0)
+    merge_weight_covis: float = Field(0.3, ge=0)
     merge_weight_ease: float = Field(1.0, ge=0)
-    merge_weight_pop: float = Field(0.5, ge=0)
+    merge_weight_pop: float = Field(0.2, ge=0)
 
     def merge_weights(self) -> dict[str, float]:
         """Weight of each source in the merged order, by source name."""
         return {
             "hist": self.merge_weight_hist,
             "covis": self.merge_weight_covis,
-            "cvis": self.merge_weight_cvis,
             "ease": self.merge_weight_ease,
             "pop": self.merge_weight_pop,
         }

@@ -89,7 +89,9 @@ def test_candidates_merge_sources_and_copurchase_finds_basket_neighbours() -> No
     assert set(by_item) == {"milk", "jam", "bread"}
     # bread was never bought by u2 but shares order o1 with milk, which u2 bought.
     assert by_item["bread"]["hist_rank"] == 9_999 and by_item["bread"]["covis_score"] > 0
-    assert by_item["milk"]["n_sources"] == 3
+    # hist, covis, pop and (since EASE joined the sources) ease: jam, bought with milk, votes
+    # for it in EASE.
+    assert by_item["milk"]["n_sources"] == 4
 
 
 def test_features_match_hand_computed_values() -> None:

@@ -3,8 +3,6 @@
 Sources:
 - hist: the customer's own items, recency-weighted (purchases count more than carts/views);
 - covis: items bought in the same orders as the customer's recent items, time-decayed;
-- cvis: customer-level co-visitation: items the same customer bought within a few days of
-  each other (across orders), time-decayed, as neighbours of the customer's recent items;
 - ease: EASE over the binary customer x item purchase matrix (tasks.baselines.recommenders);
 - pop: the items with most distinct buyers in the recent past.
 
@@ -34,7 +32,7 @@ from tasks.settings import CandidateSettings
 from tasks.timeutil import age_days
 
 EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
-SOURCES = ("hist", "covis", "cvis", "ease", "pop")
+SOURCES = ("hist", "covis", "ease", "pop")
 MISSING_RANK = 9_999
 MERGED_RANK = "merged_rank"
 
@@ -87,8 +85,7 @@ def _baskets(purchases: pl.DataFrame, max_basket: int) -> pl.DataFrame:
 def _cosine_neighbors(
     pairs: pl.DataFrame, item_weight: pl.DataFrame, neighbors: int
 ) -> pl.DataFrame:
-    """item_id, neighbor_id, sim = co_w / sqrt(item_w * neighbor_w), best `neighbors` per item
-    (ties: neighbor_id)."""
+    """The best `neighbors` per item by co_w / sqrt(item_w * neighbor_w), ties by id."""
     sims = (
         pairs.join(item_weight, on=ITEM_ID)
         .join(
@@ -131,75 +128,6 @@ def item_neighbors(
     return _cosine_neighbors(pairs, item_weight, cfg.copurchase_neighbors)
 
 
-def customer_neighbors(
-    purchases: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
-) -> pl.DataFrame:
-    """item_id, neighbor_id, sim from customer-level co-visitation.
-
-    Each customer's distinct (item, day) purchases in the last `covisit_days` days, capped at
-    the `covisit_max_items` most recent items per customer (ties: item hash), pair up when
-    bought by the same customer at most `covisit_window_days` days apart (other items only).
-    A pair weighs exp(-age_days / covisit_days) of its newer side, divided by log2(1 + items
-    the customer contributes), so prolific wholesalers do not dominate; sims are
-    cosine-normalised like the same-order co-purchase.
-    """
-    recent = purchases.filter(
-        (pl.col(TS) < as_of) & (pl.col(TS) >= as_of - dt.timedelta(days=cfg.covisit_days))
-    )
-    per_day = (
-        recent.group_by(USER_ID, ITEM_ID, pl.col(TS).dt.date().alias("day"))
-        .agg(pl.col(TS).max())
-        .with_columns(
-            pl.col(TS).max().over(USER_ID, ITEM_ID).alias("_last"),
-            pl.col(ITEM_ID).hash(seed=7).alias("_h"),
-        )
-    )
-    keep = (
-        per_day.select(USER_ID, ITEM_ID, "_last", "_h")
-        .unique()
-        .sort([USER_ID, "_last", "_h"], descending=[False, True, False])
-        .with_columns(pl.int_range(pl.len()).over(USER_ID).alias("_pos"))
-        .filter(pl.col("_pos") < cfg.covisit_max_items)
-        .with_columns(pl.len().over(USER_ID).alias("_n"))
-        .select(USER_ID, ITEM_ID, "_n")
-    )
-    days = per_day.join(keep, on=[USER_ID, ITEM_ID]).with_columns(
-        (
-            (-age_days(as_of) / cfg.covisit_days).exp()
-            / (pl.col("_n").cast(pl.Float64) + 1.0).log(2)
-        ).alias("w")
-    )
-    item_weight = (
-        days.group_by(USER_ID, ITEM_ID)
-        .agg(pl.col("w").max())
-        .group_by(ITEM_ID)
-        .agg(pl.col("w").sum().alias("item_w"))
-    )
-    window = cfg.covisit_window_days
-    pairs = (
-        days.select(USER_ID, ITEM_ID, "day", "w")
-        .join(
-            days.select(
-                USER_ID,
-                pl.col(ITEM_ID).alias("neighbor_id"),
-                pl.col("day").alias("d2"),
-                pl.col("w").alias("w2"),
-            ),
-            on=USER_ID,
-        )
-        .filter(
-            (pl.col(ITEM_ID) != pl.col("neighbor_id"))
-            & ((pl.col("day") - pl.col("d2")).dt.total_days().abs() <= window)
-        )
-        # one vote per customer and pair: its strongest (most recent) co-occurrence
-        .group_by(USER_ID, ITEM_ID, "neighbor_id")
-        .agg(pl.max_horizontal("w", "w2").max().alias("w"))
-        .group_by(ITEM_ID, "neighbor_id")
-        .agg(pl.col("w").sum().alias("co_w"))
-    )
-    return _cosine_neighbors(pairs, item_weight, cfg.covisit_neighbors)
-
-
 def _recent_items(purchases: pl.DataFrame, n: int) -> pl.DataFrame:
     """user_id, item_id, recency_pos (1 = most recently bought), the `n` latest per user."""
     return (
@@ -228,24 +156,20 @@ def _neighbor_scores(
 
 
 def copurchase_candidates(
-    events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
+    events: pl.DataFrame,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    users: pl.Series | None = None,
 ) -> pl.DataFrame:
-    """user_id, item_id, covis_score, covis_rank: neighbours of the customer's recent items."""
+    """user_id, item_id, covis_score, covis_rank: neighbours of the customer's recent items
+    (for `users` only when given; the neighbours always come from every customer)."""
     purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
     neighbors = item_neighbors(purchases, as_of, cfg)
-    recent_items = _recent_items(purchases, cfg.copurchase_recent_items)
+    buyers = (
+        purchases if users is None else purchases.filter(pl.col(USER_ID).is_in(users.implode()))
+    )
+    recent_items = _recent_items(buyers, cfg.copurchase_recent_items)
     return _neighbor_scores(recent_items, neighbors, "covis", cfg.copurchase_per_user)
-
-
-def covisit_candidates(
-    events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
-) -> pl.DataFrame:
-    """user_id, item_id, cvis_score, cvis_rank: customer-level co-visitation neighbours of the
-    customer's recent items."""
-    purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
-    neighbors = customer_neighbors(purchases, as_of, cfg)
-    recent_items = _recent_items(purchases, cfg.covisit_recent_items)
-    return _neighbor_scores(recent_items, neighbors, "cvis", cfg.covisit_per_user)
 
 
 def ease_candidates(
@@ -279,7 +203,7 @@ def popular_items(events: pl.DataFrame, as_of: dt.datetime, days: int, n: int) -
     )
 
 
-def merged_order(frame: pl.DataFrame, cfg: CandidateSettings) -> pl.Expr:
+def merged_order(cfg: CandidateSettings) -> pl.Expr:
     """Weighted reciprocal-rank fusion: sum over sources of weight / (rrf_k + rank)."""
     weights = cfg.merge_weights()
     return pl.sum_horizontal(
@@ -302,8 +226,7 @@ def generate_candidates(
     popular = popular_items(events, as_of, cfg.popular_days, cfg.popular_per_user)
     parts = [
         history_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
-        copurchase_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
-        covisit_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
+        copurchase_candidates(events, as_of, cfg, user_frame.get_column(USER_ID)),
         ease_candidates(events, user_frame.get_column(USER_ID), as_of, cfg),
         user_frame.join(popular, how="cross"),
     ]
@@ -320,7 +243,7 @@ def generate_candidates(
     ).alias("n_sources")
     filled = merged.with_columns(fills).with_columns(n_sources)
     return (
-        filled.with_columns(merged_order(filled, cfg).alias("_fused"))
+        filled.with_columns(merged_order(cfg).alias("_fused"))
         .sort([USER_ID, "_fused", ITEM_ID], descending=[False, True, False])
         .with_columns(
             pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(USER_ID).alias(MERGED_RANK)

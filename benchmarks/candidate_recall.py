@@ -1,0 +1,177 @@
+"""Benchmark: recall of each candidate source and of the merged list on Online Retail.
+
+For each as-of T (2011-09-01, 2011-08-01), H = 30 days: candidates are generated from the
+events before T for the evaluated customers (a purchase before T and inside the window) and
+compared with the distinct items they bought in [T, T + H). Recall@N counts the truth pairs
+among a source's top N per customer over all truth pairs (tasks/candidates/recall.py). The
+merged list is ordered by weighted reciprocal-rank fusion of the source ranks (merged_rank).
+Two configurations are measured: the current defaults and the previous sources (history
+top 100, same-order co-purchase top 50, popularity top 30; no EASE, no cap on the union).
+
+Prints and records benchmarks/results/candidate_recall.{json,md}.
+
+    .venv/bin/python benchmarks/candidate_recall.py [--db FILE | --home DIR] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import polars as pl
+from machine import describe
+
+from tasks.candidates.generate import generate_candidates
+from tasks.candidates.recall import candidate_recall
+from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.ingest.load import ingest_landing
+from tasks.settings import CandidateSettings
+from tasks.store import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "online_retail" / "by-day"
+RESULTS = ROOT / "benchmarks" / "results"
+SOURCE = "online-retail"
+AS_OFS = (dt.datetime(2011, 9, 1), dt.datetime(2011, 8, 1))
+HORIZON = 30
+NS = (20, 50, 100, 200)
+CONFIGS = {
+    "current": CandidateSettings(),
+    "previous": CandidateSettings(history_per_user=100, ease_per_user=0, max_per_user=10_000),
+}
+COMMAND = ".venv/bin/python benchmarks/candidate_recall.py"
+
+
+def load_events(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
+    """Canonical events from a ready store (--db) or one ingested (and cached) under home."""
+    if args.db is not None:
+        db = args.db
+    else:
+        home = args.home or Path(tempfile.gettempdir()) / "nightrec-candidate-recall"
+        db = home / "nightrec.duckdb"
+        started = time.perf_counter()
+        done = ingest_landing(db, SOURCE, args.data, max_bad_share=0.05)
+        print(f"ingest: {len(done)} files checked in {time.perf_counter() - started:.1f} s")
+    with connect(db, read_only=True) as con:
+        events = pl.from_arrow(
+            con.execute(
+                "select user_id, item_id, event_type, ts, quantity, price, order_id, session_id "
+                "from events"
+            ).to_arrow_table()
+        )
+    return events, str(db)
+
+
+def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings) -> dict:
+    users = evaluated_users(events, as_of, HORIZON)
+    truth = truth_window(events, as_of, HORIZON)
+    past = events.filter(pl.col("ts") < as_of)
+    started = time.perf_counter()
+    candidates = generate_candidates(past, users, as_of, cfg)
+    seconds = time.perf_counter() - started
+    table = candidate_recall(candidates, truth, users, NS)
+    return {
+        "as_of": as_of.date().isoformat(),
+        "horizon_days": HORIZON,
+        "users": len(users),
+        "truth_pairs": int(table.get_column("truth")[0]),
+        "seconds": round(seconds, 2),
+        "candidates_per_user": round(candidates.height / len(users), 1),
+        "recall": table.drop("users", "truth").to_dicts(),
+    }
+
+
+def render(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        "# Candidate recall on Online Retail",
+        "",
+        f"Measured {result['measured_at']} on {m['cpu']} ({m['cores']} cores, "
+        f"{m['memory_gib']} GiB), Python {m['python']}.",
+        f"Command: `{result['command']}`",
+        "",
+        f"Protocol: as-of T, H = {HORIZON} days, truth = distinct (customer, item) bought in "
+        "[T, T + H) by the evaluated customers (a purchase before T and inside the window). "
+        "Recall@N = truth pairs among a source's top N per customer / all truth pairs. "
+        "`merged` is ordered by weighted reciprocal-rank fusion of the source ranks "
+        "(`merged_rank`); `candidates/user` is the mean number a source proposes. "
+        "`previous` = history top 100 + same-order co-purchase top 50 + popularity top 30, "
+        "without EASE and without a cap on the union. A source's rows are those kept in the "
+        "merged list (at most `max_per_user` per customer), so its recall here can sit below "
+        "what the source reaches alone.",
+        "",
+    ]
+    for run in result["runs"]:
+        lines += [
+            f"## {run['config']}, T = {run['as_of']}, {run['users']} customers, "
+            f"{run['truth_pairs']} truth pairs",
+            "",
+            f"Generation {run['seconds']} s, {run['candidates_per_user']} candidates per "
+            "customer after merging.",
+            "",
+            "| source | " + " | ".join(f"recall@{n}" for n in NS) + " | recall@all | "
+            "candidates/user |",
+            "| --- " * (len(NS) + 3) + "|",
+        ]
+        for row in run["recall"]:
+            cells = " | ".join(f"{row[f'recall@{n}']:.4f}" for n in NS)
+            lines.append(
+                f"| {row['source']} | {cells} | {row['recall@all']:.4f} | "
+                f"{row['candidates_per_user']:.1f} |"
+            )
+        lines.append("")
+    lines.append(f"Peak RSS of the whole process: {result['peak_rss_gib']} GiB.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, default=None, help="a ready store (read only)")
+    parser.add_argument("--home", type=Path, default=None, help="cache dir for the store")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    machine = describe()
+    print(f"machine: {machine}")
+    events, db = load_events(args)
+    print(f"store: {db}, {events.height:,} events")
+    runs = []
+    for name, cfg in CONFIGS.items():
+        for as_of in AS_OFS:
+            run = {"config": name, **measure(events, as_of, cfg)}
+            print(
+                f"{name} T={run['as_of']} users={run['users']} "
+                f"generation={run['seconds']} s candidates/user={run['candidates_per_user']}"
+            )
+            for row in run["recall"]:
+                print(
+                    f"  {row['source']:>7} "
+                    + " ".join(f"@{n}={row[f'recall@{n}']:.4f}" for n in NS)
+                    + f" all={row['recall@all']:.4f} per-user={row['candidates_per_user']:.1f}"
+                )
+            runs.append(run)
+    result = {
+        "benchmark": "candidate_recall",
+        "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine,
+        "command": COMMAND + (f" --db {args.db}" if args.db else ""),
+        "horizon_days": HORIZON,
+        "settings": CandidateSettings().model_dump(),
+        "runs": runs,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "candidate_recall.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / "candidate_recall.md").write_text(render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()
