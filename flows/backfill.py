@@ -52,7 +52,6 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
                 i,
                 len(days),
                 day,
-                extra={"done": i, "total": len(days)},
             )
             continue
         started = time.perf_counter()
@@ -75,6 +74,5 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
             len(days),
             day,
             seconds,
-            extra={"done": i, "total": len(days)},
         )
     return rows

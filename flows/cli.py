@@ -33,7 +33,7 @@ HomeOption = Annotated[
 ]
 
 
-def _quiet_prefect() -> None:
+def _configure_logging() -> None:
     """Prefect logs every task state at INFO; the CLI shows its own progress instead."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -321,7 +321,7 @@ HINTS = {
 
 
 def main() -> None:
-    _quiet_prefect()
+    _configure_logging()
     try:
         app()
     except _known_errors() as exc:

@@ -166,7 +166,8 @@ def ingest_file(
     events = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti").select(EVENT_COLUMNS)
     quarantine = _payloads(raw, bad)
     rows_filtered = sum(adapted.filtered.values())
-    assert raw.height == events.height + bad.height + rows_filtered, "row accounting broke"
+    if raw.height != events.height + bad.height + rows_filtered:
+        raise RuntimeError(f"{path}: row accounting broke; this is a bug in the adapter")
     bad_share = bad.height / raw.height if raw.height else 0.0
     status = "replaced" if previous is not None and previous[2] != "rejected" else "loaded"
     if bad_share > max_bad_share:

@@ -18,7 +18,7 @@ import polars as pl
 
 from tasks.baselines.recommenders import popularity, repurchase
 from tasks.candidates.generate import popular_items
-from tasks.constants import ITEM_ID, SCORE, USER_ID
+from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
 from tasks.evaluate.metrics import ranking_metrics
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.build import feature_columns
@@ -83,7 +83,7 @@ def _validation_report(
     """Protocol metrics on the validation window: the ranker beside the baselines."""
     users = evaluated_users(events, as_of, settings.horizon_days)
     truth = truth_window(events, as_of, settings.horizon_days)
-    past = events.filter(pl.col("ts") < as_of)
+    past = events.filter(pl.col(TS) < as_of)
     k = settings.k
     candidates = {
         "lightgbm": recommend(booster, events, catalog, users, as_of, settings, features),
@@ -106,7 +106,7 @@ def train_ranker(
 ) -> TrainOutcome:
     """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot."""
     cfg = settings.ranker
-    events = events.filter(pl.col("ts") < cutoff)
+    events = events.filter(pl.col(TS) < cutoff)
     dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
