@@ -61,7 +61,7 @@ class RankerSettings(BaseModel):
     window_step_days: int = Field(14, ge=1)
     retrain_every_days: int = Field(7, ge=1)
     gate_tolerance: float = Field(
-        0.02, ge=0, description="how much lower a challenger's lift may be and still replace"
+        0.05, ge=0, description="how much lower a challenger's lift may be and still replace"
     )
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=1)
