@@ -11,6 +11,7 @@ import argparse
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
 
 from flows.nightly import nightly_flow
 
@@ -26,8 +27,7 @@ def nightly_deployment(
     """The scheduled nightly run; `run_date` is left empty so each run takes yesterday."""
     return nightly_flow.to_deployment(
         name="nightly",
-        cron=cron,
-        timezone=timezone,
+        schedule=Cron(cron, timezone=timezone),
         parameters={"params": {"landing_dir": landing_dir, "source": source}},
         description="Nightly recommendations for yesterday's run date.",
         tags=["nightrec"],
