@@ -47,12 +47,7 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
         settings = run_settings(nightly)
         if not params.force and is_complete(settings.recommendations_dir, day):
             rows.append({"run_date": day.isoformat(), "state": "skipped (complete)"})
-            log.info(
-                "[%d/%d] %s already complete: skipped",
-                i,
-                len(days),
-                day,
-            )
+            log.info("[%d/%d] %s already complete: skipped", i, len(days), day)
             continue
         started = time.perf_counter()
         manifest = nightly_flow(nightly)
@@ -68,11 +63,5 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
                 "seconds": round(seconds, 2),
             }
         )
-        log.info(
-            "[%d/%d] %s done in %.1f s",
-            i,
-            len(days),
-            day,
-            seconds,
-        )
+        log.info("[%d/%d] %s done in %.1f s", i, len(days), day, seconds)
     return rows
