@@ -11,6 +11,7 @@ from polars.testing import assert_frame_equal
 
 from tasks.candidates.generate import generate_candidates, history_candidates, popular_items
 from tasks.features.build import build_features
+from tasks.schema import EVENTS_SCHEMA
 from tasks.settings import CandidateSettings
 
 AS_OF = dt.datetime(2026, 3, 1)
@@ -19,16 +20,7 @@ AS_OF = dt.datetime(2026, 3, 1)
 def _events(rows: list[tuple]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
-        schema={
-            "user_id": pl.Utf8,
-            "item_id": pl.Utf8,
-            "event_type": pl.Utf8,
-            "ts": pl.Datetime("us"),
-            "quantity": pl.Int64,
-            "price": pl.Float64,
-            "order_id": pl.Utf8,
-            "session_id": pl.Utf8,
-        },
+        schema=EVENTS_SCHEMA,
         orient="row",
     )
 

@@ -34,6 +34,7 @@ from tasks.constants import (
     USER_ID,
     VIEW,
 )
+from tasks.schema import EVENTS_SCHEMA
 
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 SECONDS_PER_DAY = 86_400
@@ -80,16 +81,6 @@ MALFORMED_KINDS = (BAD_TIMESTAMP, BAD_QUANTITY, UNKNOWN_EVENT_TYPE, MISSING_USER
 MALFORMED_SEED_TAG = 0x6D616C  # a second stream from the same seed, so the shop stays unchanged
 EVENT_FILE = re.compile(r"^\d{4}-\d{2}-\d{2}\.csv$")
 
-EVENTS_SCHEMA = {
-    USER_ID: pl.Utf8,
-    ITEM_ID: pl.Utf8,
-    EVENT_TYPE: pl.Utf8,
-    TS: pl.Datetime("us"),
-    QUANTITY: pl.Int64,
-    PRICE: pl.Float64,
-    ORDER_ID: pl.Utf8,
-    SESSION_ID: pl.Utf8,
-}
 CATALOG_SCHEMA = {ITEM_ID: pl.Utf8, TITLE: pl.Utf8, CATEGORY: pl.Utf8, PRICE: pl.Float64}
 
 
