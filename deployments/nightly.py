@@ -1,48 +1,33 @@
 """The nightly deployment: a cron schedule (02:00 in the shop's timezone by default) running
-the nightly flow for yesterday, served without a worker by `python -m deployments.nightly`.
-
-For production, point the same flow at a work pool instead (`prefect work-pool create`,
-`nightly_flow.deploy(...)`); the parameters and schedule stay as defined here.
-"""
+the nightly flow for yesterday. Triggered by hand from the UI, its form takes any run date."""
 
 from __future__ import annotations
 
-import argparse
-
-from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.nightly import nightly_flow
+from tasks.settings import Settings
 
-DEFAULT_CRON = "0 2 * * *"
+NAME = "nightly"
 
 
-def nightly_deployment(
-    cron: str = DEFAULT_CRON,
-    timezone: str = "UTC",
-    landing_dir: str | None = None,
-    source: str | None = None,
-) -> RunnerDeployment:
-    """The scheduled nightly run; `run_date` is left empty so each run takes yesterday."""
+def nightly_deployment(settings: Settings) -> RunnerDeployment:
+    """Scheduled nightly runs; `run_date` is left empty so each scheduled run takes yesterday."""
     return nightly_flow.to_deployment(
-        name="nightly",
-        schedule=Cron(cron, timezone=timezone),
-        parameters={"params": {"landing_dir": landing_dir, "source": source}},
-        description="Nightly recommendations for yesterday's run date.",
+        name=NAME,
+        schedule=Cron(settings.ops.nightly_cron, timezone=settings.ops.timezone),
+        parameters={"params": default_run_parameters(settings)},
+        description="Top-K recommendations for every customer as of the end of the run date "
+        "(default: yesterday).",
         tags=["nightrec"],
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve nightrec's deployments (no worker).")
-    parser.add_argument("--cron", default=DEFAULT_CRON)
-    parser.add_argument("--timezone", default="UTC")
-    parser.add_argument("--landing-dir")
-    parser.add_argument("--source")
-    args = parser.parse_args()
-    serve(nightly_deployment(args.cron, args.timezone, args.landing_dir, args.source))
-
-
-if __name__ == "__main__":
-    main()
+def default_run_parameters(settings: Settings) -> dict[str, str | None]:
+    """Where runs read and write, fixed when the deployment is served (shown in the UI form)."""
+    return {
+        "home": str(settings.home.resolve()),
+        "landing_dir": str(settings.landing_dir.resolve()) if settings.landing_dir else None,
+        "source": settings.source,
+    }

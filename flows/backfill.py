@@ -17,8 +17,10 @@ log = logging.getLogger("nightrec.flow")
 
 
 class BackfillParams(BaseModel):
-    start: dt.date
-    end: dt.date
+    """Parameters of a backfill (what the Prefect UI shows as a form)."""
+
+    start: dt.date = Field(description="first run date")
+    end: dt.date = Field(description="last run date (inclusive)")
     force: bool = Field(False, description="rerun days whose output is already complete")
     landing_dir: str | None = None
     source: str | None = None

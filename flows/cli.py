@@ -198,11 +198,31 @@ def backfill(
     ] = None,
     source: Annotated[str | None, typer.Option(help="source adapter of the landing files")] = None,
     force: Annotated[bool, typer.Option(help="rerun days that are already complete")] = False,
+    via_deployment: Annotated[
+        bool,
+        typer.Option(
+            "--via-deployment",
+            help="one flow run per date through the served nightly deployment (`nightrec serve`)",
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="dates run at once with --via-deployment (retraining dates alone)"
+        ),
+    ] = None,
 ) -> None:
     """Run the nightly flow for every day from START to END, oldest first; resumable."""
     from flows.backfill import BackfillParams, backfill_flow
 
     settings = _settings(home, landing_dir=landing, source=source)
+    if via_deployment:
+        if concurrency is not None:
+            settings.ops.backfill_concurrency = concurrency
+        _backfill_via_deployment(
+            settings, BackfillParams(start=start.date(), end=end.date()), force
+        )
+        return
     rows = backfill_flow(
         BackfillParams(
             start=start.date(),
@@ -214,6 +234,59 @@ def backfill(
         )
     )
     out.print(_table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
+
+
+def _backfill_via_deployment(settings: Any, params: Any, force: bool) -> None:
+    from flows.prefect_api import use_api
+
+    url = use_api(settings)
+    from flows.deployment_backfill import backfill_via_deployment
+
+    days = params.days()
+    done = 0
+
+    def on_done(row: dict[str, Any]) -> None:
+        nonlocal done
+        done += 1
+        console.print(
+            f"[{done}/{len(days)}] {row['run_date']}: {row['state']} ({row['seconds']} s)"
+        )
+
+    console.print(f"backfill of {len(days)} date(s) through {url}")
+    rows = backfill_via_deployment(settings, days, force, on_done)
+    out.print(_table(f"Backfill {params.start}..{params.end} via the nightly deployment", rows))
+    failed = [r["run_date"] for r in rows if r["state"] not in ("Completed", "skipped (complete)")]
+    if failed:
+        sys.stderr.write(f"error: {len(failed)} date(s) did not complete: {', '.join(failed)}\n")
+        sys.stderr.write("hint: see the runs in the Prefect UI, then rerun the same backfill\n")
+        raise typer.Exit(1)
+
+
+@app.command()
+def server(home: HomeOption = None) -> None:
+    """Start the Prefect server and UI on this host (127.0.0.1:4200 by default, no analytics)."""
+    from flows.prefect_api import server_command
+
+    settings = _settings(home)
+    argv, env = server_command(settings)
+    console.print(f"Prefect UI on http://{settings.ops.server_host}:{settings.ops.server_port}")
+    os.execve(argv[0], argv, env)  # the server owns the terminal from here; Ctrl-C stops it
+
+
+@app.command()
+def serve(home: HomeOption = None) -> None:
+    """Serve nightrec's deployments (nightly schedule, manual runs, backfill); no worker needed."""
+    from flows.prefect_api import use_api
+
+    settings = _settings(home)
+    url = use_api(settings)
+    from deployments.serve import serve_all
+
+    console.print(
+        f"serving the nightly ({settings.ops.nightly_cron}, {settings.ops.timezone}) and backfill "
+        f"deployments at {url}; Ctrl-C stops"
+    )
+    serve_all(settings)
 
 
 @app.command()
@@ -302,12 +375,24 @@ def models_rollback(home: HomeOption = None) -> None:
 def _known_errors() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
+    from flows.deployment_backfill import DeploymentMissing
+    from flows.prefect_api import ApiUnreachable
     from tasks.ingest.landing import IngestError
+    from tasks.locks import LockBusy
     from tasks.rank.registry import RegistryError
     from tasks.store import StoreError
     from tasks.validate.contracts import ContractError
 
-    return (IngestError, StoreError, RegistryError, ContractError, ValidationError)
+    return (
+        IngestError,
+        StoreError,
+        RegistryError,
+        ContractError,
+        ValidationError,
+        LockBusy,
+        ApiUnreachable,
+        DeploymentMissing,
+    )
 
 
 HINTS = {
@@ -317,6 +402,10 @@ HINTS = {
     "RegistryError": "see `nightrec models list`",
     "ContractError": "fix the contract under data_contracts/",
     "ValidationError": "check the command's options (`nightrec COMMAND --help`)",
+    "RunInProgress": "wait for that run to finish; its output is the one that lands",
+    "LockBusy": "wait for the other nightrec process to finish",
+    "ApiUnreachable": "`nightrec server` in another terminal, then `nightrec serve`",
+    "DeploymentMissing": "`nightrec serve` registers the deployments",
 }
 
 

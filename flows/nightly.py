@@ -15,6 +15,8 @@ from pydantic import BaseModel, Field
 
 from tasks.features.snapshot import snapshot_task
 from tasks.ingest.task import ingest_day_task
+from tasks.locks import run_date_lock
+from tasks.ops.run_report import report_task
 from tasks.publish.writer import publish_task
 from tasks.rank.task import BASELINE_VERSION, choose_model_task, score_task
 from tasks.settings import Settings, load_settings
@@ -54,6 +56,12 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     if params.run_date is None:
         params = params.model_copy(update={"run_date": dt.date.today() - dt.timedelta(days=1)})
     settings = run_settings(params)
+    # Two triggers for one date (schedule + UI, or a retried backfill) never write side by side.
+    with run_date_lock(settings.home, params.run_date):
+        return _run_locked(params, settings)
+
+
+def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
     run_id = _run_id(params.run_date)
     work_dir = settings.work_dir / run_id
     ingested = ingest_day_task(settings, params.run_date)
@@ -77,6 +85,7 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
         },
     )
     shutil.rmtree(work_dir, ignore_errors=True)
+    report_task(manifest, settings.reports_dir, settings.models_dir)
     log.info(
         "%s: %s rows for %s users with %s (%s)",
         params.run_date,

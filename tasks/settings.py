@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -74,6 +75,32 @@ class RankerSettings(BaseModel):
     num_threads: int = Field(0, ge=0, description="0 = LightGBM's default (all cores)")
 
 
+class OpsSettings(BaseModel):
+    """The Prefect server, the deployments' schedules and backfills through deployments."""
+
+    server_host: str = Field("127.0.0.1", description="`nightrec server` binds here only")
+    server_port: int = Field(4200, ge=1, le=65535)
+    timezone: str = Field("UTC", description="IANA zone of the schedules, e.g. Europe/London")
+    nightly_cron: str = Field("0 2 * * *", description="when the nightly run starts")
+    serve_limit: int = Field(4, ge=1, description="flow runs `nightrec serve` runs at once")
+    backfill_concurrency: int = Field(
+        1, ge=1, description="dates a backfill through the deployment runs at once"
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name)") from None
+        return value
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.server_host}:{self.server_port}/api"
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -92,6 +119,7 @@ class Settings(BaseSettings):
     source: str = "canonical"
     candidates: CandidateSettings = CandidateSettings()
     ranker: RankerSettings = RankerSettings()
+    ops: OpsSettings = OpsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -6,13 +6,17 @@ Only task edges use this module; feature and model code receives Polars frames o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import cache
 from pathlib import Path
 
 import duckdb
 
+from tasks.locks import LockBusy, file_lock, store_lock_path
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# Runs for different dates may overlap; their short store sessions queue behind each other.
+STORE_LOCK_TIMEOUT_S = 300.0
 
 
 class StoreError(RuntimeError):
@@ -29,11 +33,34 @@ def sql_text(name: str) -> str:
 
 
 @contextmanager
-def connect(db_path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the store (creating it and its schema when writable) and close it afterwards."""
+def connect(
+    db_path: Path, read_only: bool = False, lock_timeout_s: float = STORE_LOCK_TIMEOUT_S
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store (creating it and its schema when writable) and close it afterwards.
+
+    DuckDB admits one writing process per file and refuses readers beside it, so nightrec
+    processes take a lock first (shared to read, exclusive to write) and wait their turn
+    instead of failing.
+    """
     if read_only and not db_path.exists():
         raise StoreError(f"no store at {db_path}: run `nightrec ingest` or `nightrec demo` first")
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = file_lock(
+        store_lock_path(db_path),
+        shared=read_only,
+        timeout_s=lock_timeout_s,
+        what=f"store {db_path}",
+    )
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(lock)
+        except LockBusy as exc:
+            raise StoreError(f"{exc} for over {lock_timeout_s:.0f} s; try again later") from exc
+        yield stack.enter_context(_open(db_path, read_only))
+
+
+@contextmanager
+def _open(db_path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         con = duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.IOException as exc:

@@ -1,0 +1,150 @@
+"""Backfill through the nightly deployment: one flow run per date on whatever serves it.
+
+Driven from the CLI against the Prefect API (PREFECT_API_URL). Each date gets its own flow run
+named `nightly-D`; its idempotency key is the date plus the number of runs for that date that
+already ended, so two backfills started at once ask for the same run and Prefect creates it once,
+while a rerun after a failure gets a fresh one. A date whose output is complete is skipped; a
+date already being run (by the schedule, the UI or a killed backfill) is waited for, not
+started again. Dates that retrain run alone and in date order (`tasks/ops/backfill_plan.py`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterName,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.exceptions import ObjectNotFound
+
+from deployments.nightly import NAME as NIGHTLY_DEPLOYMENT
+from deployments.nightly import default_run_parameters
+from flows.nightly import nightly_flow
+from tasks.ops.backfill_plan import plan_waves
+from tasks.publish.writer import is_complete, read_manifest
+from tasks.rank import registry
+from tasks.settings import Settings
+
+log = logging.getLogger("nightrec.flow")
+POLL_SECONDS = 2.0
+
+
+class DeploymentMissing(RuntimeError):
+    """The nightly deployment is not registered with the Prefect API."""
+
+
+def deployment_name() -> str:
+    return f"{nightly_flow.name}/{NIGHTLY_DEPLOYMENT}"
+
+
+def run_name(day: dt.date) -> str:
+    return f"nightly-{day.isoformat()}"
+
+
+def backfill_via_deployment(
+    settings: Settings,
+    days: list[dt.date],
+    force: bool = False,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the nightly deployment for `days`; returns one row per date, in date order."""
+    rows: dict[dt.date, dict[str, Any]] = {}
+    todo = []
+    for day in sorted(days):
+        if not force and is_complete(settings.recommendations_dir, day):
+            rows[day] = {"run_date": day.isoformat(), "state": "skipped (complete)"}
+        else:
+            todo.append(day)
+
+    def newest_model_cutoff(cutoff: dt.datetime) -> dt.datetime | None:
+        record = registry.newest_before(settings.models_dir, cutoff)
+        return record.cutoff if record else None
+
+    waves = plan_waves(todo, newest_model_cutoff, settings.ranker.retrain_every_days)
+    with get_client(sync_client=True) as client:
+        try:
+            deployment = client.read_deployment_by_name(deployment_name())
+        except ObjectNotFound:
+            raise DeploymentMissing(
+                f"deployment {deployment_name()} is not registered at the Prefect API; "
+                "start `nightrec serve` first"
+            ) from None
+
+        def run_day(day: dt.date) -> dict[str, Any]:
+            started = time.perf_counter()
+            flow_run = _wait(client, _start_or_join(client, deployment.id, settings, day))
+            row = _row(settings, day, flow_run, time.perf_counter() - started)
+            if on_done:
+                on_done(row)
+            return row
+
+        with ThreadPoolExecutor(max_workers=settings.ops.backfill_concurrency) as pool:
+            for wave in waves:
+                for row in pool.map(run_day, wave):
+                    rows[dt.date.fromisoformat(row["run_date"])] = row
+    return [rows[day] for day in sorted(rows)]
+
+
+def _runs_for(client: SyncPrefectClient, deployment_id: UUID, day: dt.date) -> list[FlowRun]:
+    return client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[run_name(day)])),
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+    )
+
+
+def _start_or_join(
+    client: SyncPrefectClient, deployment_id: UUID, settings: Settings, day: dt.date
+) -> UUID:
+    """The id of the flow run that does `day`: one already under way, or a new one."""
+    runs = _runs_for(client, deployment_id, day)
+    active = [r for r in runs if r.state is not None and not r.state.is_final()]
+    if active:
+        log.info("%s: joining flow run %s (%s)", day, active[0].name, active[0].state_name)
+        return active[0].id
+    parameters = {"params": {**default_run_parameters(settings), "run_date": day.isoformat()}}
+    flow_run = client.create_flow_run_from_deployment(
+        deployment_id,
+        parameters=parameters,
+        name=run_name(day),
+        idempotency_key=f"{run_name(day)}#{len(runs)}",
+        tags=["backfill"],
+    )
+    return flow_run.id
+
+
+def _wait(client: SyncPrefectClient, flow_run_id: UUID) -> FlowRun:
+    while True:
+        flow_run = client.read_flow_run(flow_run_id)
+        if flow_run.state is not None and flow_run.state.is_final():
+            return flow_run
+        time.sleep(POLL_SECONDS)
+
+
+def _row(settings: Settings, day: dt.date, flow_run: FlowRun, seconds: float) -> dict[str, Any]:
+    state = flow_run.state
+    manifest = read_manifest(settings.recommendations_dir, day) or {}
+    if manifest.get("run_id") != str(flow_run.id):
+        manifest = {}  # published by another run: this run's counts are not in it
+    row: dict[str, Any] = {
+        "run_date": day.isoformat(),
+        "state": state.name if state else "unknown",
+        "flow_run": flow_run.name,
+        "rows": manifest.get("rows", 0),
+        "users": manifest.get("users", 0),
+        "model_version": manifest.get("model_version", ""),
+        "seconds": round(seconds, 1),
+    }
+    if state is not None and not state.is_completed():
+        row["message"] = (state.message or "").splitlines()[0] if state.message else ""
+    return row

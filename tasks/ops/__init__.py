@@ -1,0 +1,1 @@
+"""Operations: run reports and Prefect artifacts, backfill planning."""

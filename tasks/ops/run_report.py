@@ -1,0 +1,79 @@
+"""The run report of a nightly run: a Markdown file under `reports/nightly/` and two Prefect
+artifacts (a table of row counts and metrics, and a link to the file) that the UI shows on the
+flow run's Artifacts tab."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+from tasks.rank import registry
+
+METRIC_NAMES = ("ndcg", "recall", "map", "hitrate", "precision")
+
+
+def _validation_of(models_dir: Path, model_version: str) -> dict[str, Any] | None:
+    """The serving model's validation metrics beside the baselines, when it is a model."""
+    try:
+        return registry.load(models_dir, model_version).meta.get("validation")
+    except registry.RegistryError:
+        return None  # the baseline has no registry entry
+
+
+def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | None) -> str:
+    """Markdown: what was published (rows, users, items, by source) and the model's metrics."""
+    lines = [
+        f"# nightrec nightly run {manifest['run_date']}",
+        "",
+        "| run date | rows | users | items | K | model | retrained | input events |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {manifest['run_date']} | {manifest['rows']:,} | {manifest['users']:,} "
+        f"| {manifest['items']:,} | {manifest['k']} | {manifest['model_version']} "
+        f"| {manifest.get('retrained', False)} | {manifest.get('input_events', 0):,} |",
+        "",
+        f"Model choice: {manifest.get('model_choice', '')}.",
+        "",
+        "| source | rows |",
+        "| --- | --- |",
+        *(f"| {name} | {rows:,} |" for name, rows in manifest["rows_by_source"].items()),
+    ]
+    if validation:
+        k = validation["k"]
+        lines += [
+            "",
+            f"## Validation of {manifest['model_version']}: as-of {validation['as_of'][:10]}, "
+            f"H = {validation['horizon_days']} days, {validation['users']:,} users",
+            "",
+            "| method | " + " | ".join(f"{n}@{k}" for n in METRIC_NAMES) + " |",
+            "| --- |" + " --- |" * len(METRIC_NAMES),
+        ]
+        for method, metrics in validation["metrics"].items():
+            values = " | ".join(f"{metrics[f'{n}@{k}']:.4f}" for n in METRIC_NAMES)
+            lines.append(f"| {method} | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def report_run(manifest: dict[str, Any], reports_dir: Path, models_dir: Path) -> Path:
+    """Write the report and attach it to the current Prefect flow run as artifacts."""
+    markdown = render_run_report(manifest, _validation_of(models_dir, manifest["model_version"]))
+    path = reports_dir / "nightly" / f"run_date={manifest['run_date']}.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(markdown)
+    create_markdown_artifact(
+        markdown=markdown,
+        key="nightly-run-report",
+        description=f"Row counts and metrics of the run for {manifest['run_date']}",
+    )
+    create_link_artifact(
+        link=path.resolve().as_uri(),
+        link_text=f"run report {manifest['run_date']}",
+        key="nightly-run-report-file",
+        description="The run report on the nightrec host",
+    )
+    return path
+
+
+report_task = task(name="report")(report_run)

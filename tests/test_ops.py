@@ -1,0 +1,142 @@
+"""Locks, backfill planning and the run report: the pieces that make runs safe to overlap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tasks.locks import (
+    LockBusy,
+    RunInProgress,
+    file_lock,
+    run_date_lock,
+    store_lock_path,
+)
+from tasks.ops.backfill_plan import plan_waves
+from tasks.ops.run_report import render_run_report
+from tasks.store import StoreError, connect
+
+AUG = [dt.date(2011, 8, d) for d in range(1, 11)]
+
+
+def test_without_models_the_first_day_and_every_seventh_retrain_alone() -> None:
+    waves = plan_waves(AUG, lambda cutoff: None, retrain_every_days=7)
+    assert waves == [AUG[:1], AUG[1:7], AUG[7:8], AUG[8:]]
+
+
+def test_a_registered_model_moves_the_next_retrain() -> None:
+    # A model trained for run date Aug 1 (cutoff Aug 2 00:00) serves Aug 2..7; Aug 8 retrains.
+    registered = dt.datetime(2011, 8, 2)
+    waves = plan_waves(
+        AUG[1:], lambda cutoff: registered if cutoff > registered else None, retrain_every_days=7
+    )
+    assert waves == [AUG[1:7], AUG[7:8], AUG[8:]]
+
+
+def test_an_exclusive_lock_is_refused_to_a_second_holder_and_names_the_first(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "x.lock"
+    busy = pytest.raises(LockBusy, match=r"the thing is held by pid \d+ since")
+    with file_lock(path, what="the thing"), busy, file_lock(path, what="the thing"):
+        pass
+    with file_lock(path):  # released
+        pass
+
+
+def test_readers_share_and_keep_a_writer_out(tmp_path: Path) -> None:
+    path = tmp_path / "x.lock"
+    with (
+        file_lock(path, shared=True),
+        file_lock(path, shared=True),
+        pytest.raises(LockBusy),
+        file_lock(path, timeout_s=0.3),
+    ):
+        pass
+
+
+def test_a_second_run_for_the_same_date_is_refused(tmp_path: Path) -> None:
+    day = dt.date(2011, 8, 1)
+    refused = pytest.raises(RunInProgress, match="a run for 2011-08-01 is already in progress")
+    with run_date_lock(tmp_path, day):
+        with refused, run_date_lock(tmp_path, day):
+            pass
+        with run_date_lock(tmp_path, day + dt.timedelta(days=1)):  # other dates go on
+            pass
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from tasks.locks import file_lock
+with file_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_killed_holder_leaves_no_stale_lock_and_a_waiting_store_user_gets_one_line(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "nightrec.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(store_lock_path(db))],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(StoreError) as info, connect(db, lock_timeout_s=0.5):
+            pass
+        assert time.monotonic() - started >= 0.5
+        assert f"store {db} is held by pid {holder.pid}" in str(info.value)
+        assert "\n" not in str(info.value)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with connect(db, lock_timeout_s=0.5) as con:  # the kernel dropped the dead holder's lock
+        assert con.execute("select 1").fetchone() == (1,)
+
+
+def test_the_run_report_has_counts_by_source_and_the_validation_table() -> None:
+    manifest = {
+        "run_date": "2011-08-01",
+        "rows": 30,
+        "users": 3,
+        "items": 12,
+        "k": 10,
+        "model_version": "lgbm-1",
+        "retrained": True,
+        "input_events": 1234,
+        "model_choice": "promoted: beats repurchase",
+        "rows_by_source": {"model": 25, "popularity_fallback": 5},
+    }
+    validation = {
+        "k": 10,
+        "as_of": "2011-07-18T00:00:00",
+        "horizon_days": 30,
+        "users": 3,
+        "metrics": {
+            "lightgbm": {
+                "ndcg@10": 0.5,
+                "recall@10": 0.25,
+                "map@10": 0.125,
+                "hitrate@10": 1.0,
+                "precision@10": 0.1,
+            },
+        },
+    }
+    lines = render_run_report(manifest, validation).splitlines()
+    assert "| 2011-08-01 | 30 | 3 | 12 | 10 | lgbm-1 | True | 1,234 |" in lines
+    assert "| popularity_fallback | 5 |" in lines
+    assert "| lightgbm | 0.5000 | 0.2500 | 0.1250 | 1.0000 | 0.1000 |" in lines
+    assert "Model choice: promoted: beats repurchase." in lines
+    assert not any("Validation" in line for line in render_run_report(manifest, None).splitlines())

@@ -1,0 +1,240 @@
+"""The deployments against a real Prefect server on loopback, served by `nightrec serve`.
+
+One module-scoped stack (server + serve, ~30 s to start) on a tiny synthetic shop; the tests
+trigger the nightly deployment through the API and through `nightrec backfill --via-deployment`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import polars as pl
+import pytest
+
+from tasks.ingest.load import ingest_catalog, ingest_landing
+from tasks.locks import run_date_lock
+from tasks.publish.writer import MANIFEST_NAME, partition_dir
+from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+
+REPO = Path(__file__).resolve().parents[1]
+SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
+FIRST_DAY = SHOP.start + dt.timedelta(days=SHOP.days - 4)
+K = 5
+
+
+@dataclass
+class Stack:
+    home: Path
+    api_url: str
+    env: dict[str, str]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_until(check, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("server")
+    home = root / "home"
+    landing = root / "landing"
+    report = write_landing(generate_shop(SHOP), landing)
+    ingest_catalog(home / "nightrec.duckdb", report.catalog_path)
+    ingest_landing(
+        home / "nightrec.duckdb",
+        "canonical",
+        landing,
+        max_bad_share=0.5,
+        end=FIRST_DAY - dt.timedelta(days=1),
+    )
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+        "NIGHTREC_HOME": str(home),
+        "NIGHTREC_LANDING_DIR": str(landing),
+        "NIGHTREC_SOURCE": "canonical",
+        "NIGHTREC_OPS__SERVER_PORT": str(port),
+        "NIGHTREC_K": str(K),
+        "NIGHTREC_HORIZON_DAYS": "7",
+        "NIGHTREC_RANKER__N_WINDOWS": "3",
+        "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
+        "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
+        "NIGHTREC_RANKER__NUM_THREADS": "1",
+    }
+    logs = root / "logs"
+    logs.mkdir()
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", *args],
+            cwd=REPO,
+            env=env,
+            stdout=(logs / f"{name}.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped as a whole
+        )
+
+    server = start("server", "server")
+    serving = None
+    try:
+        _wait_until(lambda: httpx.get(f"{api_url}/health").is_success, 120, "the Prefect API")
+        serving = start("serve", "serve")
+        _wait_until(
+            lambda: httpx.get(f"{api_url}/deployments/name/nightly/nightly").is_success,
+            60,
+            "the nightly deployment",
+        )
+        yield Stack(home, api_url, env)
+    finally:
+        if serving is not None:
+            _stop(serving)
+        _stop(server)
+        for log in sorted(logs.iterdir()):
+            print(f"--- {log.name} ---\n{log.read_text()[-3000:]}")
+
+
+def _api(stack: Stack, method: str, path: str, **kwargs) -> httpx.Response:
+    for _ in range(20):
+        response = httpx.request(method, f"{stack.api_url}{path}", timeout=30, **kwargs)
+        if response.status_code != 503:  # SQLite busy: retryable, as Prefect's client does
+            break
+        time.sleep(0.5)
+    response.raise_for_status()
+    return response
+
+
+def _trigger(stack: Stack, day: dt.date, idempotency_key: str | None = None) -> str:
+    deployment = _api(stack, "GET", "/deployments/name/nightly/nightly").json()
+    body: dict = {"parameters": {"params": {"run_date": day.isoformat()}}}
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    return _api(
+        stack, "POST", f"/deployments/{deployment['id']}/create_flow_run", json=body
+    ).json()["id"]
+
+
+def _final_state(stack: Stack, flow_run_id: str, timeout_s: float = 180) -> dict:
+    def final() -> dict | None:
+        state = _api(stack, "GET", f"/flow_runs/{flow_run_id}").json()["state"]
+        return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
+
+    return _wait_until(final, timeout_s, f"flow run {flow_run_id}")
+
+
+def _published(home: Path, day: dt.date) -> tuple[pl.DataFrame, dict]:
+    folder = partition_dir(home / "recommendations", day)
+    return pl.read_parquet(folder / "*.parquet"), json.loads((folder / MANIFEST_NAME).read_text())
+
+
+def test_two_triggers_for_one_date_make_one_flow_run_and_one_write(stack: Stack) -> None:
+    key = f"nightly-{FIRST_DAY}"
+    first, second = _trigger(stack, FIRST_DAY, key), _trigger(stack, FIRST_DAY, key)
+    assert first == second
+    state = _final_state(stack, first)
+    assert state["type"] == "COMPLETED", state
+
+    recs, manifest = _published(stack.home, FIRST_DAY)
+    assert manifest["run_id"] == first
+    assert manifest["run_date"] == FIRST_DAY.isoformat()
+    assert recs.height == manifest["rows"] == manifest["users"] * K
+    assert recs.get_column("run_id").unique().to_list() == [first]
+
+    artifacts = _api(
+        stack, "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [first]}}}
+    ).json()
+    by_key = {a["key"]: a["data"] for a in artifacts}
+    assert set(by_key) == {"nightly-run-report", "nightly-run-report-file"}
+    table = by_key["nightly-run-report"]
+    assert f"| {FIRST_DAY} | {manifest['rows']:,} | {manifest['users']:,} |" in table
+    report = stack.home / "reports" / "nightly" / f"run_date={FIRST_DAY}.md"
+    assert report.read_text() == table
+    assert f"]({report.resolve().as_uri()})" in by_key["nightly-run-report-file"]
+
+
+def test_a_trigger_while_the_date_is_running_is_refused_and_writes_nothing(stack: Stack) -> None:
+    day = FIRST_DAY + dt.timedelta(days=1)
+    with run_date_lock(stack.home, day):  # as a run for `day` in progress would hold it
+        refused = _trigger(stack, day)
+        state = _final_state(stack, refused)
+    assert state["type"] == "FAILED"
+    assert f"a run for {day} is already in progress (pid {os.getpid()}" in state["message"]
+    assert not partition_dir(stack.home / "recommendations", day).exists()
+
+
+def test_backfill_through_the_deployment_runs_each_date_once_and_skips_on_rerun(
+    stack: Stack,
+) -> None:
+    start, end = FIRST_DAY + dt.timedelta(days=1), FIRST_DAY + dt.timedelta(days=2)
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "backfill",
+        "--start",
+        start.isoformat(),
+        "--end",
+        end.isoformat(),
+        "--via-deployment",
+    ]
+    # Two backfills of the same range at once: the idempotency keys give one run per date.
+    both = [
+        subprocess.Popen(command, cwd=REPO, env=stack.env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in both]
+    assert [process.returncode for process in both] == [0, 0], outputs
+    for day in (start, end):
+        runs = _api(
+            stack,
+            "POST",
+            "/flow_runs/filter",
+            json={"flow_runs": {"name": {"any_": [f"nightly-{day}"]}}},
+        ).json()
+        completed = [r for r in runs if r["state"]["type"] == "COMPLETED"]
+        assert len(completed) == 1, runs
+        _, manifest = _published(stack.home, day)
+        assert manifest["run_id"] == completed[0]["id"]
+    rerun = subprocess.run(command, cwd=REPO, env=stack.env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.count("skipped (complete)") == 2
