@@ -27,10 +27,12 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
 
 from deployments.nightly import NAME as NIGHTLY_DEPLOYMENT
 from deployments.nightly import default_run_parameters
 from flows.nightly import nightly_flow
+from tasks.locks import holder_alive, run_date_lock_path
 from tasks.ops.backfill_plan import plan_waves
 from tasks.publish.writer import is_complete, read_manifest
 from tasks.rank import registry
@@ -38,6 +40,7 @@ from tasks.settings import Settings
 
 log = logging.getLogger("nightrec.flow")
 POLL_SECONDS = 2.0
+ORPHANED = "Orphaned"
 
 
 class DeploymentMissing(RuntimeError):
@@ -83,7 +86,12 @@ def backfill_via_deployment(
 
         def run_day(day: dt.date) -> dict[str, Any]:
             started = time.perf_counter()
-            flow_run = _wait(client, _start_or_join(client, deployment.id, settings, day))
+            flow_run = _wait(client, _start_or_join(client, deployment.id, settings, day), settings)
+            if flow_run.state is not None and flow_run.state.name == ORPHANED:
+                # Its process died with the serving process; this date gets a fresh run.
+                flow_run = _wait(
+                    client, _start_or_join(client, deployment.id, settings, day), settings
+                )
             row = _row(settings, day, flow_run, time.perf_counter() - started)
             if on_done:
                 on_done(row)
@@ -123,12 +131,33 @@ def _start_or_join(
     return flow_run.id
 
 
-def _wait(client: SyncPrefectClient, flow_run_id: UUID) -> FlowRun:
+def _wait(client: SyncPrefectClient, flow_run_id: UUID, settings: Settings) -> FlowRun:
+    """Poll until the run ends. A run left RUNNING by a killed `nightrec serve` never ends by
+    itself: once it has run for `orphan_after_s` and no live process holds its date's lock, it
+    is marked Crashed (named ORPHANED) so the date can be run again."""
     while True:
         flow_run = client.read_flow_run(flow_run_id)
-        if flow_run.state is not None and flow_run.state.is_final():
+        state = flow_run.state
+        if state is not None and state.is_final():
             return flow_run
+        if state is not None and state.is_running() and _orphaned(flow_run, settings):
+            client.set_flow_run_state(
+                flow_run_id,
+                Crashed(name=ORPHANED, message="its process is gone: no live holder of the lock"),
+                force=True,
+            )
+            return client.read_flow_run(flow_run_id)
         time.sleep(POLL_SECONDS)
+
+
+def _orphaned(flow_run: FlowRun, settings: Settings) -> bool:
+    if flow_run.start_time is None:
+        return False
+    running_s = (dt.datetime.now(dt.UTC) - flow_run.start_time).total_seconds()
+    day = dt.date.fromisoformat(flow_run.parameters["params"]["run_date"])
+    return running_s > settings.ops.orphan_after_s and not holder_alive(
+        run_date_lock_path(settings.home, day)
+    )
 
 
 def _row(settings: Settings, day: dt.date, flow_run: FlowRun, seconds: float) -> dict[str, Any]:

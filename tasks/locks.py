@@ -64,6 +64,25 @@ def file_lock(
         os.close(fd)  # closing the descriptor releases the flock
 
 
+def holder_alive(path: Path) -> bool:
+    """Whether the process the lock file last named is still alive (this host only).
+
+    A probe that does not take the lock: taking it, even briefly, could refuse a run that
+    starts at that moment.
+    """
+    try:
+        pid = int(path.read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user
+    return True
+
+
 def run_date_lock_path(home: Path, run_date: dt.date) -> Path:
     return home / "locks" / f"run_date={run_date.isoformat()}.lock"
 

@@ -86,6 +86,11 @@ class OpsSettings(BaseModel):
     backfill_concurrency: int = Field(
         1, ge=1, description="dates a backfill through the deployment runs at once"
     )
+    orphan_after_s: float = Field(
+        60.0,
+        gt=0,
+        description="a RUNNING flow run whose process is gone this long is marked Crashed",
+    )
 
     @field_validator("timezone")
     @classmethod

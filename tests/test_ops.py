@@ -15,6 +15,7 @@ from tasks.locks import (
     LockBusy,
     RunInProgress,
     file_lock,
+    holder_alive,
     run_date_lock,
     store_lock_path,
 )
@@ -140,3 +141,18 @@ def test_the_run_report_has_counts_by_source_and_the_validation_table() -> None:
     assert "| lightgbm | 0.5000 | 0.2500 | 0.1250 | 1.0000 | 0.1000 |" in lines
     assert "Model choice: promoted: beats repurchase." in lines
     assert not any("Validation" in line for line in render_run_report(manifest, None).splitlines())
+
+
+def test_the_holder_probe_tells_a_live_run_from_a_dead_one(tmp_path: Path) -> None:
+    path = tmp_path / "run.lock"
+    assert not holder_alive(path)  # never locked
+    with file_lock(path):
+        assert holder_alive(path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path.write_text(f"pid {dead.stdout.strip()} since 2011-08-01T02:00:00")
+    assert not holder_alive(path)

@@ -9,11 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +19,12 @@ import httpx
 import polars as pl
 import pytest
 
+from flows.local_stack import REPO, LocalStack, local_stack, wait_until
 from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.locks import run_date_lock
 from tasks.publish.writer import MANIFEST_NAME, partition_dir
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 
-REPO = Path(__file__).resolve().parents[1]
 SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
 FIRST_DAY = SHOP.start + dt.timedelta(days=SHOP.days - 4)
 K = 5
@@ -36,37 +33,11 @@ K = 5
 @dataclass
 class Stack:
     home: Path
-    api_url: str
-    env: dict[str, str]
+    local: LocalStack
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until(check, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    @property
+    def env(self) -> dict[str, str]:
+        return self.local.env
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +54,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         max_bad_share=0.5,
         end=FIRST_DAY - dt.timedelta(days=1),
     )
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(root / "prefect"),
-        "PREFECT_API_URL": api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    nightrec_env = {
         "NIGHTREC_HOME": str(home),
         "NIGHTREC_LANDING_DIR": str(landing),
         "NIGHTREC_SOURCE": "canonical",
-        "NIGHTREC_OPS__SERVER_PORT": str(port),
         "NIGHTREC_K": str(K),
         "NIGHTREC_HORIZON_DAYS": "7",
         "NIGHTREC_RANKER__N_WINDOWS": "3",
@@ -102,44 +65,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
         "NIGHTREC_RANKER__NUM_THREADS": "1",
     }
-    logs = root / "logs"
-    logs.mkdir()
-
-    def start(name: str, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", *args],
-            cwd=REPO,
-            env=env,
-            stdout=(logs / f"{name}.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped as a whole
-        )
-
-    server = start("server", "server")
-    serving = None
     try:
-        _wait_until(lambda: httpx.get(f"{api_url}/health").is_success, 120, "the Prefect API")
-        serving = start("serve", "serve")
-        _wait_until(
-            lambda: httpx.get(f"{api_url}/deployments/name/nightly/nightly").is_success,
-            60,
-            "the nightly deployment",
-        )
-        yield Stack(home, api_url, env)
+        with local_stack(root, nightrec_env) as local:
+            yield Stack(home, local)
     finally:
-        if serving is not None:
-            _stop(serving)
-        _stop(server)
-        for log in sorted(logs.iterdir()):
+        for log in sorted((root / "logs").glob("*.log")):
             print(f"--- {log.name} ---\n{log.read_text()[-3000:]}")
 
 
 def _api(stack: Stack, method: str, path: str, **kwargs) -> httpx.Response:
-    for _ in range(20):
-        response = httpx.request(method, f"{stack.api_url}{path}", timeout=30, **kwargs)
-        if response.status_code != 503:  # SQLite busy: retryable, as Prefect's client does
-            break
-        time.sleep(0.5)
+    response = stack.local.api(method, path, **kwargs)
     response.raise_for_status()
     return response
 
@@ -159,7 +94,7 @@ def _final_state(stack: Stack, flow_run_id: str, timeout_s: float = 180) -> dict
         state = _api(stack, "GET", f"/flow_runs/{flow_run_id}").json()["state"]
         return state if state and state["type"] in ("COMPLETED", "FAILED", "CRASHED") else None
 
-    return _wait_until(final, timeout_s, f"flow run {flow_run_id}")
+    return wait_until(final, timeout_s, f"flow run {flow_run_id}")
 
 
 def _published(home: Path, day: dt.date) -> tuple[pl.DataFrame, dict]:
