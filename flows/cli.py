@@ -280,6 +280,9 @@ def serve(home: HomeOption = None) -> None:
 
     settings = _settings(home)
     url = use_api(settings)
+    # Served runs log to the UI: nightrec's own loggers too, at INFO.
+    os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "nightrec")
     from deployments.serve import serve_all
 
     console.print(

@@ -1,0 +1,189 @@
+"""Backfill 14 days of Online Retail through the nightly deployment, kill it half-way, rerun.
+
+A real Prefect server and `nightrec serve` run on loopback (`flows/local_stack.py`). The
+backfill CLI (`nightrec backfill --via-deployment`) is started; once half the dates are
+complete, the backfill CLI AND the serving process (with its flow-run subprocess) are killed
+with SIGKILL. `serve` is restarted and the same backfill command rerun. At the end every date
+must be complete, published once by exactly one completed flow run.
+
+    .venv/bin/python benchmarks/deployment_backfill.py [--root DIR] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe
+
+from flows.local_stack import REPO, local_stack
+from tasks.ingest.load import ingest_landing
+from tasks.publish.writer import is_complete, read_manifest
+from tasks.settings import load_settings
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "online_retail" / "by-day"
+RESULTS = REPO / "benchmarks" / "results"
+START, END = dt.date(2011, 8, 1), dt.date(2011, 8, 14)
+COMMAND = ".venv/bin/python benchmarks/deployment_backfill.py"
+
+
+def days() -> list[dt.date]:
+    return [START + dt.timedelta(days=i) for i in range((END - START).days + 1)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, help="scratch folder (default: a new temp dir)")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    root = args.root or Path(tempfile.mkdtemp(prefix="nightrec-deploy-backfill-"))
+    home = root / "home"
+    settings = load_settings(home=home)
+    machine = describe()
+    print(f"machine: {machine}\nroot: {root}", flush=True)
+
+    started = time.perf_counter()
+    ingest_landing(
+        settings.db_path,
+        "online-retail",
+        args.data,
+        max_bad_share=0.05,
+        end=START - dt.timedelta(1),
+    )
+    print(f"ingested up to {START - dt.timedelta(1)} in {time.perf_counter() - started:.0f} s")
+
+    backfill = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "backfill",
+        "--start",
+        START.isoformat(),
+        "--end",
+        END.isoformat(),
+        "--via-deployment",
+    ]
+    nightrec_env = {
+        "NIGHTREC_HOME": str(home),
+        "NIGHTREC_LANDING_DIR": str(args.data),
+        "NIGHTREC_SOURCE": "online-retail",
+        "NIGHTREC_OPS__ORPHAN_AFTER_S": "30",
+    }
+    with local_stack(root, nightrec_env) as stack:
+        # Phase 1: run until half the dates are complete, then kill -9 the CLI and `serve`.
+        first_log = (root / "logs" / "backfill-1.log").open("w")
+        phase1 = time.perf_counter()
+        first = subprocess.Popen(
+            backfill, cwd=REPO, env=stack.env, stdout=first_log, stderr=subprocess.STDOUT
+        )
+        half = len(days()) // 2
+        while sum(is_complete(settings.recommendations_dir, d) for d in days()) < half:
+            if first.poll() is not None:
+                raise SystemExit(f"backfill ended early ({first.returncode}); see {first_log.name}")
+            time.sleep(1)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        stack.kill("serve", signal.SIGKILL)
+        complete_at_kill = [d for d in days() if is_complete(settings.recommendations_dir, d)]
+        phase1_s = time.perf_counter() - phase1
+        print(f"killed after {phase1_s:.0f} s with {len(complete_at_kill)} dates complete")
+
+        # Phase 2: serve again and rerun the same command.
+        stack.serve()
+        phase2 = time.perf_counter()
+        rerun = subprocess.run(backfill, cwd=REPO, env=stack.env, capture_output=True, text=True)
+        phase2_s = time.perf_counter() - phase2
+        print(rerun.stdout[-6000:], rerun.stderr[-2000:])
+
+        checks = []
+        for day in days():
+            runs = stack.api(
+                "POST",
+                "/flow_runs/filter",
+                json={"flow_runs": {"name": {"any_": [f"nightly-{day}"]}}},
+            ).json()
+            states = sorted(r["state"]["name"] for r in runs)
+            completed = [r["id"] for r in runs if r["state"]["type"] == "COMPLETED"]
+            manifest = read_manifest(settings.recommendations_dir, day) or {}
+            checks.append(
+                {
+                    "run_date": day.isoformat(),
+                    "complete": is_complete(settings.recommendations_dir, day),
+                    "flow_runs": ", ".join(states),
+                    "completed_runs": len(completed),
+                    "published_by_completed_run": manifest.get("run_id") in completed,
+                    "rows": manifest.get("rows", 0),
+                    "model_version": manifest.get("model_version", ""),
+                    "retrained": manifest.get("retrained"),
+                }
+            )
+    ok = rerun.returncode == 0 and all(
+        c["complete"] and c["completed_runs"] == 1 and c["published_by_completed_run"]
+        for c in checks
+    )
+    result = {
+        "benchmark": "deployment_backfill",
+        "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine,
+        "command": COMMAND,
+        "range": [START.isoformat(), END.isoformat()],
+        "complete_at_kill": [d.isoformat() for d in complete_at_kill],
+        "phase1_seconds": round(phase1_s, 1),
+        "rerun_seconds": round(phase2_s, 1),
+        "rerun_exit_code": rerun.returncode,
+        "dates": checks,
+        "every_date_complete_once": ok,
+    }
+    write_results(result, rerun.stdout)
+    print(f"every date complete once: {ok}")
+    sys.exit(0 if ok else 1)
+
+
+def write_results(result: dict, rerun_stdout: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "deployment_backfill.json").write_text(json.dumps(result, indent=2))
+    m = result["machine"]
+    lines = [
+        "# Backfill through the nightly deployment, killed half-way and rerun",
+        "",
+        f"Measured {result['measured_at']} on {m['cpu']} ({m['cores']} cores, "
+        f"{m['memory_gib']} GiB), Python {m['python']}; machine shared with other work.",
+        f"Command: `{result['command']}`",
+        "",
+        f"Online Retail, run dates {result['range'][0]}..{result['range'][1]}, one flow run per "
+        "date through the nightly deployment served by `nightrec serve` against a `nightrec "
+        "server` on loopback. Once half the dates were complete the backfill CLI and the serving "
+        "process (with its running flow run) were killed with SIGKILL; `serve` was restarted and "
+        "the same backfill command rerun.",
+        "",
+        f"- complete when killed: {len(result['complete_at_kill'])} dates "
+        f"({result['phase1_seconds']} s after the start)",
+        f"- rerun: exit code {result['rerun_exit_code']}, {result['rerun_seconds']} s",
+        f"- every date complete, published by its one completed flow run: "
+        f"**{result['every_date_complete_once']}**",
+        "",
+        "| run date | complete | flow runs (states) | completed runs | published by it | rows "
+        "| model | retrained |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in result["dates"]:
+        lines.append(
+            f"| {c['run_date']} | {c['complete']} | {c['flow_runs']} | {c['completed_runs']} "
+            f"| {c['published_by_completed_run']} | {c['rows']:,} | {c['model_version']} "
+            f"| {c['retrained']} |"
+        )
+    lines += ["", "The rerun's output:", "", "```", rerun_stdout.strip(), "```", ""]
+    (RESULTS / "deployment_backfill.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
