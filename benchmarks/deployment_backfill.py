@@ -2,9 +2,10 @@
 
 A real Prefect server and `nightrec serve` run on loopback (`flows/local_stack.py`). The
 backfill CLI (`nightrec backfill --via-deployment`) is started; once half the dates are
-complete, the backfill CLI AND the serving process (with its flow-run subprocess) are killed
-with SIGKILL. `serve` is restarted and the same backfill command rerun. At the end every date
-must be complete, published once by exactly one completed flow run.
+complete and the next date's flow run is running, the backfill CLI AND the serving process
+(with that flow run's subprocess) are killed with SIGKILL. `serve` is restarted and the same
+backfill command rerun. At the end every date must be complete, published once by exactly one
+completed flow run.
 
     .venv/bin/python benchmarks/deployment_backfill.py [--root DIR] [--data DIR]
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from machine import describe
 
 from flows.local_stack import REPO, local_stack
 from tasks.ingest.load import ingest_landing
+from tasks.locks import holder_alive, run_date_lock_path
 from tasks.publish.writer import is_complete, read_manifest
 from tasks.settings import load_settings
 
@@ -38,6 +41,26 @@ COMMAND = ".venv/bin/python benchmarks/deployment_backfill.py"
 
 def days() -> list[dt.date]:
     return [START + dt.timedelta(days=i) for i in range((END - START).days + 1)]
+
+
+def kill_lock_holder(path: Path) -> int | None:
+    if not holder_alive(path):
+        return None
+    pid = int(path.read_text().split()[1])
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def running_for(stack, day: dt.date) -> float:
+    """Seconds the flow run for `day` has been RUNNING (0 when it is not running)."""
+    runs = stack.api(
+        "POST", "/flow_runs/filter", json={"flow_runs": {"name": {"any_": [f"nightly-{day}"]}}}
+    ).json()
+    for run in runs:
+        if run["state"]["type"] == "RUNNING" and run["start_time"]:
+            start = dt.datetime.fromisoformat(run["start_time"])
+            return (dt.datetime.now(dt.UTC) - start).total_seconds()
+    return 0.0
 
 
 def main() -> None:
@@ -86,16 +109,27 @@ def main() -> None:
             backfill, cwd=REPO, env=stack.env, stdout=first_log, stderr=subprocess.STDOUT
         )
         half = len(days()) // 2
-        while sum(is_complete(settings.recommendations_dir, d) for d in days()) < half:
+        # Kill while the next date's flow run is mid-way, so `serve` dies with a run RUNNING.
+        next_day = days()[half]
+        while not (
+            sum(is_complete(settings.recommendations_dir, d) for d in days()) >= half
+            and running_for(stack, next_day) > 5
+        ):
             if first.poll() is not None:
                 raise SystemExit(f"backfill ended early ({first.returncode}); see {first_log.name}")
             time.sleep(1)
         first.send_signal(signal.SIGKILL)
         first.wait()
         stack.kill("serve", signal.SIGKILL)
+        # The runner may start flow runs in their own session; kill that run's process too,
+        # as a machine crash would, leaving its flow run RUNNING in the API.
+        killed_run_pid = kill_lock_holder(run_date_lock_path(home, next_day))
         complete_at_kill = [d for d in days() if is_complete(settings.recommendations_dir, d)]
         phase1_s = time.perf_counter() - phase1
-        print(f"killed after {phase1_s:.0f} s with {len(complete_at_kill)} dates complete")
+        print(
+            f"killed after {phase1_s:.0f} s with {len(complete_at_kill)} dates complete; "
+            f"flow run process of {next_day}: {killed_run_pid or 'not running'}"
+        )
 
         # Phase 2: serve again and rerun the same command.
         stack.serve()
@@ -137,6 +171,7 @@ def main() -> None:
         "command": COMMAND,
         "range": [START.isoformat(), END.isoformat()],
         "complete_at_kill": [d.isoformat() for d in complete_at_kill],
+        "killed_flow_run_process": killed_run_pid,
         "phase1_seconds": round(phase1_s, 1),
         "rerun_seconds": round(phase2_s, 1),
         "rerun_exit_code": rerun.returncode,
@@ -162,11 +197,12 @@ def write_results(result: dict, rerun_stdout: str) -> None:
         f"Online Retail, run dates {result['range'][0]}..{result['range'][1]}, one flow run per "
         "date through the nightly deployment served by `nightrec serve` against a `nightrec "
         "server` on loopback. Once half the dates were complete the backfill CLI and the serving "
-        "process (with its running flow run) were killed with SIGKILL; `serve` was restarted and "
-        "the same backfill command rerun.",
+        "process were killed with SIGKILL (waiting, when asked, until the next date's flow run "
+        "was running); `serve` was restarted and the same backfill command rerun.",
         "",
         f"- complete when killed: {len(result['complete_at_kill'])} dates "
         f"({result['phase1_seconds']} s after the start)",
+        f"- the running flow run's process killed too: pid {result['killed_flow_run_process']}",
         f"- rerun: exit code {result['rerun_exit_code']}, {result['rerun_seconds']} s",
         f"- every date complete, published by its one completed flow run: "
         f"**{result['every_date_complete_once']}**",
