@@ -223,13 +223,27 @@ def evaluate(
     ],
     horizon: Annotated[int, typer.Option(help="truth window H in days")] = 30,
     home: HomeOption = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="model kind(s): lightgbm, neural, blend (default: all three)"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
+    ] = None,
 ) -> None:
-    """Backtest at T: the nightly ranker beside every baseline on the same customers."""
+    """Backtest at T: the rankers (LightGBM, neural, blend) beside every baseline."""
     from flows.evaluate import EvaluateParams, evaluate_flow
 
     settings = _settings(home)
+    choice = {"kinds": kind} if kind else {}
     result = evaluate_flow(
-        EvaluateParams(as_of=as_of.date(), horizon_days=horizon, home=str(settings.home))
+        EvaluateParams(
+            as_of=as_of.date(),
+            horizon_days=horizon,
+            home=str(settings.home),
+            device=device,
+            **choice,
+        )
     )
     for k in (10, 20):
         names = (
@@ -266,11 +280,13 @@ def models_list(home: HomeOption = None) -> None:
     champion = registry.champion_state(settings.models_dir)["champion"]
     rows = []
     for record in registry.list_models(settings.models_dir):
-        metrics = record.meta.get("validation", {}).get("metrics", {}).get("lightgbm", {})
+        validation = record.meta.get("validation", {})
+        metrics = validation.get("metrics", {}).get(validation.get("model_key", "lightgbm"), {})
         rows.append(
             {
                 "version": record.version,
                 "champion": "*" if record.version == champion else "",
+                "kind": record.meta.get("model_kind", "lightgbm"),
                 "cutoff": record.meta["cutoff"][:10],
                 "valid ndcg@10": metrics.get(f"ndcg@{settings.k}", float("nan")),
                 "code": record.meta.get("code_version", ""),
@@ -303,11 +319,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
     from tasks.ingest.landing import IngestError
+    from tasks.rank.neural.train import DeviceError
     from tasks.rank.registry import RegistryError
     from tasks.store import StoreError
     from tasks.validate.contracts import ContractError
 
-    return (IngestError, StoreError, RegistryError, ContractError, ValidationError)
+    return (IngestError, StoreError, RegistryError, ContractError, ValidationError, DeviceError)
 
 
 HINTS = {
@@ -317,6 +334,7 @@ HINTS = {
     "RegistryError": "see `nightrec models list`",
     "ContractError": "fix the contract under data_contracts/",
     "ValidationError": "check the command's options (`nightrec COMMAND --help`)",
+    "DeviceError": "use --device auto or cpu (or NIGHTREC_NEURAL__DEVICE=auto)",
 }
 
 

@@ -73,6 +73,7 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
             "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
             "retrained": choice.retrained,
             "model_choice": choice.reason,
+            "model_kind": choice.kind,
             "ingested": ingested,
         },
     )

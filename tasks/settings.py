@@ -92,6 +92,12 @@ class NeuralSettings(BaseModel):
     seq_len: int = Field(20, ge=1, description="recent purchased items the encoder attends over")
     dropout: float = Field(0.1, ge=0, lt=1)
     batch_lists: int = Field(64, ge=1, description="customer lists per batch")
+    train_list_len: int = Field(
+        80,
+        ge=0,
+        description="training lists keep their best-merged candidates only (0 = all); "
+        "scoring always ranks the whole list",
+    )
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-5, ge=0)
     max_epochs: int = Field(12, ge=1)

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from tasks.candidates.generate import popular_items
+from tasks.candidates.generate import MERGED_RANK, popular_items
 from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
 from tasks.evaluate.protocol import evaluated_users
 from tasks.features.build import feature_columns
@@ -32,7 +32,7 @@ from tasks.rank.neural.data import Preprocessor, build_tensors, fit_preprocessor
 from tasks.rank.neural.model import Architecture, ListRanker
 from tasks.rank.neural.train import architecture, fit, predict, quantized, resolve_device
 from tasks.rank.topk import top_k
-from tasks.rank.train import keyed, train_ranker, training_windows, validation_report
+from tasks.rank.train import train_ranker, training_windows, validation_report
 from tasks.settings import Settings
 
 log = logging.getLogger("nightrec.rank")
@@ -148,10 +148,16 @@ def _neural_text(prep: Preprocessor, arch: Architecture) -> str:
     return json.dumps({"preprocessor": json.loads(prep.to_json()), "architecture": arch.as_dict()})
 
 
-def _with_list_key(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    return pl.concat(frames).with_columns(
+def _with_list_key(frames: list[pl.DataFrame], max_len: int = 0) -> pl.DataFrame:
+    frame = pl.concat(frames).with_columns(
         (pl.col(USER_ID) + pl.lit("@") + pl.col("_as_of").cast(pl.Utf8)).alias(LIST_KEY)
     )
+    if max_len > 0:
+        # The tail of a merged list rarely holds a purchase; the loss pays for every row.
+        frame = frame.filter(pl.col(MERGED_RANK) <= max_len).filter(
+            pl.col(LABEL).max().over(LIST_KEY) > 0
+        )
+    return frame
 
 
 @dataclass
@@ -176,9 +182,9 @@ def fit_neural(
     refit on the newest windows for the best number of epochs, as the LightGBM ranker does."""
     cfg = settings.neural
     train, valid, refit = (
-        _with_list_key(frames[1:]),
+        _with_list_key(frames[1:], cfg.train_list_len),
         _with_list_key(frames[:1]),
-        _with_list_key(frames[:-1]),
+        _with_list_key(frames[:-1], cfg.train_list_len),
     )
     prep = fit_preprocessor(train, features, events, cfg.user_buckets, cfg.seq_len)
     arch = architecture(prep.n_dense, prep.n_items, cfg)
@@ -217,6 +223,8 @@ def fit_neural(
         "valid_ndcg10": early.valid_ndcg10,
         "history": early.history,
         "train_rows": refit.height if cfg.refit else train.height,
+        "train_positives_kept": float(train.get_column(LABEL).sum())
+        / max(float(pl.concat(frames[1:]).get_column(LABEL).sum()), 1.0),
         "seconds": {
             "tensors": round(tensors_s, 2),
             "early": round(early_s, 2),

@@ -76,11 +76,7 @@ def fit_preprocessor(
     stds = logged.std().row(0)
     nulls = train.select(pl.col(features).is_null().any()).row(0)
     items = (
-        events.filter(pl.col(EVENT_TYPE) == PURCHASE)
-        .get_column(ITEM_ID)
-        .unique()
-        .sort()
-        .to_list()
+        events.filter(pl.col(EVENT_TYPE) == PURCHASE).get_column(ITEM_ID).unique().sort().to_list()
     )
     return Preprocessor(
         features=list(features),
@@ -153,6 +149,11 @@ def recent_items(
     return out
 
 
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    # Arrow-backed numpy arrays are read-only; copy only when that or the layout requires it.
+    return torch.from_numpy(np.require(array, requirements=["C", "W"]))
+
+
 @dataclass(frozen=True)
 class ListTensors:
     """Candidate rows (flat) and the lists they form (padded index matrix)."""
@@ -223,9 +224,9 @@ def build_tensors(
         else np.zeros(frame.height, dtype=np.float32)
     )
     return ListTensors(
-        dense=torch.from_numpy(np.ascontiguousarray(dense_matrix(frame, prep))),
+        dense=_tensor(dense_matrix(frame, prep)),
         item=torch.from_numpy(item_index(frame.get_column(ITEM_ID), prep)),
-        label=torch.from_numpy(np.ascontiguousarray(labels)),
+        label=_tensor(labels),
         rows=torch.from_numpy(rows),
         user=torch.from_numpy(user_bucket(lists.get_column(USER_ID), prep)),
         seq=torch.from_numpy(recent_items(events, lists, as_of_col, prep)),

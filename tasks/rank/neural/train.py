@@ -26,6 +26,10 @@ EVAL_K = 10
 GRAD_CLIP = 5.0
 
 
+class DeviceError(RuntimeError):
+    """The configured device is not available on this machine."""
+
+
 class CheckpointMismatch(RuntimeError):
     """A checkpoint belongs to another configuration or data set; it cannot be resumed."""
 
@@ -35,7 +39,7 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("neural.device is 'cuda' but torch sees no CUDA device; use auto/cpu")
+        raise DeviceError("neural.device is 'cuda' but torch sees no CUDA device")
     return torch.device(requested)
 
 
