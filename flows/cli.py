@@ -170,6 +170,9 @@ def run(
     retrain: Annotated[
         bool | None, typer.Option("--retrain/--no-retrain", help="force or forbid retraining")
     ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
+    ] = None,
 ) -> None:
     """Run the nightly flow for one date (uses events before D + 1 day)."""
     from flows.nightly import NightlyParams, nightly_flow
@@ -182,6 +185,7 @@ def run(
             landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
             source=settings.source,
             home=str(settings.home),
+            device=device,
         )
     )
     summary = {k: manifest[k] for k in ("run_date", "rows", "users", "model_version", "retrained")}
@@ -345,7 +349,10 @@ def main() -> None:
     except _known_errors() as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if type(exc).__name__ == "ValidationError":
-            message = "; ".join(e["msg"] for e in exc.errors())  # type: ignore[attr-defined]
+            message = "; ".join(  # name the field: "device: Input should be ..."
+                ": ".join([".".join(map(str, e["loc"])), e["msg"]]) if e["loc"] else e["msg"]
+                for e in exc.errors()  # type: ignore[attr-defined]
+            )
         # Plain writes: a terminal-width wrap would split the one line in two.
         sys.stderr.write(f"error: {message}\n")
         sys.stderr.write(f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}\n")

@@ -141,10 +141,10 @@ def test_a_tiny_training_run_learns_and_cpu_runs_reproduce_exactly() -> None:
     frame, events = _shop()
     prep, data = _tensors(frame, events)
     arch = architecture(prep.n_dense, prep.n_items, CFG)
-    first = fit(data, arch, CFG, seed=1, device=CPU, epochs=8)
+    first = fit(data, arch, CFG, seed=1, device=CPU, epochs=6)
     losses = [h["loss"] for h in first.history]
     assert losses[-1] < 0.85 * losses[0]
-    again = fit(data, arch, CFG, seed=1, device=CPU, epochs=8)
+    again = fit(data, arch, CFG, seed=1, device=CPU, epochs=6)
     for name, tensor in first.model.state_dict().items():
         assert torch.equal(tensor, again.model.state_dict()[name]), name
     # It ranks the relevant items well above chance on lists it was not trained on.
@@ -209,7 +209,7 @@ def test_blend_zscores_per_list_and_chooses_the_weight_on_validation() -> None:
     np.testing.assert_allclose(z, [-1.0, 1.0, 0.0, 0.0])  # a constant list carries no order
     np.testing.assert_allclose(
         blend(keys, np.array([1.0, 3.0, 0, 1]), np.array([3.0, 1.0, 0, 1]), 0.75),
-        [-0.5, 0.5, -0.5, 0.5],
+        [0.75 * -1 + 0.25 * 1, 0.75 * 1 + 0.25 * -1, -1.0, 1.0],  # b: both agree
     )
     labels = np.array([1, 0, 0, 1])
     good, bad = np.array([2.0, 1.0, 0.0, 1.0]), np.array([1.0, 2.0, 1.0, 0.0])
