@@ -91,7 +91,7 @@ def throughput(data, arch, cfg, device: torch.device, seconds: float) -> dict:
         "seconds": round(elapsed, 2),
         "samples_per_s": round(rows / elapsed, 1),
         "median_step_ms": round(1000 * statistics.median(step_times), 2),
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
     }
 
 
