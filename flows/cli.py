@@ -170,6 +170,9 @@ def run(
     retrain: Annotated[
         bool | None, typer.Option("--retrain/--no-retrain", help="force or forbid retraining")
     ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
+    ] = None,
 ) -> None:
     """Run the nightly flow for one date (uses events before D + 1 day)."""
     from flows.nightly import NightlyParams, nightly_flow
@@ -182,6 +185,7 @@ def run(
             landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
             source=settings.source,
             home=str(settings.home),
+            device=device,
         )
     )
     summary = {k: manifest[k] for k in ("run_date", "rows", "users", "model_version", "retrained")}
@@ -299,13 +303,27 @@ def evaluate(
     ],
     horizon: Annotated[int, typer.Option(help="truth window H in days")] = 30,
     home: HomeOption = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="model kind(s): lightgbm, neural, blend (default: all three)"),
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
+    ] = None,
 ) -> None:
-    """Backtest at T: the nightly ranker beside every baseline on the same customers."""
+    """Backtest at T: the rankers (LightGBM, neural, blend) beside every baseline."""
     from flows.evaluate import EvaluateParams, evaluate_flow
 
     settings = _settings(home)
+    choice = {"kinds": kind} if kind else {}
     result = evaluate_flow(
-        EvaluateParams(as_of=as_of.date(), horizon_days=horizon, home=str(settings.home))
+        EvaluateParams(
+            as_of=as_of.date(),
+            horizon_days=horizon,
+            home=str(settings.home),
+            device=device,
+            **choice,
+        )
     )
     for k in (10, 20):
         names = (
@@ -342,11 +360,13 @@ def models_list(home: HomeOption = None) -> None:
     champion = registry.champion_state(settings.models_dir)["champion"]
     rows = []
     for record in registry.list_models(settings.models_dir):
-        metrics = record.meta.get("validation", {}).get("metrics", {}).get("lightgbm", {})
+        validation = record.meta.get("validation", {})
+        metrics = validation.get("metrics", {}).get(validation.get("model_key", "lightgbm"), {})
         rows.append(
             {
                 "version": record.version,
                 "champion": "*" if record.version == champion else "",
+                "kind": record.meta.get("model_kind", "lightgbm"),
                 "cutoff": record.meta["cutoff"][:10],
                 "valid ndcg@10": metrics.get(f"ndcg@{settings.k}", float("nan")),
                 "code": record.meta.get("code_version", ""),
@@ -382,6 +402,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from flows.prefect_api import ApiUnreachable
     from tasks.ingest.landing import IngestError
     from tasks.locks import LockBusy
+    from tasks.rank.neural.train import DeviceError
     from tasks.rank.registry import RegistryError
     from tasks.store import StoreError
     from tasks.validate.contracts import ContractError
@@ -395,6 +416,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         LockBusy,
         ApiUnreachable,
         DeploymentMissing,
+        DeviceError,
     )
 
 
@@ -409,6 +431,7 @@ HINTS = {
     "LockBusy": "wait for the other nightrec process to finish",
     "ApiUnreachable": "`nightrec server` in another terminal, then `nightrec serve`",
     "DeploymentMissing": "`nightrec serve` registers the deployments",
+    "DeviceError": "use --device auto or cpu (or NIGHTREC_NEURAL__DEVICE=auto)",
 }
 
 
@@ -419,7 +442,10 @@ def main() -> None:
     except _known_errors() as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if type(exc).__name__ == "ValidationError":
-            message = "; ".join(e["msg"] for e in exc.errors())  # type: ignore[attr-defined]
+            message = "; ".join(  # name the field: "device: Input should be ..."
+                ": ".join([".".join(map(str, e["loc"])), e["msg"]]) if e["loc"] else e["msg"]
+                for e in exc.errors()  # type: ignore[attr-defined]
+            )
         # Plain writes: a terminal-width wrap would split the one line in two.
         sys.stderr.write(f"error: {message}\n")
         sys.stderr.write(f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}\n")

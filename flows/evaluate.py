@@ -6,7 +6,7 @@ import datetime as dt
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 from pydantic import BaseModel, Field
@@ -21,6 +21,12 @@ class EvaluateParams(BaseModel):
     as_of: dt.date = Field(description="train before this day; truth from it on")
     horizon_days: int = Field(30, ge=1)
     home: str | None = None
+    kinds: list[Literal["lightgbm", "neural", "blend"]] = Field(
+        ["lightgbm", "neural", "blend"], description="model kinds beside the baselines"
+    )
+    device: Literal["auto", "cpu", "cuda"] | None = Field(
+        None, description="where the neural ranker trains (default: settings)"
+    )
 
 
 @task(name="backtest")
@@ -28,7 +34,12 @@ def backtest_task(snapshot: Snapshot, as_of: dt.datetime, params: EvaluateParams
     settings = load_settings(
         home=Path(params.home) if params.home else None, horizon_days=params.horizon_days
     )
-    result = run_backtest(snapshot.events(), snapshot.catalog(), as_of, settings)
+    if params.device is not None:
+        neural = settings.neural.model_copy(update={"device": params.device})
+        settings = settings.model_copy(update={"neural": neural})
+    result = run_backtest(
+        snapshot.events(), snapshot.catalog(), as_of, settings, kinds=tuple(params.kinds)
+    )
     folder = settings.reports_dir / f"evaluate_as_of={as_of:%Y-%m-%d}_h={params.horizon_days}"
     command = f"nightrec evaluate --as-of {as_of:%Y-%m-%d} --horizon {params.horizon_days}"
     report = write_report(result, folder, command)

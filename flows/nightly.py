@@ -7,7 +7,7 @@ import logging
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -35,14 +35,21 @@ class NightlyParams(BaseModel):
     landing_dir: str | None = Field(None, description="folder of daily landing files")
     source: str | None = Field(None, description="source adapter of the landing files")
     home: str | None = Field(None, description="NIGHTREC_HOME for this run")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(
+        None, description="where the neural ranker trains and scores (default: settings)"
+    )
 
 
 def run_settings(params: NightlyParams) -> Settings:
-    return load_settings(
+    settings = load_settings(
         landing_dir=Path(params.landing_dir) if params.landing_dir else None,
         source=params.source,
         home=Path(params.home) if params.home else None,
     )
+    if params.device is None:
+        return settings
+    neural = settings.neural.model_copy(update={"device": params.device})
+    return settings.model_copy(update={"neural": neural})
 
 
 def _run_id(run_date: dt.date) -> str:
@@ -81,6 +88,7 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
             "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
             "retrained": choice.retrained,
             "model_choice": choice.reason,
+            "model_kind": choice.kind,
             "ingested": ingested,
         },
     )

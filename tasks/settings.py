@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field, field_validator
@@ -73,6 +74,38 @@ class RankerSettings(BaseModel):
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     lambdarank_truncation_level: int = Field(20, ge=1)
     num_threads: int = Field(0, ge=0, description="0 = LightGBM's default (all cores)")
+    kind: Literal["auto", "lightgbm", "neural", "blend"] = Field(
+        "auto",
+        description="model trained nightly; auto = blend where CUDA is present, else lightgbm "
+        "(the CPU retraining day has no room left for the network in its 90 s budget)",
+    )
+
+
+class NeuralSettings(BaseModel):
+    """The PyTorch list ranker (tasks/rank/neural) and its blend with LightGBM."""
+
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA if present")
+    num_threads: int = Field(2, ge=1, description="torch CPU threads while training/scoring")
+    item_dim: int = Field(32, ge=4)
+    user_dim: int = Field(8, ge=2)
+    user_buckets: int = Field(4096, ge=1, description="hashed customer embedding rows")
+    hidden: int = Field(64, ge=8)
+    seq_len: int = Field(20, ge=1, description="recent purchased items the encoder attends over")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    batch_lists: int = Field(64, ge=1, description="customer lists per batch")
+    train_list_len: int = Field(
+        80,
+        ge=0,
+        description="training lists keep their best-merged candidates only (0 = all); "
+        "scoring always ranks the whole list",
+    )
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    max_epochs: int = Field(10, ge=1)
+    patience: int = Field(2, ge=1, description="epochs without a better validation NDCG@10")
+    refit: bool = Field(True, description="refit on the newest windows for the best epochs")
+    quantize: bool = Field(False, description="score with int8 dynamic quantization (CPU)")
+    blend_grid: int = Field(10, ge=1, description="blend weights tried: 0, 1/n, ..., 1")
 
 
 class OpsSettings(BaseModel):
@@ -125,6 +158,7 @@ class Settings(BaseSettings):
     candidates: CandidateSettings = CandidateSettings()
     ranker: RankerSettings = RankerSettings()
     ops: OpsSettings = OpsSettings()
+    neural: NeuralSettings = NeuralSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -54,3 +54,11 @@ def test_unknown_source_is_refused(home: Path, tmp_path: Path) -> None:
     result = nightrec("ingest", "--source", "nope", "--path", str(tmp_path), home=home)
     assert result.returncode == 2
     assert "unknown source 'nope'; choose one of: canonical, online-retail" in result.stderr
+
+
+def test_an_unknown_device_is_one_error_line(home: Path) -> None:
+    result = nightrec("run", "--date", "2026-01-01", "--device", "tpu", home=home)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "error: device: Input should be 'auto', 'cpu' or 'cuda'", result.stderr
+    assert lines[1].startswith("hint: ")

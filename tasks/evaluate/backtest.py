@@ -5,7 +5,7 @@ baseline on the same customers, with a bootstrap interval on the difference."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
@@ -15,7 +15,7 @@ from tasks.constants import EVAL_KS, TS
 from tasks.evaluate.metrics import evaluate_all, paired_bootstrap, per_user_metrics
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.rank.gate import MODEL_KEY
-from tasks.rank.train import recommend, train_ranker
+from tasks.rank.kinds import KINDS, recommend_with, train_models
 from tasks.settings import Settings
 
 BASELINES = {
@@ -36,6 +36,9 @@ class Backtest:
     best_baseline: str
     ndcg_difference: dict[str, float]  # mean_diff, low, high (95% paired bootstrap)
     model_meta: dict[str, Any]
+    # Other model kinds minus LightGBM: mean_diff, low, high (95% paired bootstrap).
+    kind_differences: dict[str, dict[str, float]] = field(default_factory=dict)
+    kind_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +54,8 @@ class Backtest:
                 for k in ("train_windows", "validation_window", "best_iteration", "train_rows")
             },
             "feature_importance": self.model_meta["feature_importance"],
+            "ndcg@10_difference_to_lightgbm": self.kind_differences,
+            "kinds": self.kind_meta,
         }
 
 
@@ -60,19 +65,21 @@ def run_backtest(
     as_of: dt.datetime,
     settings: Settings,
     n_resamples: int = 2000,
+    kinds: tuple[str, ...] = KINDS,
 ) -> Backtest:
-    """Every method on the same evaluated users; the ranker never sees events at or after T."""
+    """Every method on the same evaluated users; the rankers never see events at or after T.
+    `kinds` are the model kinds besides LightGBM's row, which is always there."""
     horizon = settings.horizon_days
     k_max = max(EVAL_KS)
     train = events.filter(pl.col(TS) < as_of)
     users = evaluated_users(events, as_of, horizon)
     truth = truth_window(events, as_of, horizon)
-    outcome = train_ranker(train, catalog, as_of, settings)
+    wanted = [MODEL_KEY, *(kind for kind in kinds if kind != MODEL_KEY)]
+    trained = train_models(wanted, train, catalog, as_of, settings)
     wide = settings.model_copy(update={"k": k_max})
     recs = {
-        MODEL_KEY: recommend(
-            outcome.booster, train, catalog, users, as_of, wide, outcome.meta["features"]
-        )
+        kind: recommend_with(model.scorer, train, catalog, users, as_of, wide)
+        for kind, model in trained.items()
     }
     for name, baseline in BASELINES.items():
         recs[name] = baseline(train, users, as_of, k_max)
@@ -86,6 +93,13 @@ def run_backtest(
     diff = paired_bootstrap(
         per_model, per_base.to_numpy(), n_resamples=n_resamples, seed=settings.seed
     )
+    kind_differences = {}
+    for kind in trained:
+        if kind == MODEL_KEY:
+            continue
+        per_kind = per_user_metrics(recs[kind], truth, users, 10).get_column("ndcg").to_numpy()
+        d = paired_bootstrap(per_kind, per_model, n_resamples=n_resamples, seed=settings.seed)
+        kind_differences[kind] = {"mean_diff": d.mean_diff, "low": d.low, "high": d.high}
     return Backtest(
         as_of=as_of,
         horizon_days=horizon,
@@ -94,5 +108,15 @@ def run_backtest(
         best_model=MODEL_KEY,
         best_baseline=best_baseline,
         ndcg_difference={"mean_diff": diff.mean_diff, "low": diff.low, "high": diff.high},
-        model_meta=outcome.meta,
+        model_meta=trained[MODEL_KEY].meta,
+        kind_differences=kind_differences,
+        kind_meta={
+            kind: {
+                key: model.meta[key]
+                for key in ("validation", "blend_weight_lightgbm", "neural")
+                if key in model.meta
+            }
+            for kind, model in trained.items()
+            if kind != MODEL_KEY
+        },
     )

@@ -40,6 +40,19 @@ def render_markdown(result: Backtest, command: str) -> str:
         f"[{diff['low']:+.4f}, {diff['high']:+.4f}]"
         + (" (excludes zero)" if diff["low"] > 0 or diff["high"] < 0 else " (includes zero)"),
         "",
+        *(
+            f"NDCG@10 difference, {kind} minus lightgbm: {d['mean_diff']:+.4f}, 95% paired "
+            f"bootstrap interval [{d['low']:+.4f}, {d['high']:+.4f}]"
+            + (" (excludes zero)" if d["low"] > 0 or d["high"] < 0 else " (includes zero)")
+            + "\n"
+            for kind, d in result.kind_differences.items()
+        ),
+        *(
+            f"Blend weight on LightGBM's per-customer z-score: {meta['blend_weight_lightgbm']} "
+            "(chosen on the validation window).\n"
+            for meta in result.kind_meta.values()
+            if "blend_weight_lightgbm" in meta
+        ),
         "## Ranker",
         "",
         f"Training windows: {', '.join(w[:10] for w in result.model_meta['train_windows'])}; "

@@ -28,9 +28,11 @@ def validation_lift(meta: dict[str, Any]) -> tuple[float, float, str]:
     validation = meta["validation"]
     k = validation["k"]
     metrics = validation["metrics"]
-    baselines = {name: _ndcg(m, k) for name, m in metrics.items() if name != MODEL_KEY}
+    # Neural and blend models name their own row; LightGBM models predate the field.
+    model_key = validation.get("model_key", MODEL_KEY)
+    baselines = {name: _ndcg(m, k) for name, m in metrics.items() if name != model_key}
     best = max(baselines, key=baselines.__getitem__)
-    return _ndcg(metrics[MODEL_KEY], k), baselines[best], best
+    return _ndcg(metrics[model_key], k), baselines[best], best
 
 
 def promotion_gate(

@@ -64,12 +64,23 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def register(models_dir: Path, kind: str, model_text: str, meta: dict[str, Any]) -> ModelRecord:
-    """Store a trained model; the version is derived from its cutoff and content, so
-    registering the same model twice yields the same version and changes nothing."""
+def register(
+    models_dir: Path,
+    kind: str,
+    model_text: str,
+    meta: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+) -> ModelRecord:
+    """Store a trained model (its main text file plus any other `files`, e.g. network
+    weights); the version is derived from its cutoff and content, so registering the same
+    model twice yields the same version and changes nothing."""
     models_dir.mkdir(parents=True, exist_ok=True)
+    files = files or {}
     cutoff = dt.datetime.fromisoformat(meta["cutoff"])
-    digest = hashlib.sha256(model_text.encode()).hexdigest()[:8]
+    content = hashlib.sha256(model_text.encode())
+    for name in sorted(files):
+        content.update(name.encode() + files[name])
+    digest = content.hexdigest()[:8]
     version = f"{kind}-{cutoff:%Y%m%d}-{digest}"
     final = models_dir / version
     if final.exists():
@@ -78,6 +89,8 @@ def register(models_dir: Path, kind: str, model_text: str, meta: dict[str, Any])
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     (staging / MODEL_FILE).write_text(model_text)
+    for name, payload in files.items():
+        (staging / name).write_bytes(payload)
     full_meta = {**meta, "version": version, "kind": kind, "code_version": code_version()}
     full_meta["registered_at"] = dt.datetime.now().isoformat(timespec="seconds")
     (staging / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True, default=str))

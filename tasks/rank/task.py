@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import polars as pl
 from prefect import task
 
@@ -17,8 +16,15 @@ from tasks.features.snapshot import Snapshot
 from tasks.rank import registry
 from tasks.rank.dataset import known_users
 from tasks.rank.gate import promotion_gate
+from tasks.rank.kinds import (
+    load_scorer,
+    recommend_with,
+    register_trained,
+    resolve_kind,
+    train_models,
+)
 from tasks.rank.topk import MODEL_SOURCE, top_k
-from tasks.rank.train import NotEnoughHistory, recommend, train_ranker
+from tasks.rank.train import NotEnoughHistory
 from tasks.settings import Settings
 
 log = logging.getLogger("nightrec.rank")
@@ -30,13 +36,32 @@ class ModelChoice:
     version: str | None  # None: no model could be trained, publish the baseline
     retrained: bool
     reason: str
+    kind: str | None = None  # lightgbm | neural | blend of the serving model
+
+
+def _kind_of(models_dir: Path, version: str | None) -> str | None:
+    if version is None:
+        return None
+    return registry.load(models_dir, version).meta.get("model_kind", "lightgbm")
 
 
 def choose_model(
     settings: Settings, snapshot: Snapshot, retrain: bool | None = None
 ) -> ModelChoice:
+    """The model to serve with, and its kind (see _choose)."""
+    choice = _choose(settings, snapshot, retrain)
+    return ModelChoice(
+        choice.version,
+        choice.retrained,
+        choice.reason,
+        _kind_of(settings.models_dir, choice.version),
+    )
+
+
+def _choose(settings: Settings, snapshot: Snapshot, retrain: bool | None = None) -> ModelChoice:
     """Retrain when the newest model before the cutoff is older than the retrain cadence (or
-    when asked); a new model serves only if the promotion gate accepts it."""
+    when asked); a new model of the configured kind serves only if the promotion gate accepts
+    it."""
     models_dir = settings.models_dir
     serving = registry.serving_model(models_dir, snapshot.cutoff)
     newest = registry.newest_before(models_dir, snapshot.cutoff)
@@ -46,14 +71,17 @@ def choose_model(
         if serving is None:
             return ModelChoice(None, False, "no model: baseline")
         return ModelChoice(serving.version, False, f"newest model is {age_days} day(s) old")
+    kind = resolve_kind(settings)
     try:
-        outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings)
+        trained = train_models(
+            [kind], snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings
+        )[kind]
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
         if serving is None:
             return ModelChoice(None, False, f"{exc}: baseline")
         return ModelChoice(serving.version, False, f"kept {serving.version}: {exc}")
-    record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), outcome.meta)
+    record = register_trained(models_dir, trained)
     if serving is not None and serving.version == record.version:
         return ModelChoice(record.version, True, "retrained the serving model (same content)")
     decision = promotion_gate(
@@ -89,10 +117,8 @@ def score_users(
         )
     else:
         record = registry.load(settings.models_dir, model_version)
-        booster = lgb.Booster(model_file=str(record.model_file))
-        recs = recommend(
-            booster, events, catalog, users, snapshot.cutoff, settings, record.meta["features"]
-        )
+        scorer = load_scorer(record, settings)
+        recs = recommend_with(scorer, events, catalog, users, snapshot.cutoff, settings)
     path = work_dir / "recs.parquet"
     recs.write_parquet(path)
     return path

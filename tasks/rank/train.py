@@ -46,6 +46,7 @@ class NotEnoughHistory(RuntimeError):
 class TrainOutcome:
     booster: lgb.Booster
     meta: dict[str, Any]
+    early_booster: lgb.Booster | None = None  # stopped on the validation window, never fit on it
 
 
 def score_candidates(
@@ -72,21 +73,19 @@ def recommend(
     return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
 
 
-def _validation_report(
-    booster: lgb.Booster,
+def validation_report(
+    model_recs: dict[str, pl.DataFrame],
     events: pl.DataFrame,
-    catalog: pl.DataFrame,
     as_of: dt.datetime,
     settings: Settings,
-    features: list[str],
+    users: pl.Series,
 ) -> dict[str, Any]:
-    """Protocol metrics on the validation window: the ranker beside the baselines."""
-    users = evaluated_users(events, as_of, settings.horizon_days)
+    """Protocol metrics on the validation window: the given models beside the baselines."""
     truth = truth_window(events, as_of, settings.horizon_days)
     past = events.filter(pl.col(TS) < as_of)
     k = settings.k
     candidates = {
-        "lightgbm": recommend(booster, events, catalog, users, as_of, settings, features),
+        **model_recs,
         "popularity": popularity(past, users, as_of, k),
         "repurchase": repurchase(past, users, as_of, k),
     }
@@ -101,10 +100,25 @@ def _validation_report(
     }
 
 
-def train_ranker(
+def _validation_report(
+    booster: lgb.Booster,
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    as_of: dt.datetime,
+    settings: Settings,
+    features: list[str],
+) -> dict[str, Any]:
+    """Protocol metrics on the validation window: the ranker beside the baselines."""
+    users = evaluated_users(events, as_of, settings.horizon_days)
+    recs = recommend(booster, events, catalog, users, as_of, settings, features)
+    return validation_report({"lightgbm": recs}, events, as_of, settings, users)
+
+
+def training_windows(
     events: pl.DataFrame, catalog: pl.DataFrame, cutoff: dt.datetime, settings: Settings
-) -> TrainOutcome:
-    """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot."""
+) -> tuple[list[pl.DataFrame], list[dt.datetime]]:
+    """Labelled windows before `cutoff`, newest first, each with its `_as_of` column.
+    Raises NotEnoughHistory when fewer than two have labelled customers."""
     cfg = settings.ranker
     events = events.filter(pl.col(TS) < cutoff)
     dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
@@ -127,13 +141,29 @@ def train_ranker(
             f"before {cutoff:%Y-%m-%d}; "
             f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
         )
-    features = feature_columns(frames[0].drop(LABEL))
+    return frames, used
 
-    # Groups must not mix windows: a customer appears once per window.
-    def keyed(fs: list[pl.DataFrame]) -> pl.DataFrame:
-        return pl.concat(fs).with_columns(
-            (pl.col(USER_ID) + pl.lit("@") + pl.col("_as_of").cast(pl.Utf8)).alias(USER_ID)
-        )
+
+def keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Groups must not mix windows: a customer appears once per window."""
+    return pl.concat(frames).with_columns(
+        (pl.col(USER_ID) + pl.lit("@") + pl.col("_as_of").cast(pl.Utf8)).alias(USER_ID)
+    )
+
+
+def train_ranker(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    cutoff: dt.datetime,
+    settings: Settings,
+    windows: tuple[list[pl.DataFrame], list[dt.datetime]] | None = None,
+) -> TrainOutcome:
+    """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot.
+    `windows` (from training_windows) saves rebuilding them when several models share them."""
+    cfg = settings.ranker
+    events = events.filter(pl.col(TS) < cutoff)
+    frames, used = windows or training_windows(events, catalog, cutoff, settings)
+    features = feature_columns(frames[0].drop(LABEL))
 
     early = lgbm.fit(keyed(frames[1:]), features, cfg, settings.seed, valid=keyed(frames[:1]))
     log.info(
@@ -157,4 +187,4 @@ def train_ranker(
         "feature_importance": lgbm.feature_importance(final.booster),
         "validation": validation,
     }
-    return TrainOutcome(final.booster, meta)
+    return TrainOutcome(final.booster, meta, early.booster)

@@ -1,0 +1,1 @@
+"""The PyTorch list ranker and its blend with LightGBM."""

@@ -1,0 +1,256 @@
+"""Training loop of the list ranker: listwise loss, early stopping on validation NDCG@10,
+resumable checkpoints, bf16 autocast on CUDA, reproducible runs on CPU."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tasks.rank.neural.data import ListTensors
+from tasks.rank.neural.model import Architecture, ListRanker, listwise_loss, ndcg_at
+from tasks.settings import NeuralSettings
+
+log = logging.getLogger("nightrec.rank.neural")
+EVAL_K = 10
+GRAD_CLIP = 5.0
+
+
+class DeviceError(RuntimeError):
+    """The configured device is not available on this machine."""
+
+
+class CheckpointMismatch(RuntimeError):
+    """A checkpoint belongs to another configuration or data set; it cannot be resumed."""
+
+
+def resolve_device(requested: str) -> torch.device:
+    """auto: CUDA when present, else CPU. Asking for CUDA where there is none is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("neural.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(requested)
+
+
+@contextlib.contextmanager
+def torch_runtime(device: torch.device, num_threads: int) -> Iterator[None]:
+    """Thread count, a forked RNG and, on CPU, deterministic algorithms for the duration; all
+    restored after, so training leaves no global torch state behind."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(num_threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda_devices):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA only; float32 on CPU (CPU bf16 is slower and less exact)."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def architecture(n_dense: int, n_items: int, cfg: NeuralSettings) -> Architecture:
+    return Architecture(
+        n_dense=n_dense,
+        n_items=n_items,
+        user_buckets=cfg.user_buckets,
+        seq_len=cfg.seq_len,
+        item_dim=cfg.item_dim,
+        user_dim=cfg.user_dim,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+    )
+
+
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(batch["dense"], batch["item"], batch["user"], batch["seq"])
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, data: ListTensors, device: torch.device, batch_lists: int = 256
+) -> np.ndarray:
+    """A score per row of `data`, in row order."""
+    model.eval()
+    data = data.to(device)
+    out = torch.zeros(data.n_rows, dtype=torch.float32, device=device)
+    for start in range(0, data.n_lists, batch_lists):
+        lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
+        batch = data.batch(lists)
+        with autocast(device):
+            scores = _forward(model, batch).float()
+        out[batch["rows"][batch["mask"]]] = scores[batch["mask"]]
+    return out.cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate_ndcg(
+    model: nn.Module, data: ListTensors, device: torch.device, batch_lists: int = 256
+) -> float:
+    """Mean NDCG@10 over the lists with a relevant candidate (LightGBM's valid metric)."""
+    model.eval()
+    total, lists_seen = 0.0, 0
+    for start in range(0, data.n_lists, batch_lists):
+        lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
+        batch = data.batch(lists)
+        with autocast(device):
+            scores = _forward(model, batch)
+        keep = batch["label"].sum(-1) > 0
+        total += float(ndcg_at(scores, batch["label"], batch["mask"], EVAL_K)[keep].sum())
+        lists_seen += int(keep.sum())
+    return total / max(lists_seen, 1)
+
+
+@dataclass
+class FitResult:
+    model: ListRanker
+    best_epoch: int  # epochs of training behind the returned weights
+    valid_ndcg10: float | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def _fingerprint(arch: Architecture, cfg: NeuralSettings, seed: int, train: ListTensors) -> str:
+    # What must match for a checkpoint to continue this training (not max_epochs: a stopped
+    # run may be resumed with a longer budget).
+    knobs = cfg.model_dump(exclude={"max_epochs", "device", "num_threads", "quantize"})
+    payload = json.dumps(
+        [arch.as_dict(), knobs, seed, train.n_rows, train.n_lists, float(train.label.sum())],
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    train: ListTensors,
+    arch: Architecture,
+    cfg: NeuralSettings,
+    seed: int,
+    device: torch.device,
+    valid: ListTensors | None = None,
+    epochs: int | None = None,
+    checkpoint: Path | None = None,
+) -> FitResult:
+    """Train on `train`. With `valid`: stop after `patience` epochs without a better NDCG@10 and
+    return the best epoch's weights; without: train exactly `epochs` (default max_epochs).
+
+    With `checkpoint`, the state after every epoch (model, optimizer, epoch, early-stopping
+    state, RNG) is written there, and a training that finds one resumes from it and ends with
+    the same weights as an uninterrupted run.
+    """
+    max_epochs = epochs or cfg.max_epochs
+    with torch_runtime(device, cfg.num_threads):
+        torch.manual_seed(seed)
+        model = ListRanker(arch).to(device)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        fingerprint = _fingerprint(arch, cfg, seed, train)
+        state = {"epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad": 0, "history": []}
+        best_weights = copy.deepcopy(model.state_dict())
+        if checkpoint is not None and checkpoint.is_file():
+            saved = torch.load(checkpoint, map_location=device, weights_only=False)
+            if saved["fingerprint"] != fingerprint:
+                raise CheckpointMismatch(
+                    f"{checkpoint} was written by another configuration or data set"
+                )
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            best_weights = saved["best_weights"]
+            state = saved["progress"]
+            torch.set_rng_state(saved["rng_cpu"])
+            if device.type == "cuda" and saved.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(saved["rng_cuda"])
+        resumed_from = state["epoch"]
+        train_dev = train.to(device)
+        valid_dev = valid.to(device) if valid is not None else None
+        while state["epoch"] < max_epochs and (valid is None or state["bad"] < cfg.patience):
+            epoch = state["epoch"] + 1
+            model.train()
+            # The shuffle depends on (seed, epoch) only, so a resumed run draws the same order.
+            order = torch.randperm(
+                train.n_lists, generator=torch.Generator().manual_seed(seed * 1000 + epoch)
+            ).to(device)
+            losses = []
+            for start in range(0, train.n_lists, cfg.batch_lists):
+                batch = train_dev.batch(order[start : start + cfg.batch_lists])
+                if not bool((batch["label"].sum(-1) > 0).any()):
+                    continue
+                with autocast(device):
+                    scores = _forward(model, batch)
+                loss = listwise_loss(scores, batch["label"], batch["mask"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+                optimizer.step()
+                losses.append(loss.detach())
+            record = {"epoch": epoch, "loss": float(torch.stack(losses).mean()) if losses else 0}
+            if valid_dev is not None:
+                ndcg = evaluate_ndcg(model, valid_dev, device)
+                record["valid_ndcg10"] = ndcg
+                if ndcg > state["best_ndcg"]:
+                    state.update(best_ndcg=ndcg, best_epoch=epoch, bad=0)
+                    best_weights = copy.deepcopy(model.state_dict())
+                else:
+                    state["bad"] += 1
+            else:
+                state["best_epoch"] = epoch
+                best_weights = model.state_dict()
+            state["epoch"] = epoch
+            state["history"] = [*state["history"], record]
+            log.info("epoch %s", record)
+            if checkpoint is not None:
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "fingerprint": fingerprint,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "best_weights": best_weights,
+                        "progress": state,
+                        "rng_cpu": torch.get_rng_state(),
+                        "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                    },
+                )
+        model.load_state_dict(best_weights)
+        model.eval()
+    return FitResult(
+        model=model,
+        best_epoch=state["best_epoch"],
+        valid_ndcg10=state["best_ndcg"] if valid is not None else None,
+        history=state["history"],
+        resumed_from=resumed_from,
+    )
+
+
+def quantized(model: ListRanker) -> nn.Module:
+    """int8 dynamic quantization of the Linear layers, for CPU scoring (a copy)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)

@@ -1,0 +1,127 @@
+"""Model kinds on a tiny synthetic shop: neural and blend trained on the LightGBM windows,
+registered with their files, loaded back to the same scores, judged by the same gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from tasks.rank import registry
+from tasks.rank.dataset import candidate_frame, known_users
+from tasks.rank.gate import promotion_gate, validation_lift
+from tasks.rank.kinds import (
+    BOOSTER_FILE,
+    NETWORK_FILE,
+    load_scorer,
+    register_trained,
+    resolve_kind,
+    train_models,
+)
+from tasks.settings import Settings, load_settings
+from tasks.synth.shop import SynthShopConfig, generate_shop
+
+SHOP = SynthShopConfig(n_customers=80, n_items=40, n_categories=4, days=60, seed=5)
+CUTOFF = dt.datetime.combine(SHOP.start + dt.timedelta(days=SHOP.days), dt.time())
+
+
+def _settings(home: Path) -> Settings:
+    s = load_settings(home=home, horizon_days=7, k=5)
+    return s.model_copy(
+        update={
+            "ranker": s.ranker.model_copy(
+                update={
+                    "n_windows": 3,
+                    "window_step_days": 7,
+                    "min_data_in_leaf": 5,
+                    "num_threads": 1,
+                }
+            ),
+            "neural": s.neural.model_copy(
+                update={"max_epochs": 3, "num_threads": 1, "hidden": 32, "item_dim": 8}
+            ),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("home")
+    shop = generate_shop(SHOP)
+    settings = _settings(home)
+    models = train_models(["neural", "blend"], shop.events, shop.catalog, CUTOFF, settings)
+    return shop, settings, models
+
+
+def test_neural_and_blend_are_validated_under_the_protocol_beside_the_baselines(trained) -> None:
+    _, settings, models = trained
+    assert set(models) == {"neural", "blend"}
+    for kind, model in models.items():
+        validation = model.meta["validation"]
+        assert validation["model_key"] == kind
+        assert set(validation["metrics"]) == {kind, "popularity", "repurchase"}
+        ndcg, baseline, _ = validation_lift(model.meta)
+        assert ndcg == validation["metrics"][kind]["ndcg@5"]
+        assert baseline == max(
+            validation["metrics"][b]["ndcg@5"] for b in ("popularity", "repurchase")
+        )
+    blend = models["blend"].meta
+    weights = {float(w): v for w, v in blend["blend_valid_ndcg10_by_weight"].items()}
+    assert len(weights) == settings.neural.blend_grid + 1
+    # The chosen weight is the best on the validation window (1.0 = LightGBM alone).
+    assert weights[blend["blend_weight_lightgbm"]] == max(weights.values())
+    assert blend["neural"]["best_epoch"] >= 1 and blend["validation_window"] < blend["cutoff"]
+
+
+def test_registered_models_load_back_to_the_same_scores(trained, tmp_path: Path) -> None:
+    shop, settings, models = trained
+    users = known_users(shop.events, CUTOFF)
+    frame = candidate_frame(shop.events, shop.catalog, users, CUTOFF, settings.candidates)
+    for kind, model in models.items():
+        record = register_trained(tmp_path, model)
+        assert record.version.startswith(f"{kind}-{CUTOFF:%Y%m%d}-")
+        assert (record.path / NETWORK_FILE).is_file()
+        assert (record.path / BOOSTER_FILE).is_file() == (kind == "blend")
+        assert register_trained(tmp_path, model).version == record.version  # idempotent
+        loaded = load_scorer(registry.load(tmp_path, record.version), settings)
+        expected = model.scorer.score(frame, shop.events, CUTOFF)
+        np.testing.assert_array_equal(loaded.score(frame, shop.events, CUTOFF), expected)
+    # Quantized scoring is an option of the loaded model: close, not equal.
+    quant = settings.model_copy(
+        update={"neural": settings.neural.model_copy(update={"quantize": True})}
+    )
+    record = register_trained(tmp_path, models["neural"])
+    exact = models["neural"].scorer.score(frame, shop.events, CUTOFF)
+    approx = load_scorer(record, quant).score(frame, shop.events, CUTOFF)
+    assert not np.array_equal(exact, approx)
+    assert np.corrcoef(exact, approx)[0, 1] > 0.95
+
+
+def test_the_gate_judges_a_blend_by_its_own_row_against_a_lightgbm_champion() -> None:
+    def meta(key: str, model: float, repurchase: float) -> dict:
+        metrics = {key: {"ndcg@10": model}, "repurchase": {"ndcg@10": repurchase}}
+        validation = {"k": 10, "metrics": metrics}
+        if key != "lightgbm":
+            validation["model_key"] = key
+        return {"cutoff": "2026-01-01", "validation": validation}
+
+    champion = meta("lightgbm", 0.36, 0.30)  # lift 1.20
+    assert promotion_gate(meta("blend", 0.40, 0.32), champion).promote  # lift 1.25
+    assert not promotion_gate(meta("blend", 0.33, 0.32), champion).promote  # lift 1.03
+    assert not promotion_gate(meta("neural", 0.30, 0.32), None).promote  # below the baseline
+
+
+def test_kind_auto_is_lightgbm_without_cuda_and_a_setting_switches_it(tmp_path: Path) -> None:
+    import torch
+
+    settings = _settings(tmp_path)
+    assert resolve_kind(settings) == ("blend" if torch.cuda.is_available() else "lightgbm")
+    blend = settings.model_copy(
+        update={"ranker": settings.ranker.model_copy(update={"kind": "blend"})}
+    )
+    assert resolve_kind(blend) == "blend"
+    with pytest.raises(ValueError, match="unknown model kind"):
+        train_models(["forest"], pl.DataFrame(), pl.DataFrame(), CUTOFF, settings)
