@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -74,6 +75,23 @@ class RankerSettings(BaseModel):
     num_threads: int = Field(0, ge=0, description="0 = LightGBM's default (all cores)")
 
 
+FaultPoint = Literal["mid_ingest", "after_ingest", "mid_scoring", "mid_publish", "mid_swap"]
+
+
+class SafetySettings(BaseModel):
+    """Contracts at the run's boundaries, streaming limits and the crash-drill hook."""
+
+    forbidden_items: list[str] = Field(
+        default_factory=list, description="items the published top-K must never contain"
+    )
+    chunk_bytes: int = Field(
+        64 * 2**20, ge=1024, description="landing files are read in chunks of about this size"
+    )
+    fault: FaultPoint | None = Field(
+        None, description="drills and tests only: SIGKILL the run at this point"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -92,6 +110,7 @@ class Settings(BaseSettings):
     source: str = "canonical"
     candidates: CandidateSettings = CandidateSettings()
     ranker: RankerSettings = RankerSettings()
+    safety: SafetySettings = SafetySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -126,6 +145,10 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.home / "validation"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -19,7 +19,10 @@ from tasks.rank.dataset import known_users
 from tasks.rank.gate import promotion_gate
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory, recommend, train_ranker
+from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
+from tasks.validate.features import validate_features
+from tasks.validate.run_report import enforce
 
 log = logging.getLogger("nightrec.rank")
 BASELINE_VERSION = "baseline-repurchase"
@@ -53,6 +56,12 @@ def choose_model(
         if serving is None:
             return ModelChoice(None, False, f"{exc}: baseline")
         return ModelChoice(serving.version, False, f"kept {serving.version}: {exc}")
+    except Exception as exc:  # a failing ranker must not stop the night: serve what we have
+        log.exception("training the ranker failed")
+        failure = f"ranker training failed ({type(exc).__name__}: {exc})"
+        if serving is None:
+            return ModelChoice(None, False, f"{failure}: baseline")
+        return ModelChoice(serving.version, False, f"{failure}; kept champion {serving.version}")
     record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), outcome.meta)
     if serving is not None and serving.version == record.version:
         return ModelChoice(record.version, True, "retrained the serving model (same content)")
@@ -70,32 +79,97 @@ def choose_model(
     )
 
 
+@dataclass(frozen=True)
+class ScoreOutcome:
+    recs_path: Path
+    model_version: str  # the model that scored, or BASELINE_VERSION
+    fallback: str | None  # why the chosen model was not used, when it was not
+
+
+def allowed_items(catalog: pl.DataFrame, forbidden: list[str]) -> pl.Series:
+    """What a run may recommend: catalog items that are not forbidden."""
+    items = catalog.get_column(ITEM_ID)
+    return items.filter(~items.is_in(pl.Series(forbidden, dtype=pl.Utf8).implode()))
+
+
+def _baseline(
+    settings: Settings, events: pl.DataFrame, users: pl.Series, cutoff, allowed: pl.Series
+) -> pl.DataFrame:
+    ranked_popular = popular_items(
+        events, cutoff, settings.candidates.popular_days, events.height + 1
+    )
+    popular = ranked_popular.filter(pl.col(ITEM_ID).is_in(allowed.implode())).head(2 * settings.k)
+    baseline = repurchase(events, users, cutoff, settings.k + len(settings.safety.forbidden_items))
+    baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
+    return top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
+        pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
+        .then(pl.lit(BASELINE_VERSION))
+        .otherwise(pl.col(REC_SOURCE))
+        .alias(REC_SOURCE)
+    )
+
+
+def _fallbacks(settings: Settings, snapshot: Snapshot, chosen: str | None) -> list[str]:
+    """Models to try, in order: the chosen one, then the champion serving this cutoff."""
+    order = [chosen] if chosen else []
+    try:
+        serving = registry.serving_model(settings.models_dir, snapshot.cutoff)
+    except registry.RegistryError:
+        serving = None
+    if serving is not None and serving.version not in order:
+        order.append(serving.version)
+    return order
+
+
 def score_users(
-    settings: Settings, snapshot: Snapshot, model_version: str | None, work_dir: Path
-) -> Path:
-    """Top-K for every known user as of the cutoff; written to `work_dir/recs.parquet`."""
+    settings: Settings,
+    snapshot: Snapshot,
+    model_version: str | None,
+    work_dir: Path,
+    report: Path,
+) -> ScoreOutcome:
+    """Top-K for every known user as of the cutoff; written to `work_dir/recs.parquet`.
+
+    The feature table is checked against its contract (recorded in `report`) before scoring.
+    A model that cannot be loaded or fails to score falls back to the champion, then to the
+    repurchase baseline; the outcome says which model scored and why.
+    """
     events, catalog = snapshot.events(), snapshot.catalog()
     users = known_users(events, snapshot.cutoff)
-    if model_version is None:
-        popular = popular_items(
-            events, snapshot.cutoff, settings.candidates.popular_days, 2 * settings.k
-        )
-        baseline = repurchase(events, users, snapshot.cutoff, settings.k)
-        recs = top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
-            pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
-            .then(pl.lit(BASELINE_VERSION))
-            .otherwise(pl.col(REC_SOURCE))
-            .alias(REC_SOURCE)
-        )
-    else:
-        record = registry.load(settings.models_dir, model_version)
-        booster = lgb.Booster(model_file=str(record.model_file))
-        recs = recommend(
-            booster, events, catalog, users, snapshot.cutoff, settings, record.meta["features"]
-        )
+    allowed = allowed_items(catalog, settings.safety.forbidden_items)
+
+    def check_features(frame: pl.DataFrame) -> None:
+        kill_if_armed(settings.safety.fault, "mid_scoring")
+        enforce(report, "features", [validate_features(frame)])
+
+    recs, used, failures = None, BASELINE_VERSION, []
+    for version in _fallbacks(settings, snapshot, model_version):
+        try:
+            record = registry.load(settings.models_dir, version)
+            booster = lgb.Booster(model_file=str(record.model_file))
+            recs = recommend(
+                booster,
+                events,
+                catalog,
+                users,
+                snapshot.cutoff,
+                settings,
+                record.meta["features"],
+                allowed_items=allowed,
+                check_features=check_features,
+            )
+            used = version
+            break
+        except (registry.RegistryError, lgb.basic.LightGBMError, OSError, KeyError) as exc:
+            log.error("model %s cannot score (%s); falling back", version, exc)
+            failures.append(f"{version} unusable ({type(exc).__name__})")
+    if recs is None:  # the baseline reads no features, so there are none to check
+        kill_if_armed(settings.safety.fault, "mid_scoring")
+        recs = _baseline(settings, events, users, snapshot.cutoff, allowed)
     path = work_dir / "recs.parquet"
     recs.write_parquet(path)
-    return path
+    fallback = f"{'; '.join(failures)}: scored with {used}" if failures else None
+    return ScoreOutcome(path, used, fallback)
 
 
 choose_model_task = task(name="choose-model")(choose_model)

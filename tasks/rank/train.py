@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +65,27 @@ def recommend(
     as_of: dt.datetime,
     settings: Settings,
     features: list[str],
+    allowed_items: pl.Series | None = None,
+    check_features: Callable[[pl.DataFrame], None] | None = None,
 ) -> pl.DataFrame:
-    """Top-K per user as of `as_of` with the given booster, padded with popular items."""
+    """Top-K per user as of `as_of` with the given booster, padded with popular items.
+
+    `allowed_items` (when given) limits what may be recommended (catalog less forbidden
+    items); `check_features` sees the feature frame before anything is scored.
+    """
     frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
-    scored = score_candidates(booster, frame, features)
+    if check_features is not None:
+        check_features(frame)
     popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
+    if allowed_items is not None:
+        frame = frame.filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
+        # Rank every item first: the filter must not leave fewer than 2k to pad with.
+        popular = (
+            popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
+            .filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
+            .head(2 * settings.k)
+        )
+    scored = score_candidates(booster, frame, features)
     return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
 
 
