@@ -41,7 +41,10 @@ DRILL_ENV = {
     "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
     "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
     "NIGHTREC_RANKER__NUM_THREADS": "1",
+    # Tiny days of a dozen rows carry the shop's injected malformed rows at a high share.
+    "NIGHTREC_MAX_BAD_SHARE": str(0.5),
 }
+MAX_BAD_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def _scratch(root: Path, name: str) -> Scratch:
 
 def _ingest(s: Scratch, end: dt.date, start: dt.date | None = None, **kw) -> list:
     return ingest_landing(
-        s.db, "canonical", s.landing, max_bad_share=0.05, start=start, end=end, **kw
+        s.db, "canonical", s.landing, max_bad_share=MAX_BAD_SHARE, start=start, end=end, **kw
     )
 
 
@@ -291,10 +294,15 @@ def bad_rows_above_threshold(s: Scratch) -> Outcome:
     (day_file,) = find_day_files(s.landing, RUN_DATE, RUN_DATE)
     good = day_file.read_text()
     lines = good.splitlines()
-    broken = [
-        line.replace(",view,", ",teleport,") if i % 3 == 0 else line
-        for i, line in enumerate(lines[1:])
-    ]
+    event_type = lines[0].split(",").index("event_type")
+
+    def break_row(line: str) -> str:
+        fields = line.split(",")
+        fields[event_type] = "teleport"
+        return ",".join(fields)
+
+    # Two rows in three get an event type the contract does not know.
+    broken = [break_row(line) if i % 3 else line for i, line in enumerate(lines[1:])]
     day_file.write_text("\n".join([lines[0], *broken]) + "\n")
     try:
         _ingest(s, RUN_DATE, start=RUN_DATE)
@@ -368,7 +376,8 @@ def run_drill(
             try:
                 observed, lost, passed = scenario(scratch)
             except Exception as exc:  # a drill reports a broken scenario, it does not stop
-                observed, lost, passed = f"crashed: {type(exc).__name__}: {exc}", -1, False
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                observed, lost, passed = f"crashed: {type(exc).__name__}: {first}", -1, False
             row = DrillRow(
                 name,
                 expected,
