@@ -159,6 +159,7 @@ def ingest(
             on_file=on_file,
             chunk_bytes=settings.safety.chunk_bytes,
             published_root=settings.recommendations_dir,
+            fault=settings.safety.fault,
         )
     stale = sorted({d for r in results for d in r.stale_runs})
     if stale:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -95,6 +96,9 @@ def drill(
     from flows import cli
     from tasks.safety.drill import run_drill, to_markdown
 
+    # The drill starts Prefect's ephemeral server once; on a busy machine that takes longer
+    # than Prefect's default wait.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     rows = run_drill(home, scenario, on_done=lambda row: cli.console.print(row.line()))
     cli.out.print(cli._table("Drill", [r.as_row() for r in rows]))
     if record is not None:
