@@ -93,12 +93,12 @@ def drill(
     ] = None,
 ) -> None:
     """Scripted failure scenarios, each in a scratch home; a table of expected vs observed."""
+    # The drill starts Prefect's ephemeral server once; on a busy machine that takes longer
+    # than Prefect's default wait. Set before Prefect is imported (it reads settings then).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     from flows import cli
     from tasks.safety.drill import run_drill, to_markdown
 
-    # The drill starts Prefect's ephemeral server once; on a busy machine that takes longer
-    # than Prefect's default wait.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     rows = run_drill(home, scenario, on_done=lambda row: cli.console.print(row.line()))
     cli.out.print(cli._table("Drill", [r.as_row() for r in rows]))
     if record is not None:
