@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import platform
 from pathlib import Path
 from typing import Annotated
 
@@ -102,7 +103,13 @@ def drill(
     rows = run_drill(home, scenario, on_done=lambda row: cli.console.print(row.line()))
     cli.out.print(cli._table("Drill", [r.as_row() for r in rows]))
     if record is not None:
-        record.write_text(to_markdown(rows))
+        title = (
+            f"# nightrec drill\n\n`nightrec drill --record {record}` on "
+            f"{dt.date.today()}, {platform.platform()}, {os.cpu_count()} cores "
+            "(shared machine: seconds are noisy). Each scenario runs in its own scratch home "
+            "on the tiny synthetic shop of the flow tests (tasks/safety/drill.py)."
+        )
+        record.write_text(to_markdown(rows, title))
         cli.out.print(f"recorded in {record}")
     if not all(r.passed for r in rows):
         raise typer.Exit(1)

@@ -284,7 +284,7 @@ def store_locked(s: Scratch) -> Outcome:
         holder.kill()
         holder.wait()
     results = _ingest(s, PREVIOUS)
-    observed = f"one line: {message.splitlines()[0][:90]}...; after release {len(results)} loaded"
+    observed = f"one line: '{message.splitlines()[0]}'; after release {len(results)} days loaded"
     ok = "locked by another process" in message and len(message.splitlines()) == 1
     return observed, rows_lost(s), ok and all(r.status == "loaded" for r in results)
 
@@ -395,8 +395,9 @@ def run_drill(
     return rows
 
 
-def to_markdown(rows: list[DrillRow]) -> str:
-    header = "| scenario | expected | observed | rows lost | result | seconds |\n"
+def to_markdown(rows: list[DrillRow], title: str = "") -> str:
+    header = f"{title}\n\n" if title else ""
+    header += "| scenario | expected | observed | rows lost | result | seconds |\n"
     header += "| --- | --- | --- | --- | --- | --- |\n"
     body = "".join(
         f"| {r.scenario} | {r.expected} | {r.observed} | {r.rows_lost} | "
