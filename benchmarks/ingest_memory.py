@@ -43,8 +43,9 @@ from pathlib import Path
 from tasks.ingest.load import ingest_file
 from tasks.store import connect
 path, db, chunk = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+limit = int(sys.argv[4]) if sys.argv[4] != "None" else None
 started = time.perf_counter()
-with connect(db) as con:
+with connect(db, memory_limit_mib=limit) as con:
     r = ingest_file(con, "canonical", path, max_bad_share=0.05, chunk_bytes=chunk)
 seconds = time.perf_counter() - started
 print("RESULT", r.rows_in, r.rows_loaded, r.rows_quarantined, r.rows_filtered, seconds)
@@ -78,10 +79,10 @@ def write_day(path: Path, rows: int, seed: int = 0) -> None:
             written += n
 
 
-def measure(path: Path, chunk_bytes: int, scratch: Path) -> dict:
+def measure(path: Path, chunk_bytes: int, limit_mib: int | None, scratch: Path) -> dict:
     db = scratch / f"bench-{os.getpid()}-{time.monotonic_ns()}.duckdb"
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(db), str(chunk_bytes)],
+        [sys.executable, "-c", CHILD, str(path), str(db), str(chunk_bytes), str(limit_mib)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -111,6 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--chunk-mib", type=int, default=16)
+    parser.add_argument(
+        "--memory-mib", type=int, default=256, help="DuckDB cap (safety.ingest_memory_mib)"
+    )
     parser.add_argument("--scratch", type=Path, default=None)
     args = parser.parse_args()
     machine = describe()
@@ -126,16 +130,17 @@ def main() -> None:
                 path = folder / f"{DAY}.{suffix}"
                 write_day(path, rows)
                 file_mib = path.stat().st_size / 2**20
-                for mode, chunk in (
-                    ("streamed", args.chunk_mib * 2**20),
-                    ("whole file", 2 * size * 2**20),
+                for mode, chunk, limit in (
+                    ("streamed", args.chunk_mib * 2**20, args.memory_mib),
+                    ("whole file, DuckDB uncapped", 2 * size * 2**20, None),
                 ):
                     result = {
                         "file": f"{size} MiB of CSV as .{suffix}",
                         "file_mib_on_disk": round(file_mib, 1),
                         "mode": mode,
                         "chunk_mib": round(chunk / 2**20),
-                        **measure(path, chunk, scratch),
+                        "duckdb_memory_mib": limit,
+                        **measure(path, chunk, limit, scratch),
                     }
                     print(json.dumps(result))
                     rows_out.append(result)
@@ -149,7 +154,7 @@ def main() -> None:
         "# Ingestion peak memory: streamed chunks vs the whole file at once",
         "",
         f"`{COMMAND} --sizes-mib {' '.join(map(str, args.sizes_mib))} "
-        f"--chunk-mib {args.chunk_mib}`",
+        f"--chunk-mib {args.chunk_mib} --memory-mib {args.memory_mib}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}; shared with other engineers' jobs (timings are noisy, "
@@ -164,6 +169,7 @@ def main() -> None:
     ]
     lines += [
         f"| {r['file']} | {r['file_mib_on_disk']} | {r['mode']} | {r['chunk_mib']} | "
+        f"{r['duckdb_memory_mib'] or 'none'} | "
         f"{r['rows_in']:,} | {r['rows_lost']} | {r['peak_rss_mib']} | {r['ingest_seconds']} |"
         for r in rows_out
     ]

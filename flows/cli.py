@@ -160,6 +160,7 @@ def ingest(
             chunk_bytes=settings.safety.chunk_bytes,
             published_root=settings.recommendations_dir,
             fault=settings.safety.fault,
+            memory_limit_mib=settings.safety.ingest_memory_mib,
         )
     stale = sorted({d for r in results for d in r.stale_runs})
     if stale:

@@ -29,8 +29,13 @@ def sql_text(name: str) -> str:
 
 
 @contextmanager
-def connect(db_path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the store (creating it and its schema when writable) and close it afterwards."""
+def connect(
+    db_path: Path, read_only: bool = False, memory_limit_mib: int | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the store (creating it and its schema when writable) and close it afterwards.
+
+    `memory_limit_mib` caps DuckDB's buffer pool (it spills to disk beyond it); without it
+    DuckDB may cache up to 80% of the machine's memory, e.g. while a large day loads."""
     if read_only and not db_path.exists():
         raise StoreError(f"no store at {db_path}: run `nightrec ingest` or `nightrec demo` first")
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -43,6 +48,8 @@ def connect(db_path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyC
             "wait for the other nightrec run to finish"
         ) from exc
     try:
+        if memory_limit_mib is not None:
+            con.execute(f"set memory_limit = '{int(memory_limit_mib)}MiB'")
         if not read_only:
             con.execute(sql_text("schema"))
         yield con

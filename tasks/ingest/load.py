@@ -292,13 +292,14 @@ def ingest_landing(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     published_root: Path | None = None,
     fault: str | None = None,
+    memory_limit_mib: int | None = None,
 ) -> list[IngestionResult]:
     """Ingest every day file under `landing` within [start, end], in day order (see
     `ingest_file` for the keyword arguments)."""
     adapter_for(source)  # fail on an unknown source before touching the store
     files = find_day_files(landing, start, end)
     results: list[IngestionResult] = []
-    with connect(db_path) as con:
+    with connect(db_path, memory_limit_mib=memory_limit_mib) as con:
         for done, path in enumerate(files, start=1):
             result = ingest_file(
                 con,

@@ -38,6 +38,7 @@ def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
         chunk_bytes=settings.safety.chunk_bytes,
         published_root=settings.recommendations_dir,
         fault=settings.safety.fault,
+        memory_limit_mib=settings.safety.ingest_memory_mib,
     )
     for result in results:
         log.info(result.summary())

@@ -129,6 +129,25 @@ def _validator(table: str, aggregate: str | None = None) -> tuple[Any, Any]:
     return batch_definition, suite
 
 
+def _run_suite(
+    batch_definition: Any, suite: Any, pdf: Any, result_format: str, parameters: dict
+) -> Any:
+    """Validate one frame, then drop what GE keeps of it.
+
+    The datasource's one execution engine caches every batch (the frame itself) and every
+    metric it computed, so a long stream of chunks would grow memory without bound."""
+    try:
+        return batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
+            suite, result_format=result_format, expectation_parameters=parameters
+        )
+    finally:
+        engine = batch_definition.data_asset.datasource.get_execution_engine()
+        engine.batch_manager.reset_batch_cache()
+        cache = getattr(engine, "_metric_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
+
+
 def _reason(config: Any) -> str:
     kwargs = config.kwargs
     column = kwargs.get("column") or "+".join(
@@ -157,9 +176,7 @@ def validate_rows(
     batch_definition, suite = _validator(table)
     pdf = frame.select([*contract.columns.keys(), ROW_INDEX]).to_pandas()
     pdf.index = pdf[ROW_INDEX].to_numpy()
-    result = batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
-        suite, result_format="COMPLETE", expectation_parameters=parameters or {}
-    )
+    result = _run_suite(batch_definition, suite, pdf, "COMPLETE", parameters or {})
     rows: list[int] = []
     reasons: list[str] = []
     failed: list[str] = []
@@ -219,9 +236,7 @@ def check_frame(
         )
     batch_definition, suite = _validator(table, aggregate)
     pdf = frame.select(list(columns)).to_pandas()
-    result = batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
-        suite, result_format="SUMMARY", expectation_parameters=parameters or {}
-    )
+    result = _run_suite(batch_definition, suite, pdf, "SUMMARY", parameters or {})
     results = []
     for res in result.results:
         summary = res.result or {}
