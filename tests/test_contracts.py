@@ -220,3 +220,40 @@ def test_run_report_keeps_every_stage_and_a_failure_names_the_file(tmp_path: Pat
         ("contract:expect_column_values_to_be_between:score_increases", 1)
     ]
     assert json.loads(path.read_text()) == doc
+
+
+def test_check_topk_stops_a_bad_top_k_before_publishing(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from tasks.features.snapshot import Snapshot
+    from tasks.settings import load_settings
+    from tasks.validate.task import check_topk
+
+    events = pl.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["a", "b"],
+            "event_type": ["purchase", "view"],
+            "ts": [dt.datetime(2026, 1, 1, 10), dt.datetime(2026, 1, 2, 10)],
+        }
+    )
+    catalog = pl.DataFrame({"item_id": CATALOG})
+    events.write_parquet(tmp_path / "events.parquet")
+    catalog.write_parquet(tmp_path / "catalog.parquet")
+    snapshot = Snapshot(
+        tmp_path / "events.parquet",
+        tmp_path / "catalog.parquet",
+        dt.datetime(2026, 1, 3),
+        2,
+        dt.datetime(2026, 1, 2, 10),
+    )
+    settings = load_settings(home=tmp_path, k=K)
+    report = tmp_path / "validation" / "run.json"
+    good_recs().write_parquet(tmp_path / "good.parquet")
+    check_topk(settings, snapshot, tmp_path / "good.parquet", report)
+    assert read_report(report)["stages"]["top_k"]["success"] is True
+
+    settings = load_settings(home=tmp_path, k=K, safety={"forbidden_items": ["d"]})
+    with pytest.raises(ContractViolation, match="expect_column_values_to_not_be_in_set:item_id"):
+        check_topk(settings, snapshot, tmp_path / "good.parquet", report)
+    assert read_report(report)["success"] is False

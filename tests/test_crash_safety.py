@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -129,6 +130,8 @@ def test_kill_9_after_ingest_mid_scoring_mid_publish(
         assert_frame_equal(_recs(home, RUN_DATE), _recs(ref_home, RUN_DATE))
         for key in ("rows", "users", "model_version", "k", "input_events", "input_watermark"):
             assert rerun[key] == reference[key], (point, key)
+        checks = json.loads(Path(rerun["validation_report"]).read_text())
+        assert checks["success"] and set(checks["stages"]) == {"features", "top_k"}
     # The killed runs left no half-written partition behind.
     leftovers = [p.name for p in (home / "recommendations").iterdir() if p.name.startswith(".")]
     assert [n for n in leftovers if not n.startswith(".staging-")] == []
