@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,13 @@ def allowed_items(catalog: pl.DataFrame, forbidden: list[str]) -> pl.Series:
 
 
 def _baseline(
-    settings: Settings, events: pl.DataFrame, users: pl.Series, cutoff, allowed: pl.Series
+    settings: Settings,
+    events: pl.DataFrame,
+    users: pl.Series,
+    cutoff: dt.datetime,
+    allowed: pl.Series,
 ) -> pl.DataFrame:
+    """Repurchase baseline padded with popular items, both limited to `allowed` items."""
     ranked_popular = popular_items(
         events, cutoff, settings.candidates.popular_days, events.height + 1
     )
