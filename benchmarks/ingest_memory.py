@@ -116,6 +116,13 @@ def main() -> None:
         "--memory-mib", type=int, default=256, help="DuckDB cap (safety.ingest_memory_mib)"
     )
     parser.add_argument("--scratch", type=Path, default=None)
+    parser.add_argument("--formats", nargs="+", default=["csv", "csv.gz"])
+    parser.add_argument(
+        "--whole-file-max-mib",
+        type=int,
+        default=128,
+        help="measure the whole-file mode only up to this size (it needs memory ~ the file)",
+    )
     args = parser.parse_args()
     machine = describe()
     print(f"machine: {machine}")
@@ -124,16 +131,16 @@ def main() -> None:
     try:
         for size in args.sizes_mib:
             rows = size * 2**20 // BYTES_PER_ROW
-            for suffix in ("csv", "csv.gz"):
+            for suffix in args.formats:
                 folder = scratch / f"{size}-{suffix}"
                 folder.mkdir()
                 path = folder / f"{DAY}.{suffix}"
                 write_day(path, rows)
                 file_mib = path.stat().st_size / 2**20
-                for mode, chunk, limit in (
-                    ("streamed", args.chunk_mib * 2**20, args.memory_mib),
-                    ("whole file, DuckDB uncapped", 2 * size * 2**20, None),
-                ):
+                modes = [("streamed", args.chunk_mib * 2**20, args.memory_mib)]
+                if size <= args.whole_file_max_mib:
+                    modes.append(("whole file, DuckDB uncapped", 2 * size * 2**20, None))
+                for mode, chunk, limit in modes:
                     result = {
                         "file": f"{size} MiB of CSV as .{suffix}",
                         "file_mib_on_disk": round(file_mib, 1),
@@ -154,7 +161,8 @@ def main() -> None:
         "# Ingestion peak memory: streamed chunks vs the whole file at once",
         "",
         f"`{COMMAND} --sizes-mib {' '.join(map(str, args.sizes_mib))} "
-        f"--chunk-mib {args.chunk_mib} --memory-mib {args.memory_mib}`",
+        f"--chunk-mib {args.chunk_mib} --memory-mib {args.memory_mib} "
+        f"--formats {' '.join(args.formats)} --whole-file-max-mib {args.whole_file_max_mib}`",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}; shared with other engineers' jobs (timings are noisy, "
