@@ -11,6 +11,7 @@ from prefect import flow
 from pydantic import BaseModel, Field, model_validator
 
 from flows.nightly import NightlyParams, nightly_flow, run_settings
+from tasks.ingest.stale import stale_dates
 from tasks.publish.writer import is_complete
 
 log = logging.getLogger("nightrec.flow")
@@ -39,15 +40,21 @@ class BackfillParams(BaseModel):
 @flow(name="backfill", flow_run_name="backfill-{params.start}-{params.end}")
 def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
     """One nightly run per day, oldest first (a retrain depends on earlier days); a day whose
-    published output is complete is skipped unless `force`."""
+    published output is complete is skipped unless `force` or flagged stale."""
     days = params.days()
     rows: list[dict[str, Any]] = []
+    first = run_settings(NightlyParams(home=params.home))
+    stale = set(stale_dates(first.db_path))  # inputs changed after these days were published
     for i, day in enumerate(days, start=1):
         nightly = NightlyParams(
             run_date=day, landing_dir=params.landing_dir, source=params.source, home=params.home
         )
         settings = run_settings(nightly)
-        if not params.force and is_complete(settings.recommendations_dir, day):
+        if day in stale:
+            log.info(
+                "[%d/%d] %s is stale (a late file changed its input): rerun", i, len(days), day
+            )
+        elif not params.force and is_complete(settings.recommendations_dir, day):
             rows.append({"run_date": day.isoformat(), "state": "skipped (complete)"})
             log.info("[%d/%d] %s already complete: skipped", i, len(days), day)
             continue

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from flows.safety_cli import drill, quarantine_app
+
 app = typer.Typer(
     help="nightrec: nightly recommendations from shop event logs (DuckDB + Prefect).",
     no_args_is_help=True,
@@ -24,6 +26,8 @@ models_app = typer.Typer(
     help="Registered ranking models: list, promote, roll back.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
+app.add_typer(quarantine_app, name="quarantine")
+app.command()(drill)
 console = Console(stderr=True)
 # Wide enough for the metric tables when the output is piped to a file.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -153,7 +157,14 @@ def ingest(
             end=end.date() if end else None,
             replace=replace,
             on_file=on_file,
+            chunk_bytes=settings.safety.chunk_bytes,
+            published_root=settings.recommendations_dir,
+            fault=settings.safety.fault,
+            memory_limit_mib=settings.safety.ingest_memory_mib,
         )
+    stale = sorted({d for r in results for d in r.stale_runs})
+    if stale:
+        console.print(f"stale published run date(s), rerun by `nightrec backfill`: {stale}")
     totals = {
         key: sum(getattr(r, key) for r in results)
         for key in ("rows_in", "rows_loaded", "rows_quarantined", "rows_filtered")
@@ -406,6 +417,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from tasks.rank.registry import RegistryError
     from tasks.store import StoreError
     from tasks.validate.contracts import ContractError
+    from tasks.validate.run_report import ContractViolation
 
     return (
         IngestError,
@@ -417,6 +429,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         ApiUnreachable,
         DeploymentMissing,
         DeviceError,
+        ContractViolation,
     )
 
 
@@ -432,6 +445,7 @@ HINTS = {
     "ApiUnreachable": "`nightrec server` in another terminal, then `nightrec serve`",
     "DeploymentMissing": "`nightrec serve` registers the deployments",
     "DeviceError": "use --device auto or cpu (or NIGHTREC_NEURAL__DEVICE=auto)",
+    "ContractViolation": "read the validation report named above; yesterday's output is intact",
 }
 
 

@@ -14,13 +14,16 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from tasks.features.snapshot import snapshot_task
+from tasks.ingest.stale import clear_stale_task
 from tasks.ingest.task import ingest_day_task
 from tasks.locks import run_date_lock
 from tasks.ops.run_report import report_task
-from tasks.publish.writer import publish_task
-from tasks.rank.task import BASELINE_VERSION, choose_model_task, score_task
+from tasks.publish.writer import publish_task, recover_task
+from tasks.rank.task import choose_model_task, score_task
 from tasks.settings import Settings, load_settings
 from tasks.timeutil import cutoff_of
+from tasks.validate.run_report import report_path
+from tasks.validate.task import check_topk_task
 
 log = logging.getLogger("nightrec.flow")
 
@@ -71,16 +74,19 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
 def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
     run_id = _run_id(params.run_date)
     work_dir = settings.work_dir / run_id
+    report = report_path(settings.validation_dir, params.run_date, run_id)
+    recover_task(settings.recommendations_dir, params.run_date)
     ingested = ingest_day_task(settings, params.run_date)
     snapshot = snapshot_task(settings, cutoff_of(params.run_date), work_dir)
     choice = choose_model_task(settings, snapshot, params.retrain)
-    recs_path = score_task(settings, snapshot, choice.version, work_dir)
+    scored = score_task(settings, snapshot, choice.version, work_dir, report)
+    check_topk_task(settings, snapshot, scored.recs_path, report)
     manifest = publish_task(
-        recs_path,
+        scored.recs_path,
         settings.recommendations_dir,
         params.run_date,
         run_id,
-        choice.version or BASELINE_VERSION,
+        scored.model_version,
         settings.k,
         {
             "cutoff": snapshot.cutoff.isoformat(),
@@ -88,10 +94,14 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
             "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
             "retrained": choice.retrained,
             "model_choice": choice.reason,
-            "model_kind": choice.kind,
+            "model_kind": scored.model_kind,
+            "model_fallback": scored.fallback,
+            "validation_report": str(report),
             "ingested": ingested,
         },
+        settings.safety.fault,
     )
+    clear_stale_task(settings.db_path, params.run_date)
     shutil.rmtree(work_dir, ignore_errors=True)
     report_task(manifest, settings.reports_dir, settings.models_dir)
     log.info(
@@ -100,6 +110,6 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
         f"{manifest['rows']:,}",
         f"{manifest['users']:,}",
         manifest["model_version"],
-        choice.reason,
+        scored.fallback or choice.reason,
     )
     return manifest

@@ -47,3 +47,16 @@ create table if not exists ingestions (
     ingested_at       timestamp not null,
     primary key (source, event_day)
 );
+
+-- Published run dates whose inputs changed after they ran (a late or replaced landing day);
+-- `nightrec backfill` reruns them. Produced by sql/stale_runs.sql.
+create table if not exists stale_runs (
+    run_date   date      primary key,
+    source     varchar   not null,
+    event_day  date      not null,
+    reason     varchar   not null,
+    flagged_at timestamp not null
+);
+
+-- Columns a landing file carried that its adapter does not know (ignored, with a warning).
+alter table ingestions add column if not exists ignored_columns json;

@@ -139,6 +139,26 @@ class OpsSettings(BaseModel):
         return f"http://{self.server_host}:{self.server_port}/api"
 
 
+FaultPoint = Literal["mid_ingest", "after_ingest", "mid_scoring", "mid_publish", "mid_swap"]
+
+
+class SafetySettings(BaseModel):
+    """Contracts at the run's boundaries, streaming limits and the crash-drill hook."""
+
+    forbidden_items: list[str] = Field(
+        default_factory=list, description="items the published top-K must never contain"
+    )
+    chunk_bytes: int = Field(
+        64 * 2**20, ge=1024, description="landing files are read in chunks of about this size"
+    )
+    ingest_memory_mib: int = Field(
+        1024, ge=64, description="DuckDB memory cap while ingesting (spills to disk beyond)"
+    )
+    fault: FaultPoint | None = Field(
+        None, description="drills and tests only: SIGKILL the run at this point"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -159,6 +179,7 @@ class Settings(BaseSettings):
     ranker: RankerSettings = RankerSettings()
     ops: OpsSettings = OpsSettings()
     neural: NeuralSettings = NeuralSettings()
+    safety: SafetySettings = SafetySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -193,6 +214,10 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.home / "validation"
 
 
 def load_settings(**overrides: object) -> Settings:

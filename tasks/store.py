@@ -34,13 +34,18 @@ def sql_text(name: str) -> str:
 
 @contextmanager
 def connect(
-    db_path: Path, read_only: bool = False, lock_timeout_s: float = STORE_LOCK_TIMEOUT_S
+    db_path: Path,
+    read_only: bool = False,
+    memory_limit_mib: int | None = None,
+    lock_timeout_s: float = STORE_LOCK_TIMEOUT_S,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the store (creating it and its schema when writable) and close it afterwards.
 
     DuckDB admits one writing process per file and refuses readers beside it, so nightrec
     processes take a lock first (shared to read, exclusive to write) and wait their turn
-    instead of failing.
+    instead of failing. `memory_limit_mib` caps DuckDB's buffer pool (it spills to disk beyond
+    it); without it DuckDB may cache up to 80% of the machine's memory, e.g. while a large day
+    loads.
     """
     if read_only and not db_path.exists():
         raise StoreError(f"no store at {db_path}: run `nightrec ingest` or `nightrec demo` first")
@@ -56,11 +61,13 @@ def connect(
             stack.enter_context(lock)
         except LockBusy as exc:
             raise StoreError(f"{exc} for over {lock_timeout_s:.0f} s; try again later") from exc
-        yield stack.enter_context(_open(db_path, read_only))
+        yield stack.enter_context(_open(db_path, read_only, memory_limit_mib))
 
 
 @contextmanager
-def _open(db_path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+def _open(
+    db_path: Path, read_only: bool, memory_limit_mib: int | None
+) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         con = duckdb.connect(str(db_path), read_only=read_only)
     except duckdb.IOException as exc:
@@ -70,6 +77,8 @@ def _open(db_path: Path, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]
             "wait for the other nightrec run to finish"
         ) from exc
     try:
+        if memory_limit_mib is not None:
+            con.execute(f"set memory_limit = '{int(memory_limit_mib)}MiB'")
         if not read_only:
             con.execute(sql_text("schema"))
         yield con

@@ -30,3 +30,17 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def _hypothesis_profiles() -> None:
+    """`ci` (the default, what `make test` and CI run): bounded and reproducible; `dev` digs
+    deeper. Pick with HYPOTHESIS_PROFILE=dev."""
+    from hypothesis import HealthCheck, settings
+
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+    settings.register_profile("ci", max_examples=200, derandomize=True, **common)
+    settings.register_profile("dev", max_examples=1000, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+_hypothesis_profiles()

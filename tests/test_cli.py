@@ -24,7 +24,7 @@ def test_help_lists_the_commands() -> None:
         [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
-    for command in ("demo", "ingest", "run", "backfill", "models"):
+    for command in ("demo", "ingest", "run", "backfill", "models", "quarantine", "drill"):
         assert command in result.stdout
 
 
@@ -62,3 +62,25 @@ def test_an_unknown_device_is_one_error_line(home: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines[0] == "error: device: Input should be 'auto', 'cpu' or 'cuda'", result.stderr
     assert lines[1].startswith("hint: ")
+
+
+def test_quarantine_list_by_reason_and_replay_of_a_rejected_file(
+    home: Path, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "2026-01-05.csv").write_text(
+        "user_id,item_id,event_type,ts,quantity,price\n"
+        "u1,i1,view,2026-01-05 10:00:00,1,2.0\n"
+        "u1,i1,click,2026-01-05 10:00:00,1,2.0\n"
+    )
+    ingest = nightrec("ingest", "--source", "canonical", "--path", str(landing), home=home)
+    assert ingest.returncode == 2 and "50.0% of 2 rows broke the contract" in ingest.stderr
+    listed = nightrec("quarantine", "list", "--rows", "1", home=home)
+    assert listed.returncode == 0, listed.stderr
+    assert "contract:expect_column_values_to_be_in_set:event_type" in listed.stdout
+    assert "rejected" in listed.stdout and '"event_type":"click"' in listed.stdout
+    replay = nightrec("quarantine", "replay", home=home)
+    assert replay.returncode == 2
+    lines = replay.stderr.strip().splitlines()
+    assert len(lines) == 2 and "belong to rejected file(s)" in lines[0]

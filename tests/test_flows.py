@@ -13,7 +13,9 @@ from polars.testing import assert_frame_equal
 
 from tasks.constants import MANIFEST_NAME
 from tasks.ingest.load import ingest_catalog, ingest_landing
+from tasks.ingest.stale import flag_stale, published_dates, stale_dates
 from tasks.publish.writer import is_complete, partition_dir
+from tasks.store import connect
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 
 pytestmark = pytest.mark.flow
@@ -110,6 +112,16 @@ def test_backfill_runs_days_in_order_and_skips_complete_days(
     assert [r["state"] for r in second] == ["skipped (complete)"] * 2
     forced = backfill_flow(params.model_copy(update={"force": True}))
     assert [r["state"] for r in forced] == ["completed", "completed"]
+
+    # A late file for RUN_DATE flags both published days; backfill reruns them, clears flags.
+    with connect(home / "nightrec.duckdb") as con:
+        flagged = flag_stale(
+            con, published_dates(home / "recommendations"), "canonical", RUN_DATE, "late"
+        )
+    assert flagged == [RUN_DATE, RUN_DATE + dt.timedelta(days=1)]
+    stale = backfill_flow(params)
+    assert [r["state"] for r in stale] == ["completed", "completed"]
+    assert stale_dates(home / "nightrec.duckdb") == []
 
 
 def test_evaluate_flow_compares_the_ranker_with_every_baseline(

@@ -6,6 +6,8 @@ loaded day is refused unless `replace` is set, and loading a day replaces exactl
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -17,9 +19,19 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tasks.constants import EVENT_COLUMNS
-from tasks.ingest.adapters import REASON, adapter_for
-from tasks.ingest.landing import IngestError, day_of, find_day_files, read_raw, sha256_of
+from tasks.constants import EVENT_COLUMNS, ITEM_ID
+from tasks.ingest.adapters import REASON, SourceAdapter, adapter_for
+from tasks.ingest.landing import (
+    DEFAULT_CHUNK_BYTES,
+    IngestError,
+    day_of,
+    find_day_files,
+    iter_raw_chunks,
+    read_raw,
+    sha256_of,
+)
+from tasks.ingest.stale import flag_stale, published_dates
+from tasks.safety.faults import kill_if_armed
 from tasks.store import connect, sql_text
 from tasks.validate.contracts import ROW_INDEX, validate_rows
 
@@ -42,6 +54,7 @@ class IngestionResult:
     filtered_reasons: dict[str, int] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    stale_runs: list[str] = field(default_factory=list)  # published run dates now stale
 
     def summary(self) -> str:
         if self.status == "unchanged":
@@ -64,13 +77,13 @@ def _previous(con: duckdb.DuckDBPyConnection, source: str, day: dt.date) -> tupl
     ).fetchone()
 
 
-def _payloads(raw: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
+def _payloads(raw: pl.DataFrame, bad: pl.DataFrame, offset: int) -> pl.DataFrame:
     """Bad rows with their raw row as JSON, so a replay after a fix loses nothing."""
     raw_rows = raw.with_row_index(ROW_INDEX).with_columns(pl.col(ROW_INDEX).cast(pl.Int64))
     return (
         bad.join(raw_rows, on=ROW_INDEX, how="left")
         .select(
-            (pl.col(ROW_INDEX) + 1).alias("row_number"),
+            (pl.col(ROW_INDEX) + 1 + offset).alias("row_number"),
             pl.col(REASON),
             pl.struct(raw.columns).struct.json_encode().alias("payload"),
         )
@@ -78,54 +91,88 @@ def _payloads(raw: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _write_day(
+def insert_staged(
     con: duckdb.DuckDBPyConnection,
-    result: IngestionResult,
-    events: pl.DataFrame,
-    quarantine: pl.DataFrame,
-    catalog: pl.DataFrame | None,
+    table: str,
+    frame: pl.DataFrame,
+    params: dict,
+    verb: str = "insert",
 ) -> None:
-    """Replace the (source, day) slice of every table in one transaction."""
-    params = {"source": result.source, "event_day": result.day, "source_file": result.file}
-    key = [result.source, result.day]
-    con.execute("begin transaction")
+    """Insert `frame` into `table` through `sql/<table>.sql` (which reads `staged_<table>`)."""
+    if frame.height == 0:
+        return
+    con.register(f"staged_{table}", frame.to_arrow())
     try:
-        con.execute("delete from events where source = ? and event_day = ?", key)
-        con.execute("delete from quarantine where source = ? and event_day = ?", key)
-        con.execute("delete from ingestions where source = ? and event_day = ?", key)
-        if events.height:
-            con.register("staged_events", events.to_arrow())
-            con.execute(f"insert into events {sql_text('events')}", params)
-            con.unregister("staged_events")
-        if quarantine.height:
-            con.register("staged_quarantine", quarantine.to_arrow())
-            con.execute(f"insert into quarantine {sql_text('quarantine')}", params)
-            con.unregister("staged_quarantine")
-        if catalog is not None and catalog.height:
-            con.register("staged_catalog", catalog.to_arrow())
-            con.execute(f"insert or replace into catalog {sql_text('catalog')}")
-            con.unregister("staged_catalog")
-        con.execute(
-            "insert into ingestions values "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_localtimestamp())",
-            [
-                result.source,
-                result.day,
-                result.file,
-                result.sha256,
-                result.status,
-                result.rows_in,
-                result.rows_loaded,
-                result.rows_quarantined,
-                result.rows_filtered,
-                json.dumps(result.filtered_reasons),
-                json.dumps(result.quarantine_reasons),
-            ],
-        )
-        con.execute("commit")
-    except Exception:
-        con.execute("rollback")
-        raise
+        con.execute(f"{verb} into {table} {sql_text(table)}", params)
+    finally:
+        con.unregister(f"staged_{table}")
+
+
+def _record_ingestion(con: duckdb.DuckDBPyConnection, result: IngestionResult) -> None:
+    con.execute(
+        "insert or replace into ingestions (source, event_day, source_file, sha256, status, "
+        "rows_in, rows_loaded, rows_quarantined, rows_filtered, filtered_reasons, "
+        "quarantine_reasons, ingested_at, ignored_columns) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_localtimestamp(), ?)",
+        [
+            result.source,
+            result.day,
+            result.file,
+            result.sha256,
+            result.status,
+            result.rows_in,
+            result.rows_loaded,
+            result.rows_quarantined,
+            result.rows_filtered,
+            json.dumps(result.filtered_reasons),
+            json.dumps(result.quarantine_reasons),
+            json.dumps(result.ignored_columns),
+        ],
+    )
+
+
+@dataclass
+class _Tally:
+    """Running counts over the chunks of one file."""
+
+    rows_in: int = 0
+    rows_loaded: int = 0
+    filtered: Counter = field(default_factory=Counter)
+    quarantined: Counter = field(default_factory=Counter)
+    ignored: list[str] = field(default_factory=list)
+    catalogs: list[pl.DataFrame] = field(default_factory=list)
+
+
+def day_bounds(day: dt.date) -> dict[str, dt.datetime]:
+    """The contract parameters that pin a file's events to its day."""
+    start = dt.datetime.combine(day, dt.time())
+    return {"day_start": start, "day_end": start + dt.timedelta(days=1, microseconds=-1)}
+
+
+def _load_chunk(
+    con: duckdb.DuckDBPyConnection,
+    adapter: SourceAdapter,
+    raw: pl.DataFrame,
+    day: dt.date,
+    params: dict,
+    tally: _Tally,
+) -> None:
+    """Adapt, validate and insert one chunk; rows keep their number in the whole file."""
+    adapted = adapter.adapt(raw)
+    tally.ignored.extend(c for c in adapted.ignored_columns if c not in tally.ignored)
+    outcome = validate_rows("events", adapted.events, day_bounds(day))
+    bad = pl.concat([adapted.rejected, outcome.bad_rows])
+    events = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti").select(EVENT_COLUMNS)
+    if raw.height != events.height + bad.height + sum(adapted.filtered.values()):
+        raise RuntimeError(f"{params['source_file']}: row accounting broke; a bug in the adapter")
+    insert_staged(con, "events", events, params)
+    insert_staged(con, "quarantine", _payloads(raw, bad, tally.rows_in), params)
+    tally.rows_in += raw.height
+    tally.rows_loaded += events.height
+    tally.filtered.update(adapted.filtered)
+    tally.quarantined.update(bad[REASON].to_list())
+    if adapted.catalog is not None:
+        tally.catalogs.append(adapted.catalog)
 
 
 def ingest_file(
@@ -135,13 +182,21 @@ def ingest_file(
     *,
     max_bad_share: float,
     replace: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    published_root: Path | None = None,
+    fault: str | None = None,
 ) -> IngestionResult:
-    """Ingest one day file. Raises IngestError (one line naming the file) when it cannot."""
+    """Ingest one day file, streamed in chunks inside one transaction, so the day is replaced
+    whole or not at all. Raises IngestError (one line naming the file) when it cannot.
+
+    `published_root` (the recommendations folder) lets a late or replaced day flag the
+    published run dates that read it as stale."""
     adapter = adapter_for(source)
     day = day_of(path)
     checksum = sha256_of(path)
     previous = _previous(con, source, day)
-    if previous is not None and previous[2] != "rejected":
+    loaded_before = previous is not None and previous[2] != "rejected"
+    if loaded_before:
         if previous[0] == checksum:
             return IngestionResult(source, day, str(path), checksum, "unchanged")
         if not replace:
@@ -149,54 +204,76 @@ def ingest_file(
                 f"{path}: day {day} is already loaded from {previous[1]} with other content; "
                 "pass --replace to reload the day"
             )
-    raw = read_raw(path)
+    params = {"source": source, "event_day": day, "source_file": str(path)}
+    key = [source, day]
+    tally = _Tally()
+    con.execute("begin transaction")
     try:
-        adapted = adapter.adapt(raw)
-    except IngestError as exc:
-        raise IngestError(f"{path}: {exc}") from exc
-    if adapted.ignored_columns:
-        log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(adapted.ignored_columns))
-    start = dt.datetime.combine(day, dt.time())
-    outcome = validate_rows(
-        "events",
-        adapted.events,
-        {"day_start": start, "day_end": start + dt.timedelta(days=1, microseconds=-1)},
-    )
-    bad = pl.concat([adapted.rejected, outcome.bad_rows])
-    events = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti").select(EVENT_COLUMNS)
-    quarantine = _payloads(raw, bad)
-    rows_filtered = sum(adapted.filtered.values())
-    if raw.height != events.height + bad.height + rows_filtered:
-        raise RuntimeError(f"{path}: row accounting broke; this is a bug in the adapter")
-    bad_share = bad.height / raw.height if raw.height else 0.0
-    status = "replaced" if previous is not None and previous[2] != "rejected" else "loaded"
-    if bad_share > max_bad_share:
-        status = "rejected"
-    result = IngestionResult(
-        source=source,
-        day=day,
-        file=str(path),
-        sha256=checksum,
-        status=status,
-        rows_in=raw.height,
-        rows_loaded=0 if status == "rejected" else events.height,
-        rows_quarantined=bad.height,
-        rows_filtered=rows_filtered,
-        filtered_reasons=adapted.filtered,
-        quarantine_reasons=dict(sorted(Counter(bad[REASON].to_list()).items())),
-        ignored_columns=adapted.ignored_columns,
-    )
+        for table in ("events", "quarantine", "ingestions"):
+            con.execute(f"delete from {table} where source = ? and event_day = ?", key)
+        for raw in iter_raw_chunks(path, chunk_bytes):
+            try:
+                _load_chunk(con, adapter, raw, day, params, tally)
+            except IngestError as exc:
+                raise IngestError(f"{path}: {exc}") from exc
+            kill_if_armed(fault, "mid_ingest")
+        if tally.ignored:
+            log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(tally.ignored))
+        rows_bad = sum(tally.quarantined.values())
+        bad_share = rows_bad / tally.rows_in if tally.rows_in else 0.0
+        status = "replaced" if loaded_before else "loaded"
+        if bad_share > max_bad_share:
+            status = "rejected"
+        result = IngestionResult(
+            source=source,
+            day=day,
+            file=str(path),
+            sha256=checksum,
+            status=status,
+            rows_in=tally.rows_in,
+            rows_loaded=0 if status == "rejected" else tally.rows_loaded,
+            rows_quarantined=rows_bad,
+            rows_filtered=sum(tally.filtered.values()),
+            filtered_reasons=dict(sorted(tally.filtered.items())),
+            quarantine_reasons=dict(sorted(tally.quarantined.items())),
+            ignored_columns=tally.ignored,
+        )
+        stale: list[dt.date] = []
+        if status == "rejected":
+            if loaded_before:
+                con.execute("rollback")  # the previous load of the day stays exactly as it was
+            else:
+                # Keep the bad rows visible in quarantine, load nothing.
+                con.execute("delete from events where source = ? and event_day = ?", key)
+                _record_ingestion(con, result)
+                con.execute("commit")
+        else:
+            if tally.catalogs:
+                catalog = pl.concat(tally.catalogs).unique(subset=ITEM_ID, keep="first")
+                insert_staged(con, "catalog", catalog, {}, verb="insert or replace")
+            _record_ingestion(con, result)
+            stale = flag_stale(
+                con, published_dates(published_root), source, day, f"day {day} {status} late"
+            )
+            con.execute("commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # nothing to undo when it already ended
+            con.execute("rollback")
+        raise
     if status == "rejected":
-        # Keep the bad rows visible in quarantine, load nothing, keep the previous day intact.
-        if previous is None or previous[2] == "rejected":
-            _write_day(con, result, events.clear(), quarantine, None)
         raise BadShareError(
-            f"{path}: {bad_share:.1%} of {raw.height:,} rows broke the contract "
+            f"{path}: {bad_share:.1%} of {tally.rows_in:,} rows broke the contract "
             f"(threshold {max_bad_share:.1%}; reasons: {result.quarantine_reasons}); "
             "nothing loaded. Inspect with `nightrec quarantine list`, fix the file, ingest again"
         )
-    _write_day(con, result, events, quarantine, adapted.catalog)
-    return result
+    if stale:
+        log.warning(
+            "%s: published run date(s) %s read this day and are now stale; "
+            "`nightrec backfill` reruns them",
+            path.name,
+            ", ".join(d.isoformat() for d in stale),
+        )
+    return dataclasses.replace(result, stale_runs=[d.isoformat() for d in stale])
 
 
 ProgressCallback = Callable[[int, int, IngestionResult], None]
@@ -212,14 +289,28 @@ def ingest_landing(
     end: dt.date | None = None,
     replace: bool = False,
     on_file: ProgressCallback | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    published_root: Path | None = None,
+    fault: str | None = None,
+    memory_limit_mib: int | None = None,
 ) -> list[IngestionResult]:
-    """Ingest every day file under `landing` within [start, end], in day order."""
+    """Ingest every day file under `landing` within [start, end], in day order (see
+    `ingest_file` for the keyword arguments)."""
     adapter_for(source)  # fail on an unknown source before touching the store
     files = find_day_files(landing, start, end)
     results: list[IngestionResult] = []
-    with connect(db_path) as con:
+    with connect(db_path, memory_limit_mib=memory_limit_mib) as con:
         for done, path in enumerate(files, start=1):
-            result = ingest_file(con, source, path, max_bad_share=max_bad_share, replace=replace)
+            result = ingest_file(
+                con,
+                source,
+                path,
+                max_bad_share=max_bad_share,
+                replace=replace,
+                chunk_bytes=chunk_bytes,
+                published_root=published_root,
+                fault=fault,
+            )
             results.append(result)
             if on_file is not None:
                 on_file(done, len(files), result)

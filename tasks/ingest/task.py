@@ -9,6 +9,7 @@ from prefect import task
 
 from tasks.ingest.landing import find_day_files
 from tasks.ingest.load import ingest_catalog, ingest_landing, result_record
+from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
 
 log = logging.getLogger("nightrec.ingest")
@@ -34,9 +35,14 @@ def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
         max_bad_share=settings.max_bad_share,
         start=run_date,
         end=run_date,
+        chunk_bytes=settings.safety.chunk_bytes,
+        published_root=settings.recommendations_dir,
+        fault=settings.safety.fault,
+        memory_limit_mib=settings.safety.ingest_memory_mib,
     )
     for result in results:
         log.info(result.summary())
+    kill_if_armed(settings.safety.fault, "after_ingest")
     return [result_record(r) for r in results]
 
 

@@ -1,7 +1,9 @@
 """Write `recommendations/run_date=D/` atomically: stage beside it, then swap by rename.
 
 Readers see the old partition or the new one, never a half-written one; a crash leaves at
-most a `.staging-*` folder, which the next publish of that day removes.
+most a `.staging-*` folder, which the next publish of that day removes, or (killed between the
+two renames of the swap) the previous partition parked as `.old-*`, which `recover_partition`
+puts back before the day is run again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tasks.constants import (
     RUN_ID,
     USER_ID,
 )
+from tasks.safety.faults import kill_if_armed
 
 PART_NAME = "part-00000.parquet"
 
@@ -47,6 +50,7 @@ def publish(
     model_version: str,
     k: int,
     extra: dict[str, Any],
+    fault: str | None = None,
 ) -> dict[str, Any]:
     """Write the partition for `run_date`, replacing an earlier one; returns the manifest."""
     out = (
@@ -56,6 +60,7 @@ def publish(
     )
     final = partition_dir(root, run_date)
     root.mkdir(parents=True, exist_ok=True)
+    recover_partition(root, run_date)
     for stale in root.glob(f".staging-{final.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = root / f".staging-{final.name}-{run_id}"
@@ -77,18 +82,38 @@ def publish(
         **extra,
     }
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str))
-    _swap_in(staging, final)
+    kill_if_armed(fault, "mid_publish")
+    _swap_in(staging, final, fault)
     return manifest
 
 
-def _swap_in(staging: Path, final: Path) -> None:
+def _old_dir(final: Path) -> Path:
+    return final.with_name(f".old-{final.name}")
+
+
+def _swap_in(staging: Path, final: Path, fault: str | None = None) -> None:
     """Move the staged folder into place; the previous partition is removed only after."""
-    old = final.with_name(f".old-{final.name}")
+    old = _old_dir(final)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
+    kill_if_armed(fault, "mid_swap")
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_partition(root: Path, run_date: dt.date) -> str | None:
+    """Undo a swap that died half-way: put the parked previous partition back if the new
+    one never arrived, or drop it if it did. Returns what it did, None when nothing to do."""
+    final = partition_dir(root, run_date)
+    old = _old_dir(final)
+    if not old.exists():
+        return None
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        return f"removed leftover {old.name}"
+    os.replace(old, final)
+    return f"restored {final.name} from {old.name}"
 
 
 def read_manifest(root: Path, run_date: dt.date) -> dict[str, Any] | None:
@@ -119,8 +144,11 @@ def publish_from(
     model_version: str,
     k: int,
     extra: dict[str, Any],
+    fault: str | None = None,
 ) -> dict[str, Any]:
-    return publish(pl.read_parquet(recs_path), root, run_date, run_id, model_version, k, extra)
+    recs = pl.read_parquet(recs_path)
+    return publish(recs, root, run_date, run_id, model_version, k, extra, fault)
 
 
 publish_task = task(name="publish")(publish_from)
+recover_task = task(name="recover-partition")(recover_partition)

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,14 +117,30 @@ def recommend_with(
     as_of: dt.datetime,
     settings: Settings,
     frame: pl.DataFrame | None = None,
+    allowed_items: pl.Series | None = None,
+    check_features: Callable[[pl.DataFrame], None] | None = None,
 ) -> pl.DataFrame:
     """Top-K per user as of `as_of`, padded with popular items (as train.recommend does).
-    `frame` is the users' candidate frame when the caller already built it."""
+
+    `frame` is the users' candidate frame when the caller already built it; `allowed_items`
+    (when given) limits what may be recommended (catalog less forbidden items);
+    `check_features` sees the feature frame before anything is scored.
+    """
     past = events.filter(pl.col(TS) < as_of)
     if frame is None:
         frame = candidate_frame(past, catalog, users, as_of, settings.candidates)
-    scored = scored_frame(scorer, frame, past, as_of)
+    if check_features is not None:
+        check_features(frame)
     popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
+    if allowed_items is not None:
+        frame = frame.filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
+        # Rank every item first: the filter must not leave fewer than 2k to pad with.
+        popular = (
+            popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
+            .filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
+            .head(2 * settings.k)
+        )
+    scored = scored_frame(scorer, frame, past, as_of)
     return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
 
 

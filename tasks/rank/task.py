@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightgbm as lgb
 import polars as pl
 from prefect import task
 
@@ -25,10 +28,23 @@ from tasks.rank.kinds import (
 )
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
+from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
+from tasks.validate.features import validate_features
+from tasks.validate.run_report import ContractViolation, enforce
 
 log = logging.getLogger("nightrec.rank")
 BASELINE_VERSION = "baseline-repurchase"
+# What a damaged or incompatible model file raises while loading or scoring (LightGBM, torch).
+UNUSABLE_MODEL = (
+    registry.RegistryError,
+    lgb.basic.LightGBMError,
+    OSError,
+    KeyError,
+    ValueError,
+    RuntimeError,
+    pickle.UnpicklingError,
+)
 
 
 @dataclass(frozen=True)
@@ -36,29 +52,11 @@ class ModelChoice:
     version: str | None  # None: no model could be trained, publish the baseline
     retrained: bool
     reason: str
-    kind: str | None = None  # lightgbm | neural | blend of the serving model
-
-
-def _kind_of(models_dir: Path, version: str | None) -> str | None:
-    if version is None:
-        return None
-    return registry.load(models_dir, version).meta.get("model_kind", "lightgbm")
 
 
 def choose_model(
     settings: Settings, snapshot: Snapshot, retrain: bool | None = None
 ) -> ModelChoice:
-    """The model to serve with, and its kind (see _choose)."""
-    choice = _choose(settings, snapshot, retrain)
-    return ModelChoice(
-        choice.version,
-        choice.retrained,
-        choice.reason,
-        _kind_of(settings.models_dir, choice.version),
-    )
-
-
-def _choose(settings: Settings, snapshot: Snapshot, retrain: bool | None = None) -> ModelChoice:
     """Retrain when the newest model before the cutoff is older than the retrain cadence (or
     when asked); a new model of the configured kind serves only if the promotion gate accepts
     it."""
@@ -81,6 +79,12 @@ def _choose(settings: Settings, snapshot: Snapshot, retrain: bool | None = None)
         if serving is None:
             return ModelChoice(None, False, f"{exc}: baseline")
         return ModelChoice(serving.version, False, f"kept {serving.version}: {exc}")
+    except Exception as exc:  # a failing ranker must not stop the night: serve what we have
+        log.exception("training the ranker failed")
+        failure = f"ranker training failed ({type(exc).__name__}: {exc})"
+        if serving is None:
+            return ModelChoice(None, False, f"{failure}: baseline")
+        return ModelChoice(serving.version, False, f"{failure}; kept champion {serving.version}")
     record = register_trained(models_dir, trained)
     if serving is not None and serving.version == record.version:
         return ModelChoice(record.version, True, "retrained the serving model (same content)")
@@ -98,30 +102,104 @@ def _choose(settings: Settings, snapshot: Snapshot, retrain: bool | None = None)
     )
 
 
+@dataclass(frozen=True)
+class ScoreOutcome:
+    recs_path: Path
+    model_version: str  # the model that scored, or BASELINE_VERSION
+    model_kind: str | None  # lightgbm | neural | blend; None for the baseline
+    fallback: str | None  # why the chosen model was not used, when it was not
+
+
+def allowed_items(catalog: pl.DataFrame, forbidden: list[str]) -> pl.Series:
+    """What a run may recommend: catalog items that are not forbidden."""
+    items = catalog.get_column(ITEM_ID)
+    return items.filter(~items.is_in(pl.Series(forbidden, dtype=pl.Utf8).implode()))
+
+
+def _baseline(
+    settings: Settings,
+    events: pl.DataFrame,
+    users: pl.Series,
+    cutoff: dt.datetime,
+    allowed: pl.Series,
+) -> pl.DataFrame:
+    """Repurchase baseline padded with popular items, both limited to `allowed` items."""
+    ranked_popular = popular_items(
+        events, cutoff, settings.candidates.popular_days, events.height + 1
+    )
+    popular = ranked_popular.filter(pl.col(ITEM_ID).is_in(allowed.implode())).head(2 * settings.k)
+    baseline = repurchase(events, users, cutoff, settings.k + len(settings.safety.forbidden_items))
+    baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
+    return top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
+        pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
+        .then(pl.lit(BASELINE_VERSION))
+        .otherwise(pl.col(REC_SOURCE))
+        .alias(REC_SOURCE)
+    )
+
+
+def _fallbacks(settings: Settings, snapshot: Snapshot, chosen: str | None) -> list[str]:
+    """Models to try, in order: the chosen one, then the champion serving this cutoff."""
+    order = [chosen] if chosen else []
+    try:
+        serving = registry.serving_model(settings.models_dir, snapshot.cutoff)
+    except registry.RegistryError:
+        serving = None
+    if serving is not None and serving.version not in order:
+        order.append(serving.version)
+    return order
+
+
 def score_users(
-    settings: Settings, snapshot: Snapshot, model_version: str | None, work_dir: Path
-) -> Path:
-    """Top-K for every known user as of the cutoff; written to `work_dir/recs.parquet`."""
+    settings: Settings,
+    snapshot: Snapshot,
+    model_version: str | None,
+    work_dir: Path,
+    report: Path,
+) -> ScoreOutcome:
+    """Top-K for every known user as of the cutoff; written to `work_dir/recs.parquet`.
+
+    The feature table is checked against its contract (recorded in `report`) before scoring.
+    A model that cannot be loaded or fails to score falls back to the champion, then to the
+    repurchase baseline; the outcome says which model scored and why.
+    """
     events, catalog = snapshot.events(), snapshot.catalog()
     users = known_users(events, snapshot.cutoff)
-    if model_version is None:
-        popular = popular_items(
-            events, snapshot.cutoff, settings.candidates.popular_days, 2 * settings.k
-        )
-        baseline = repurchase(events, users, snapshot.cutoff, settings.k)
-        recs = top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
-            pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
-            .then(pl.lit(BASELINE_VERSION))
-            .otherwise(pl.col(REC_SOURCE))
-            .alias(REC_SOURCE)
-        )
-    else:
-        record = registry.load(settings.models_dir, model_version)
-        scorer = load_scorer(record, settings)
-        recs = recommend_with(scorer, events, catalog, users, snapshot.cutoff, settings)
+    allowed = allowed_items(catalog, settings.safety.forbidden_items)
+
+    def check_features(frame: pl.DataFrame) -> None:
+        kill_if_armed(settings.safety.fault, "mid_scoring")
+        enforce(report, "features", [validate_features(frame)])
+
+    recs, used, kind, failures = None, BASELINE_VERSION, None, []
+    for version in _fallbacks(settings, snapshot, model_version):
+        try:
+            record = registry.load(settings.models_dir, version)
+            scorer = load_scorer(record, settings)
+            recs = recommend_with(
+                scorer,
+                events,
+                catalog,
+                users,
+                snapshot.cutoff,
+                settings,
+                allowed_items=allowed,
+                check_features=check_features,
+            )
+            used, kind = version, record.meta.get("model_kind", "lightgbm")
+            break
+        except ContractViolation:
+            raise  # bad features stop the run; no other model would fix them
+        except UNUSABLE_MODEL as exc:
+            log.error("model %s cannot score (%s); falling back", version, exc)
+            failures.append(f"{version} unusable ({type(exc).__name__})")
+    if recs is None:  # the baseline reads no features, so there are none to check
+        kill_if_armed(settings.safety.fault, "mid_scoring")
+        recs = _baseline(settings, events, users, snapshot.cutoff, allowed)
     path = work_dir / "recs.parquet"
     recs.write_parquet(path)
-    return path
+    fallback = f"{'; '.join(failures)}: scored with {used}" if failures else None
+    return ScoreOutcome(path, used, kind, fallback)
 
 
 choose_model_task = task(name="choose-model")(choose_model)

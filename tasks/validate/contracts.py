@@ -1,5 +1,10 @@
-"""Load a contract from `data_contracts/`, compile it into a Great Expectations suite, and
-turn a failed validation into per-row quarantine reasons.
+"""Load a contract from `data_contracts/`, compile it into Great Expectations suites, and
+turn a failed validation into per-row quarantine reasons or a per-run report.
+
+A contract has row expectations on the table itself and, optionally, `aggregates`: named
+frames derived from the table (e.g. one row per customer of the top-K) that carry the
+multi-row rules GE has no expectation for. The caller computes an aggregate frame (Polars);
+its expectations are compiled into a suite of their own, named `<table>.<aggregate>`.
 
 Great Expectations validates pandas frames only (DESIGN.md), and its import takes seconds, so
 it is imported lazily and one ephemeral context serves the whole process.
@@ -7,7 +12,7 @@ it is imported lazily and one ephemeral context serves the whole process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,15 +29,34 @@ class ContractError(ValueError):
 
 
 @dataclass(frozen=True)
+class Aggregate:
+    """A frame derived from the table, with expectations of its own."""
+
+    columns: dict[str, dict[str, Any]]
+    expectations: list[dict[str, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
 class Contract:
     table: str
     version: int
     columns: dict[str, dict[str, Any]]
     expectations: list[dict[str, dict[str, Any]]]
+    aggregates: dict[str, Aggregate] = field(default_factory=dict)
 
     @property
     def required_columns(self) -> list[str]:
         return [name for name, spec in self.columns.items() if spec.get("required", False)]
+
+    def part(self, aggregate: str | None) -> tuple[dict[str, dict[str, Any]], list[dict]]:
+        """(columns, expectations) of the table (None) or of one of its aggregates."""
+        if aggregate is None:
+            return self.columns, self.expectations
+        try:
+            spec = self.aggregates[aggregate]
+        except KeyError:
+            raise ContractError(f"contract {self.table!r} has no aggregate {aggregate!r}") from None
+        return spec.columns, spec.expectations
 
 
 @cache
@@ -48,8 +72,14 @@ def load_contract(table: str) -> Contract:
             version=int(doc["version"]),
             columns=dict(doc["columns"]),
             expectations=list(doc.get("expectations", [])),
+            aggregates={
+                name: Aggregate(
+                    columns=dict(spec["columns"]), expectations=list(spec["expectations"])
+                )
+                for name, spec in (doc.get("aggregates") or {}).items()
+            },
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ContractError(f"contract {path} is malformed: {exc}") from exc
 
 
@@ -64,29 +94,66 @@ def _expectation_class(snake_name: str) -> type:
 
 
 @cache
-def _validator(table: str) -> tuple[Any, Any]:
-    """(batch definition, suite) for `table`, built once per process."""
+def _context() -> Any:
+    """One ephemeral GE context per process (creating one costs about a second)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    contract = load_contract(table)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
+def suite_name(table: str, aggregate: str | None = None) -> str:
+    return table if aggregate is None else f"{table}.{aggregate}"
+
+
+@cache
+def _validator(table: str, aggregate: str | None = None) -> tuple[Any, Any]:
+    """(batch definition, suite) for `table` or one of its aggregates, built once per process."""
+    import great_expectations as gx
+
+    contract = load_contract(table)
+    _, expectations = contract.part(aggregate)
+    name = suite_name(table, aggregate)
     batch_definition = (
-        context.data_sources.add_pandas(f"{table}_frames")
-        .add_dataframe_asset(table)
-        .add_batch_definition_whole_dataframe(f"{table}_batch")
+        _context()
+        .data_sources.add_pandas(f"{name}_frames")
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe(f"{name}_batch")
     )
-    suite = gx.ExpectationSuite(name=f"{table}_v{contract.version}")
-    for entry in contract.expectations:
-        ((name, kwargs),) = entry.items()
-        suite.add_expectation(_expectation_class(name)(**kwargs))
+    suite = gx.ExpectationSuite(name=f"{name}_v{contract.version}")
+    for entry in expectations:
+        ((expectation, kwargs),) = entry.items()
+        suite.add_expectation(_expectation_class(expectation)(**kwargs))
     return batch_definition, suite
+
+
+def _run_suite(
+    batch_definition: Any, suite: Any, pdf: Any, result_format: str, parameters: dict
+) -> Any:
+    """Validate one frame, then drop what GE keeps of it.
+
+    The datasource's one execution engine caches every batch (the frame itself) and every
+    metric it computed, so a long stream of chunks would grow memory without bound."""
+    try:
+        return batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
+            suite, result_format=result_format, expectation_parameters=parameters
+        )
+    finally:
+        engine = batch_definition.data_asset.datasource.get_execution_engine()
+        engine.batch_manager.reset_batch_cache()
+        cache = getattr(engine, "_metric_cache", None)
+        if isinstance(cache, dict):
+            cache.clear()
 
 
 def _reason(config: Any) -> str:
     kwargs = config.kwargs
-    return f"contract:{config.type}:{kwargs.get('column', '*')}"
+    column = kwargs.get("column") or "+".join(
+        str(kwargs[c]) for c in ("column_A", "column_B") if c in kwargs
+    )
+    return f"contract:{config.type}:{column or '*'}"
 
 
 @dataclass(frozen=True)
@@ -109,9 +176,7 @@ def validate_rows(
     batch_definition, suite = _validator(table)
     pdf = frame.select([*contract.columns.keys(), ROW_INDEX]).to_pandas()
     pdf.index = pdf[ROW_INDEX].to_numpy()
-    result = batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
-        suite, result_format="COMPLETE", expectation_parameters=parameters or {}
-    )
+    result = _run_suite(batch_definition, suite, pdf, "COMPLETE", parameters or {})
     rows: list[int] = []
     reasons: list[str] = []
     failed: list[str] = []
@@ -126,3 +191,63 @@ def validate_rows(
     bad = pl.DataFrame({ROW_INDEX: rows, "reason": reasons}, schema=empty.schema)
     bad = bad.unique(subset=ROW_INDEX, keep="first", maintain_order=True)
     return ValidationOutcome(bad, len(result.results), failed)
+
+
+@dataclass(frozen=True)
+class SuiteReport:
+    """The outcome of one suite on one frame, JSON-ready via `as_dict`."""
+
+    suite: str
+    version: int
+    rows: int
+    results: list[dict[str, Any]]  # per expectation: rule, success, unexpected count, sample
+
+    @property
+    def success(self) -> bool:
+        return all(r["success"] for r in self.results)
+
+    @property
+    def failed(self) -> list[str]:
+        return [r["rule"] for r in self.results if not r["success"]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "suite": self.suite,
+            "version": self.version,
+            "rows": self.rows,
+            "success": self.success,
+            "results": self.results,
+        }
+
+
+def check_frame(
+    table: str,
+    frame: pl.DataFrame,
+    parameters: dict[str, Any] | None = None,
+    aggregate: str | None = None,
+) -> SuiteReport:
+    """Validate a whole frame (the table, or one of its aggregates) and summarise the result."""
+    contract = load_contract(table)
+    columns, _ = contract.part(aggregate)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ContractError(
+            f"frame for {suite_name(table, aggregate)} lacks column(s) {', '.join(missing)}"
+        )
+    batch_definition, suite = _validator(table, aggregate)
+    pdf = frame.select(list(columns)).to_pandas()
+    result = _run_suite(batch_definition, suite, pdf, "SUMMARY", parameters or {})
+    results = []
+    for res in result.results:
+        summary = res.result or {}
+        results.append(
+            {
+                "rule": _reason(res.expectation_config),
+                "success": bool(res.success),
+                "unexpected_count": int(summary.get("unexpected_count") or 0),
+                "unexpected_sample": [
+                    str(v) for v in (summary.get("partial_unexpected_list") or [])[:5]
+                ],
+            }
+        )
+    return SuiteReport(suite_name(table, aggregate), contract.version, frame.height, results)

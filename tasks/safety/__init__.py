@@ -1,0 +1,1 @@
+"""Crash safety: the fault-injection hook and recovery of half-finished writes."""

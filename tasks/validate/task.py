@@ -1,0 +1,31 @@
+"""Prefect task: check the scored top-K against its contract before it may be published."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+from prefect import task
+
+from tasks.constants import ITEM_ID
+from tasks.features.snapshot import Snapshot
+from tasks.rank.dataset import known_users
+from tasks.settings import Settings
+from tasks.validate.run_report import enforce
+from tasks.validate.topk import validate_topk
+
+
+def check_topk(settings: Settings, snapshot: Snapshot, recs_path: Path, report: Path) -> None:
+    """Raise ContractViolation (nothing gets published) when the top-K breaks its contract."""
+    events = snapshot.events()
+    reports = validate_topk(
+        pl.read_parquet(recs_path),
+        settings.k,
+        snapshot.catalog().get_column(ITEM_ID).to_list(),
+        known_users(events, snapshot.cutoff).to_list(),
+        settings.safety.forbidden_items,
+    )
+    enforce(report, "top_k", reports)
+
+
+check_topk_task = task(name="check-top-k")(check_topk)

@@ -1,0 +1,59 @@
+"""The published top-K contract: per-customer aggregates in Polars, then GE on both frames."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import polars as pl
+
+from tasks.constants import ITEM_ID, RANK, SCORE, USER_ID
+from tasks.validate.contracts import SuiteReport, check_frame
+
+TABLE = "recommendations"
+
+
+def per_customer(recs: pl.DataFrame, expected_rows: int) -> pl.DataFrame:
+    """One row per customer with the counts the multi-row rules look at.
+
+    Rows are taken in rank order (ties by item id keep this deterministic); `rank_errors`
+    counts rows whose rank differs from their position, `score_increases` counts rows whose
+    score is higher than the row above.
+    """
+    ordered = recs.sort(USER_ID, RANK, ITEM_ID)
+    return (
+        ordered.group_by(USER_ID, maintain_order=True)
+        .agg(
+            pl.len().cast(pl.Int64).alias("rows"),
+            (pl.len() - pl.col(ITEM_ID).n_unique()).cast(pl.Int64).alias("duplicate_items"),
+            (pl.col(RANK).cast(pl.Int64) != pl.int_range(1, pl.len() + 1))
+            .sum()
+            .cast(pl.Int64)
+            .alias("rank_errors"),
+            (pl.col(SCORE).diff() > 0).sum().cast(pl.Int64).alias("score_increases"),
+        )
+        .with_columns(pl.lit(expected_rows, dtype=pl.Int64).alias("expected_rows"))
+    )
+
+
+def validate_topk(
+    recs: pl.DataFrame,
+    k: int,
+    catalog_items: Iterable[str],
+    known_users: Iterable[str],
+    forbidden_items: Iterable[str] = (),
+) -> list[SuiteReport]:
+    """Row rules and per-customer rules of the top-K; exactly K where the catalog allows."""
+    catalog = set(catalog_items)
+    forbidden = sorted(set(forbidden_items))
+    allowed = len(catalog - set(forbidden))
+    parameters = {
+        "k": k,
+        "catalog_items": sorted(catalog),
+        "known_users": sorted(set(known_users)),
+        "forbidden_items": forbidden,
+    }
+    rows = check_frame(TABLE, recs, parameters)
+    customers = check_frame(
+        TABLE, per_customer(recs, min(k, allowed)), {"k": k}, aggregate="per_customer"
+    )
+    return [rows, customers]

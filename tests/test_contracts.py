@@ -1,0 +1,259 @@
+"""Contracts of the feature table and the published top-K: each rule broken once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tasks.validate.contracts import ContractError, check_frame, load_contract
+from tasks.validate.features import validate_features
+from tasks.validate.run_report import ContractViolation, enforce, read_report
+from tasks.validate.topk import per_customer, validate_topk
+
+K = 3
+CATALOG = ["a", "b", "c", "d"]
+USERS = ["u1", "u2"]
+
+
+def good_recs() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": ["u1"] * 3 + ["u2"] * 3,
+            "item_id": ["a", "b", "c", "d", "a", "b"],
+            "rank": [1, 2, 3, 1, 2, 3],
+            "score": [0.9, 0.5, 0.5, 2.0, 1.0, -1.0],
+        },
+        schema_overrides={"rank": pl.Int32},
+    )
+
+
+def failed_rules(recs: pl.DataFrame, **kw) -> set[str]:
+    args = {"k": K, "catalog_items": CATALOG, "known_users": USERS, **kw}
+    reports = validate_topk(recs, **args)
+    return {f"{r.suite}:{rule}" for r in reports for rule in r.failed}
+
+
+def _set(recs: pl.DataFrame, row: int, column: str, value) -> pl.DataFrame:
+    values = recs.get_column(column).to_list()
+    values[row] = value
+    return recs.with_columns(pl.Series(column, values, dtype=recs.schema[column]))
+
+
+ROWS = "recommendations:contract:"
+PER = "recommendations.per_customer:contract:"
+
+
+def test_a_good_top_k_passes_every_rule() -> None:
+    assert failed_rules(good_recs()) == set()
+    # Ties in score are allowed; a catalog smaller than K asks for every item once.
+    small = pl.DataFrame(
+        {"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["a", "b", "b", "a"]},
+    ).with_columns(
+        pl.Series("rank", [1, 2, 1, 2], dtype=pl.Int32), pl.Series("score", [2.0, 1.0, 1.0, 1.0])
+    )
+    assert failed_rules(small, catalog_items=["a", "b"]) == set()
+    # Forbidden items shrink what the catalog allows: {a, b, c} less c leaves two.
+    assert failed_rules(small, catalog_items=["a", "b", "c"], forbidden_items=["c"]) == set()
+    assert failed_rules(small, catalog_items=["a", "b", "c"]) == {
+        f"{PER}expect_column_pair_values_to_be_equal:rows+expected_rows"
+    }
+
+
+def test_per_customer_aggregates_by_hand() -> None:
+    recs = _set(_set(good_recs(), 1, "score", 1.5), 2, "rank", 2)
+    frame = per_customer(recs, 3).sort("user_id")
+    assert frame.rows(named=True)[0] == {
+        "user_id": "u1",
+        "rows": 3,
+        "duplicate_items": 0,
+        # ranks 1, 2, 2 sorted: the third row should be 3
+        "rank_errors": 1,
+        # in rank order (ties by item id): 0.9, 1.5, 0.5 -> one increase
+        "score_increases": 1,
+        "expected_rows": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate", "kwargs", "expected"),
+    [
+        (
+            "more than K rows",
+            lambda r: pl.concat(
+                [
+                    r,
+                    pl.DataFrame(
+                        {"user_id": ["u1"], "item_id": ["d"], "rank": [4], "score": [0.1]}
+                    ),
+                ],
+                how="vertical_relaxed",
+            ),
+            {},
+            {
+                f"{ROWS}expect_column_values_to_be_between:rank",
+                f"{PER}expect_column_values_to_be_between:rows",
+                f"{PER}expect_column_pair_values_to_be_equal:rows+expected_rows",
+            },
+        ),
+        (
+            "fewer than K although the catalog allows K",
+            lambda r: r.filter(~((pl.col("user_id") == "u1") & (pl.col("rank") == 3))),
+            {},
+            {f"{PER}expect_column_pair_values_to_be_equal:rows+expected_rows"},
+        ),
+        (
+            "duplicate item for a customer",
+            lambda r: _set(r, 1, "item_id", "a"),
+            {},
+            {f"{PER}expect_column_values_to_be_between:duplicate_items"},
+        ),
+        (
+            "ranks not 1..K",
+            lambda r: _set(r, 1, "rank", 1),
+            {},
+            {f"{PER}expect_column_values_to_be_between:rank_errors"},
+        ),
+        (
+            "score increases with rank",
+            lambda r: _set(r, 2, "score", 0.7),
+            {},
+            {f"{PER}expect_column_values_to_be_between:score_increases"},
+        ),
+        (
+            "item not in the catalog",
+            lambda r: _set(r, 0, "item_id", "zz"),
+            {},
+            {f"{ROWS}expect_column_values_to_be_in_set:item_id"},
+        ),
+        (
+            "unknown customer",
+            lambda r: r.with_columns(pl.col("user_id").replace("u2", "u9")),
+            {},
+            {f"{ROWS}expect_column_values_to_be_in_set:user_id"},
+        ),
+        (
+            "forbidden item",
+            lambda r: r,
+            {"forbidden_items": ["c"]},
+            {f"{ROWS}expect_column_values_to_not_be_in_set:item_id"},
+        ),
+        (
+            "missing score",
+            lambda r: _set(r, 5, "score", None),
+            {},
+            {f"{ROWS}expect_column_values_to_not_be_null:score"},
+        ),
+    ],
+)
+def test_each_top_k_rule_broken_once_fails_exactly_that_rule(
+    name: str, mutate, kwargs: dict, expected: set[str]
+) -> None:
+    assert failed_rules(mutate(good_recs()), **kwargs) == expected, name
+
+
+def good_features() -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2"],
+            "item_id": ["a", "b", "a"],
+            "ui_orders": [2, 0, 1],
+            "ui_days_since_last": [3.0, None, 0.5],
+            "ui_order_share": [1.0, 0.0, 0.5],
+            "ui_in_last_order": [1, 0, 0],
+            "u_days_since_last": [3.0, 3.0, 0.5],
+            "u_days_since_event": [1.0, 1.0, 0.1],
+            "uc_share": [0.5, 0.5, 1.0],
+            "i_repeat_rate": [0.2, 0.0, 0.2],
+            "i_buyers_7d": [1, 0, 1],
+            "i_buyers_30d": [4, 0, 4],
+            "i_days_since_last_sale": [0.5, 9.0, 0.5],
+            "extra_feature": [1, 2, 3],  # columns the contract does not name are not checked
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "value", "rule"),
+    [
+        ("ui_days_since_last", 0, -1.0, "expect_column_values_to_be_between:ui_days_since_last"),
+        ("item_id", 1, "a", "expect_compound_columns_to_be_unique:*"),
+        ("uc_share", 2, 1.5, "expect_column_values_to_be_between:uc_share"),
+        (
+            "i_buyers_7d",
+            0,
+            5,
+            "expect_column_pair_values_a_to_be_greater_than_b:i_buyers_30d+i_buyers_7d",
+        ),
+        ("ui_in_last_order", 1, 2, "expect_column_values_to_be_in_set:ui_in_last_order"),
+    ],
+)
+def test_features_contract_catches_look_ahead_and_bad_values(
+    column: str, row: int, value, rule: str
+) -> None:
+    assert validate_features(good_features()).success
+    report = validate_features(_set(good_features(), row, column, value))
+    assert report.failed == [f"contract:{rule}"]
+
+
+def test_contract_errors_are_clear() -> None:
+    with pytest.raises(ContractError, match="no aggregate 'nope'"):
+        load_contract("recommendations").part("nope")
+    with pytest.raises(ContractError, match="lacks column"):
+        check_frame("recommendations", good_recs().drop("score"))
+
+
+def test_run_report_keeps_every_stage_and_a_failure_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "validation" / "run_date=2026-01-01" / "run-1.json"
+    enforce(path, "features", [validate_features(good_features())])
+    bad = _set(good_recs(), 2, "score", 0.7)
+    with pytest.raises(ContractViolation, match=r"top_k broke its contract .*score_increases"):
+        enforce(path, "top_k", validate_topk(bad, K, CATALOG, USERS))
+    doc = read_report(path)
+    assert doc["success"] is False
+    assert doc["stages"]["features"]["success"] is True
+    suites = {s["suite"]: s for s in doc["stages"]["top_k"]["suites"]}
+    failed = [r for r in suites["recommendations.per_customer"]["results"] if not r["success"]]
+    assert [(r["rule"], r["unexpected_count"]) for r in failed] == [
+        ("contract:expect_column_values_to_be_between:score_increases", 1)
+    ]
+    assert json.loads(path.read_text()) == doc
+
+
+def test_check_topk_stops_a_bad_top_k_before_publishing(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from tasks.features.snapshot import Snapshot
+    from tasks.settings import load_settings
+    from tasks.validate.task import check_topk
+
+    events = pl.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "item_id": ["a", "b"],
+            "event_type": ["purchase", "view"],
+            "ts": [dt.datetime(2026, 1, 1, 10), dt.datetime(2026, 1, 2, 10)],
+        }
+    )
+    catalog = pl.DataFrame({"item_id": CATALOG})
+    events.write_parquet(tmp_path / "events.parquet")
+    catalog.write_parquet(tmp_path / "catalog.parquet")
+    snapshot = Snapshot(
+        tmp_path / "events.parquet",
+        tmp_path / "catalog.parquet",
+        dt.datetime(2026, 1, 3),
+        2,
+        dt.datetime(2026, 1, 2, 10),
+    )
+    settings = load_settings(home=tmp_path, k=K)
+    report = tmp_path / "validation" / "run.json"
+    good_recs().write_parquet(tmp_path / "good.parquet")
+    check_topk(settings, snapshot, tmp_path / "good.parquet", report)
+    assert read_report(report)["stages"]["top_k"]["success"] is True
+
+    settings = load_settings(home=tmp_path, k=K, safety={"forbidden_items": ["d"]})
+    with pytest.raises(ContractViolation, match="expect_column_values_to_not_be_in_set:item_id"):
+        check_topk(settings, snapshot, tmp_path / "good.parquet", report)
+    assert read_report(report)["success"] is False
