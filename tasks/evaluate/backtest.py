@@ -5,15 +5,22 @@ baseline on the same customers, with a bootstrap interval on the difference."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 
 from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase
-from tasks.constants import EVAL_KS, TS
-from tasks.evaluate.metrics import evaluate_all, paired_bootstrap, per_user_metrics
+from tasks.constants import EVAL_KS, TS, USER_ID
+from tasks.evaluate.metrics import (
+    METRIC_NAMES,
+    bootstrap_interval,
+    evaluate_all,
+    paired_bootstrap,
+    per_user_metrics,
+)
 from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.evaluate.segments import HISTORY_SEGMENTS, SEGMENT, history_segments
 from tasks.rank.gate import MODEL_KEY
 from tasks.rank.train import recommend, train_ranker
 from tasks.settings import Settings
@@ -36,6 +43,12 @@ class Backtest:
     best_baseline: str
     ndcg_difference: dict[str, float]  # mean_diff, low, high (95% paired bootstrap)
     model_meta: dict[str, Any]
+    # method -> "metric@k" -> [low, high]: 95% bootstrap interval of the mean over users
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # per-user NDCG@10 of the best model minus the best baseline, in user order
+    ndcg_diffs: list[float] = field(default_factory=list)
+    # one row per history segment: segment, users, then method -> mean NDCG@10
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +64,8 @@ class Backtest:
                 for k in ("train_windows", "validation_window", "best_iteration", "train_rows")
             },
             "feature_importance": self.model_meta["feature_importance"],
+            "intervals": self.intervals,
+            "ndcg@10_by_history": self.segments,
         }
 
 
@@ -81,11 +96,27 @@ def run_backtest(
         for name, method_recs in recs.items()
     }
     best_baseline = max(BASELINES, key=lambda name: metrics[name]["ndcg@10"])
-    per_model = per_user_metrics(recs[MODEL_KEY], truth, users, 10).get_column("ndcg").to_numpy()
-    per_base = per_user_metrics(recs[best_baseline], truth, users, 10).get_column("ndcg")
-    diff = paired_bootstrap(
-        per_model, per_base.to_numpy(), n_resamples=n_resamples, seed=settings.seed
-    )
+    per_user = {
+        (name, k): per_user_metrics(method_recs, truth, users, k)
+        for name, method_recs in recs.items()
+        for k in EVAL_KS
+    }
+    intervals = {
+        name: {
+            f"{metric}@{k}": list(
+                bootstrap_interval(
+                    per_user[name, k].get_column(metric).to_numpy(), n_resamples, settings.seed
+                )
+            )
+            for k in EVAL_KS
+            for metric in METRIC_NAMES
+        }
+        for name in recs
+    }
+    per_model = per_user[MODEL_KEY, 10].get_column("ndcg").to_numpy()
+    per_base = per_user[best_baseline, 10].get_column("ndcg").to_numpy()
+    diff = paired_bootstrap(per_model, per_base, n_resamples=n_resamples, seed=settings.seed)
+    segments = _ndcg_by_history(per_user, list(recs), train, users, as_of)
     return Backtest(
         as_of=as_of,
         horizon_days=horizon,
@@ -95,4 +126,28 @@ def run_backtest(
         best_baseline=best_baseline,
         ndcg_difference={"mean_diff": diff.mean_diff, "low": diff.low, "high": diff.high},
         model_meta=outcome.meta,
+        intervals=intervals,
+        ndcg_diffs=(per_model - per_base).tolist(),
+        segments=segments,
     )
+
+
+def _ndcg_by_history(
+    per_user: dict[tuple[str, int], pl.DataFrame],
+    methods: list[str],
+    train: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Mean NDCG@10 per method within each history segment that has users."""
+    frame = history_segments(train, users, as_of).select(USER_ID, SEGMENT)
+    for name in methods:
+        ndcg = per_user[name, 10].select(USER_ID, pl.col("ndcg").alias(name))
+        frame = frame.join(ndcg, on=USER_ID, how="left")
+    rows = []
+    for label, _, _ in HISTORY_SEGMENTS:
+        part = frame.filter(pl.col(SEGMENT) == label)
+        if part.height:
+            means = {name: float(part.get_column(name).mean()) for name in methods}
+            rows.append({"segment": label, "users": part.height, **means})
+    return rows

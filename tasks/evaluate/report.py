@@ -12,7 +12,8 @@ RANKING = ("ndcg", "recall", "map", "hitrate", "precision")
 BEYOND = ("items_covered", "coverage", "novelty", "diversity")
 
 
-def render_markdown(result: Backtest, command: str) -> str:
+def render_markdown(result: Backtest, command: str, plots: dict[str, str] | None = None) -> str:
+    """The report page; `plots` maps a title to a PNG file name beside the page."""
     diff = result.ndcg_difference
     lines = [
         f"# Backtest at as-of {result.as_of:%Y-%m-%d}",
@@ -40,6 +41,7 @@ def render_markdown(result: Backtest, command: str) -> str:
         f"[{diff['low']:+.4f}, {diff['high']:+.4f}]"
         + (" (excludes zero)" if diff["low"] > 0 or diff["high"] < 0 else " (includes zero)"),
         "",
+        *(line for title, name in (plots or {}).items() for line in (f"![{title}]({name})", "")),
         "## Ranker",
         "",
         f"Training windows: {', '.join(w[:10] for w in result.model_meta['train_windows'])}; "
@@ -57,8 +59,13 @@ def render_markdown(result: Backtest, command: str) -> str:
 
 
 def write_report(result: Backtest, folder: Path, command: str) -> Path:
+    """metrics.json, the PNG plots and report.md (linking them) in `folder`."""
+    # matplotlib takes a while to import; only report writing needs it
+    from tasks.evaluate.plots import write_plots
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    plots = {title: path.name for title, path in write_plots(result, folder).items()}
     path = folder / "report.md"
-    path.write_text(render_markdown(result, command))
+    path.write_text(render_markdown(result, command, plots))
     return path
