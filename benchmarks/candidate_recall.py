@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def render(result: dict) -> str:
         f"Measured {result['measured_at']} on {m['cpu']} ({m['cores']} cores, "
         f"{m['memory_gib']} GiB), Python {m['python']}.",
         f"Command: `{result['command']}`",
+        *([result["note"]] if result.get("note") else []),
         "",
         f"Protocol: as-of T, H = {HORIZON} days, truth = distinct (customer, item) bought in "
         "[T, T + H) by the evaluated customers (a purchase before T and inside the window). "
@@ -142,6 +144,20 @@ def render(result: dict) -> str:
         "recall here can sit below what the source reaches alone.",
         "",
     ]
+    lines += ["## Summary: recall@100 of the merged list (target 0.5)", ""]
+    lines += ["| config | T | fused (capped) | learned merge | perfect, union | perfect, all |"]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    for run in result["runs"]:
+        if "ceiling" not in run:
+            continue
+        fused = next(r for r in run["recall"] if r["source"] == "merged")["recall@100"]
+        learned = next(r for r in run["union_orders"] if r["source"] != "merged")["recall@100"]
+        perfect = {r["ceiling"]: r["recall@100"] for r in run["ceiling"]}
+        lines.append(
+            f"| {run['config']} | {run['as_of']} | {fused:.4f} | {learned:.4f} | "
+            f"{perfect['union']:.4f} | {perfect['all items']:.4f} |"
+        )
+    lines.append("")
     for run in result["runs"]:
         lines += [
             f"## {run['config']}, T = {run['as_of']}, {run['users']} customers, "
@@ -221,6 +237,10 @@ def main() -> None:
         "settings": CandidateSettings().model_dump(),
         "runs": runs,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        # the machine may be shared: timings are only comparable within one run
+        "note": "1-minute load average at the end: {:.1f} on {} cores.".format(
+            os.getloadavg()[0], machine["cores"]
+        ),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "candidate_recall.json").write_text(json.dumps(result, indent=2))
