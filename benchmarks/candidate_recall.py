@@ -7,6 +7,11 @@ among a source's top N per customer over all truth pairs (tasks/candidates/recal
 merged list is ordered by weighted reciprocal-rank fusion of the source ranks (merged_rank).
 Two configurations are measured: the current defaults and the previous sources (history
 top 100, same-order co-purchase top 50, popularity top 30; no EASE, no cap on the union).
+For the current defaults and a wide configuration (EASE top 400, co-purchase top 100 from
+50 neighbours per item, popularity top 100) it also measures what is reachable (recall@N of
+a perfect order of the uncapped union, and of the whole catalog) and the learned first-stage merge
+(tasks/candidates/merge.py: LightGBM binary trained on the window T - 30 days), with the
+generation time of both orders taken in the same run.
 
 Prints and records benchmarks/results/candidate_recall.{json,md}.
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -30,7 +36,8 @@ import polars as pl
 from machine import describe
 
 from tasks.candidates.generate import generate_candidates
-from tasks.candidates.recall import candidate_recall
+from tasks.candidates.merge import LEARNED_RANK, fit_merge_model, learned_order
+from tasks.candidates.recall import candidate_recall, recall_ceiling
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.ingest.load import ingest_landing
 from tasks.settings import CandidateSettings
@@ -46,7 +53,12 @@ NS = (20, 50, 100, 200)
 CONFIGS = {
     "current": CandidateSettings(),
     "previous": CandidateSettings(history_per_user=100, ease_per_user=0, max_per_user=10_000),
+    # every source allowed more items: a larger union, to see if a learned order uses it
+    "wide": CandidateSettings(
+        ease_per_user=400, copurchase_per_user=100, copurchase_neighbors=50, popular_per_user=100
+    ),
 }
+EXTRA = ("current", "wide")  # configurations whose union, ceiling and learned merge are measured
 COMMAND = ".venv/bin/python benchmarks/candidate_recall.py"
 
 
@@ -70,7 +82,7 @@ def load_events(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
     return events, str(db)
 
 
-def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings) -> dict:
+def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings, extra: bool) -> dict:
     users = evaluated_users(events, as_of, HORIZON)
     truth = truth_window(events, as_of, HORIZON)
     past = events.filter(pl.col("ts") < as_of)
@@ -78,7 +90,7 @@ def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings) ->
     candidates = generate_candidates(past, users, as_of, cfg)
     seconds = time.perf_counter() - started
     table = candidate_recall(candidates, truth, users, NS)
-    return {
+    run = {
         "as_of": as_of.date().isoformat(),
         "horizon_days": HORIZON,
         "users": len(users),
@@ -87,6 +99,27 @@ def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings) ->
         "candidates_per_user": round(candidates.height / len(users), 1),
         "recall": table.drop("users", "truth").to_dicts(),
     }
+    if not extra:
+        return run
+    # The union every source proposes, uncapped, ordered by fusion and by the learned merge.
+    started = time.perf_counter()
+    union = generate_candidates(past, users, as_of, cfg.model_copy(update={"max_per_user": 10**6}))
+    union_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    booster = fit_merge_model(past, as_of, cfg)
+    assert booster is not None, "no labelled window before as_of"
+    ordered = learned_order(past, union, as_of, booster)
+    learned_seconds = time.perf_counter() - started
+    compare = candidate_recall(
+        ordered.select("user_id", "item_id", LEARNED_RANK, "merged_rank"), truth, users, NS
+    )
+    run["union_per_user"] = round(union.height / len(users), 1)
+    run["ceiling"] = recall_ceiling(union, truth, users, NS).drop("users", "truth").to_dicts()
+    run["union_orders"] = compare.drop("users", "truth", "candidates_per_user").to_dicts()
+    run["union_seconds"] = round(union_seconds, 2)
+    run["learned_merge_seconds"] = round(learned_seconds, 2)
+    run["learned_time_ratio"] = round((union_seconds + learned_seconds) / union_seconds, 2)
+    return run
 
 
 def render(result: dict) -> str:
@@ -97,6 +130,7 @@ def render(result: dict) -> str:
         f"Measured {result['measured_at']} on {m['cpu']} ({m['cores']} cores, "
         f"{m['memory_gib']} GiB), Python {m['python']}.",
         f"Command: `{result['command']}`",
+        *([result["note"]] if result.get("note") else []),
         "",
         f"Protocol: as-of T, H = {HORIZON} days, truth = distinct (customer, item) bought in "
         "[T, T + H) by the evaluated customers (a purchase before T and inside the window). "
@@ -104,11 +138,26 @@ def render(result: dict) -> str:
         "`merged` is ordered by weighted reciprocal-rank fusion of the source ranks "
         "(`merged_rank`); `candidates/user` is the mean number a source proposes. "
         "`previous` = history top 100 + same-order co-purchase top 50 + popularity top 30, "
-        "without EASE and without a cap on the union. A source's rows are those kept in the "
-        "merged list (at most `max_per_user` per customer), so its recall here can sit below "
-        "what the source reaches alone.",
+        "without EASE and without a cap on the union; `wide` = the defaults with EASE top 400, "
+        "co-purchase top 100 from 50 neighbours per item and popularity top 100. A source's "
+        "rows are those kept in the merged list (at most `max_per_user` per customer), so its "
+        "recall here can sit below what the source reaches alone.",
         "",
     ]
+    lines += ["## Summary: recall@100 of the merged list (target 0.5)", ""]
+    lines += ["| config | T | fused (capped) | learned merge | perfect, union | perfect, all |"]
+    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    for run in result["runs"]:
+        if "ceiling" not in run:
+            continue
+        fused = next(r for r in run["recall"] if r["source"] == "merged")["recall@100"]
+        learned = next(r for r in run["union_orders"] if r["source"] != "merged")["recall@100"]
+        perfect = {r["ceiling"]: r["recall@100"] for r in run["ceiling"]}
+        lines.append(
+            f"| {run['config']} | {run['as_of']} | {fused:.4f} | {learned:.4f} | "
+            f"{perfect['union']:.4f} | {perfect['all items']:.4f} |"
+        )
+    lines.append("")
     for run in result["runs"]:
         lines += [
             f"## {run['config']}, T = {run['as_of']}, {run['users']} customers, "
@@ -128,6 +177,28 @@ def render(result: dict) -> str:
                 f"{row['candidates_per_user']:.1f} |"
             )
         lines.append("")
+        if "ceiling" in run:
+            lines += [
+                f"Reachable with a perfect order ({run['union_per_user']} union candidates per "
+                "customer, uncapped), and the union ordered by fusion (`merged`) and by the "
+                "learned merge (`learned_merged`, trained on the window 30 days earlier):",
+                "",
+                "| order | " + " | ".join(f"recall@{n}" for n in NS) + " |",
+                "| --- " * (len(NS) + 1) + "|",
+            ]
+            for row in run["ceiling"]:
+                cells = " | ".join(f"{row[f'recall@{n}']:.4f}" for n in NS)
+                lines.append(f"| perfect, from {row['ceiling']} | {cells} |")
+            for row in run["union_orders"]:
+                cells = " | ".join(f"{row[f'recall@{n}']:.4f}" for n in NS)
+                lines.append(f"| {row['source']} | {cells} |")
+            lines += [
+                "",
+                f"Time, same run: union {run['union_seconds']} s; learned merge (second union "
+                f"at T - 30, fit, score) {run['learned_merge_seconds']} s more, so generation "
+                f"with the learned merge takes {run['learned_time_ratio']}x the fused one.",
+                "",
+            ]
     lines.append(f"Peak RSS of the whole process: {result['peak_rss_gib']} GiB.")
     return "\n".join(lines) + "\n"
 
@@ -145,7 +216,7 @@ def main() -> None:
     runs = []
     for name, cfg in CONFIGS.items():
         for as_of in AS_OFS:
-            run = {"config": name, **measure(events, as_of, cfg)}
+            run = {"config": name, **measure(events, as_of, cfg, extra=name in EXTRA)}
             print(
                 f"{name} T={run['as_of']} users={run['users']} "
                 f"generation={run['seconds']} s candidates/user={run['candidates_per_user']}"
@@ -166,6 +237,10 @@ def main() -> None:
         "settings": CandidateSettings().model_dump(),
         "runs": runs,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        # the machine may be shared: timings are only comparable within one run
+        "note": "1-minute load average at the end: {:.1f} on {} cores.".format(
+            os.getloadavg()[0], machine["cores"]
+        ),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "candidate_recall.json").write_text(json.dumps(result, indent=2))

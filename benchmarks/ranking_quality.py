@@ -62,13 +62,14 @@ def main() -> None:
     settings = load_settings(home=Path(tempfile.mkdtemp(prefix="nightrec-quality-home-")))
     machine = describe()
     print(f"machine: {machine}")
+    command = COMMAND + (f" --db {args.db}" if args.db else "")
     summary = []
     for as_of in AS_OFS:
         started = time.perf_counter()
         result = run_backtest(events, catalog, as_of, settings)
         seconds = time.perf_counter() - started
         folder = RESULTS / f"ranking_quality_as_of={as_of:%Y-%m-%d}"
-        write_report(result, folder, COMMAND)
+        write_report(result, folder, command)
         m = result.metrics
         diff = result.ndcg_difference
         row = {
@@ -91,7 +92,7 @@ def main() -> None:
         f"Measured {dt.datetime.now():%Y-%m-%dT%H:%M} on {machine['cpu']} ({machine['cores']} "
         f"cores, {machine['memory_gib']} GiB), Python {machine['python']}; "
         f"peak RSS {peak:.2f} GiB.",
-        f"Command: `{COMMAND}`. H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
+        f"Command: `{command}`. H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
         "novelty, diversity, feature importance) in the `ranking_quality_as_of=*` folders.",
         "",
         "| as-of | users | LightGBM NDCG@10 | best baseline | its NDCG@10 | lift "

@@ -158,6 +158,14 @@ def test_evaluate_flow_compares_the_ranker_with_every_baseline(
         and f"Blend weight on LightGBM's per-customer z-score: {weight}" in report
     )
 
+    for png in ("metrics_at_k.png", "ndcg10_difference.png", "ndcg10_by_history.png"):
+        assert f"]({png})" in report
+        assert (Path(result["report"]).parent / png).read_bytes()[:4] == b"\x89PNG"
+    for name, bounds in result["intervals"].items():
+        assert bounds["ndcg@10"][0] <= metrics[name]["ndcg@10"] <= bounds["ndcg@10"][1]
+    by_history = result["ndcg@10_by_history"]
+    assert sum(s["users"] for s in by_history) == result["users"]
+
 
 def test_nightly_flow_trains_and_serves_the_blend_when_set(
     prefect_harness: None, tiny_shop: Path, home: Path, monkeypatch: pytest.MonkeyPatch

@@ -60,3 +60,34 @@ def candidate_recall(
         row["candidates_per_user"] = cands.filter(present).height / n_users if n_users else 0.0
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def recall_ceiling(
+    candidates: pl.DataFrame,
+    truth: pl.DataFrame,
+    users: pl.Series | Iterable[str],
+    ns: Sequence[int] = (20, 50, 100, 200),
+) -> pl.DataFrame:
+    """What a perfect order could reach: rows "union" (each customer's best N chosen from
+    every candidate any source proposes) and "all items" (chosen from the whole catalog, so
+    only the N cap binds). Recall@N = sum over users of min(N, hits) / all truth pairs, with
+    the same users and truth as `candidate_recall`."""
+    user_frame = pl.DataFrame({USER_ID: pl.Series(list(users), dtype=pl.Utf8)}).unique()
+    truth = truth.select(USER_ID, ITEM_ID).unique().join(user_frame, on=USER_ID, how="semi")
+    n_truth = truth.height
+    found = {
+        "union": candidates.select(USER_ID, ITEM_ID)
+        .unique()
+        .join(truth, on=[USER_ID, ITEM_ID], how="semi")
+        .group_by(USER_ID)
+        .len(),
+        "all items": truth.group_by(USER_ID).len(),
+    }
+    rows = []
+    for name, per_user in found.items():
+        row: dict[str, object] = {"ceiling": name, "users": user_frame.height, "truth": n_truth}
+        for n in ns:
+            reachable = per_user.get_column("len").clip(upper_bound=n).sum()
+            row[f"recall@{n}"] = reachable / n_truth if n_truth else 0.0
+        rows.append(row)
+    return pl.DataFrame(rows)

@@ -11,9 +11,16 @@ from typing import Any
 import polars as pl
 
 from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase
-from tasks.constants import EVAL_KS, TS
-from tasks.evaluate.metrics import evaluate_all, paired_bootstrap, per_user_metrics
+from tasks.constants import EVAL_KS, TS, USER_ID
+from tasks.evaluate.metrics import (
+    METRIC_NAMES,
+    bootstrap_interval,
+    evaluate_all,
+    paired_bootstrap,
+    per_user_metrics,
+)
 from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.evaluate.segments import HISTORY_SEGMENTS, SEGMENT, history_segments
 from tasks.rank.gate import MODEL_KEY
 from tasks.rank.kinds import KINDS, recommend_with, train_models
 from tasks.settings import Settings
@@ -39,6 +46,12 @@ class Backtest:
     # Other model kinds minus LightGBM: mean_diff, low, high (95% paired bootstrap).
     kind_differences: dict[str, dict[str, float]] = field(default_factory=dict)
     kind_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # method -> "metric@k" -> [low, high]: 95% bootstrap interval of the mean over users
+    intervals: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # per-user NDCG@10 of the best model minus the best baseline, in user order
+    ndcg_diffs: list[float] = field(default_factory=list)
+    # one row per history segment: segment, users, then method -> mean NDCG@10
+    segments: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +69,8 @@ class Backtest:
             "feature_importance": self.model_meta["feature_importance"],
             "ndcg@10_difference_to_lightgbm": self.kind_differences,
             "kinds": self.kind_meta,
+            "intervals": self.intervals,
+            "ndcg@10_by_history": self.segments,
         }
 
 
@@ -88,11 +103,27 @@ def run_backtest(
         for name, method_recs in recs.items()
     }
     best_baseline = max(BASELINES, key=lambda name: metrics[name]["ndcg@10"])
-    per_model = per_user_metrics(recs[MODEL_KEY], truth, users, 10).get_column("ndcg").to_numpy()
-    per_base = per_user_metrics(recs[best_baseline], truth, users, 10).get_column("ndcg")
-    diff = paired_bootstrap(
-        per_model, per_base.to_numpy(), n_resamples=n_resamples, seed=settings.seed
-    )
+    per_user = {
+        (name, k): per_user_metrics(method_recs, truth, users, k)
+        for name, method_recs in recs.items()
+        for k in EVAL_KS
+    }
+    intervals = {
+        name: {
+            f"{metric}@{k}": list(
+                bootstrap_interval(
+                    per_user[name, k].get_column(metric).to_numpy(), n_resamples, settings.seed
+                )
+            )
+            for k in EVAL_KS
+            for metric in METRIC_NAMES
+        }
+        for name in recs
+    }
+    per_model = per_user[MODEL_KEY, 10].get_column("ndcg").to_numpy()
+    per_base = per_user[best_baseline, 10].get_column("ndcg").to_numpy()
+    diff = paired_bootstrap(per_model, per_base, n_resamples=n_resamples, seed=settings.seed)
+    segments = _ndcg_by_history(per_user, list(recs), train, users, as_of)
     kind_differences = {}
     for kind in trained:
         if kind == MODEL_KEY:
@@ -119,4 +150,28 @@ def run_backtest(
             for kind, model in trained.items()
             if kind != MODEL_KEY
         },
+        intervals=intervals,
+        ndcg_diffs=(per_model - per_base).tolist(),
+        segments=segments,
     )
+
+
+def _ndcg_by_history(
+    per_user: dict[tuple[str, int], pl.DataFrame],
+    methods: list[str],
+    train: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Mean NDCG@10 per method within each history segment that has users."""
+    frame = history_segments(train, users, as_of).select(USER_ID, SEGMENT)
+    for name in methods:
+        ndcg = per_user[name, 10].select(USER_ID, pl.col("ndcg").alias(name))
+        frame = frame.join(ndcg, on=USER_ID, how="left")
+    rows = []
+    for label, _, _ in HISTORY_SEGMENTS:
+        part = frame.filter(pl.col(SEGMENT) == label)
+        if part.height:
+            means = {name: float(part.get_column(name).mean()) for name in methods}
+            rows.append({"segment": label, "users": part.height, **means})
+    return rows

@@ -240,6 +240,15 @@ def paired_bootstrap(
     return BootstrapResult(mean_diff=float(diff.mean()), low=float(low), high=float(high))
 
 
+def bootstrap_interval(
+    values: np.ndarray, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean of per-user values, resampling users."""
+    values = np.asarray(values, dtype=np.float64)
+    result = paired_bootstrap(values, np.zeros_like(values), n_resamples, seed, confidence)
+    return result.low, result.high
+
+
 def evaluate_all(
     recs: pl.DataFrame,
     truth: pl.DataFrame,

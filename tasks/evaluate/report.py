@@ -12,7 +12,8 @@ RANKING = ("ndcg", "recall", "map", "hitrate", "precision")
 BEYOND = ("items_covered", "coverage", "novelty", "diversity")
 
 
-def render_markdown(result: Backtest, command: str) -> str:
+def render_markdown(result: Backtest, command: str, plots: dict[str, str] | None = None) -> str:
+    """The report page; `plots` maps a title to a PNG file name beside the page."""
     diff = result.ndcg_difference
     lines = [
         f"# Backtest at as-of {result.as_of:%Y-%m-%d}",
@@ -53,6 +54,7 @@ def render_markdown(result: Backtest, command: str) -> str:
             for meta in result.kind_meta.values()
             if "blend_weight_lightgbm" in meta
         ),
+        *(line for title, name in (plots or {}).items() for line in (f"![{title}]({name})", "")),
         "## Ranker",
         "",
         f"Training windows: {', '.join(w[:10] for w in result.model_meta['train_windows'])}; "
@@ -70,8 +72,13 @@ def render_markdown(result: Backtest, command: str) -> str:
 
 
 def write_report(result: Backtest, folder: Path, command: str) -> Path:
+    """metrics.json, the PNG plots and report.md (linking them) in `folder`."""
+    # matplotlib takes a while to import; only report writing needs it
+    from tasks.evaluate.plots import write_plots
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "metrics.json").write_text(json.dumps(result.as_dict(), indent=2))
+    plots = {title: path.name for title, path in write_plots(result, folder).items()}
     path = folder / "report.md"
-    path.write_text(render_markdown(result, command))
+    path.write_text(render_markdown(result, command, plots))
     return path
