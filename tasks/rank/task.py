@@ -17,6 +17,7 @@ from tasks.features.snapshot import Snapshot
 from tasks.rank import registry
 from tasks.rank.dataset import known_users
 from tasks.rank.gate import promotion_gate
+from tasks.rank.params import TUNED_FROM_KEY, TUNED_PARAMS_KEY, tuned_params, with_ranker_params
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory, recommend, train_ranker
 from tasks.settings import Settings
@@ -46,13 +47,24 @@ def choose_model(
         if serving is None:
             return ModelChoice(None, False, "no model: baseline")
         return ModelChoice(serving.version, False, f"newest model is {age_days} day(s) old")
+    # The serving champion's tuned parameters carry over to its successors (defaults otherwise).
+    tuned = tuned_params(serving.meta if serving else None)
+    if not settings.tune.nightly_uses_champion_params:
+        tuned = None
     try:
-        outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings)
+        outcome = train_ranker(
+            snapshot.events(),
+            snapshot.catalog(),
+            snapshot.cutoff,
+            with_ranker_params(settings, tuned),
+        )
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
         if serving is None:
             return ModelChoice(None, False, f"{exc}: baseline")
         return ModelChoice(serving.version, False, f"kept {serving.version}: {exc}")
+    if tuned:
+        outcome.meta.update({TUNED_PARAMS_KEY: tuned, TUNED_FROM_KEY: serving.version})
     record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), outcome.meta)
     if serving is not None and serving.version == record.version:
         return ModelChoice(record.version, True, "retrained the serving model (same content)")
