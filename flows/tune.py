@@ -27,7 +27,9 @@ from tasks.tune.runner import drive_study
 from tasks.tune.space import load_space
 from tasks.tune.study import (
     StudySpec,
+    TuneError,
     enqueue_defaults,
+    finished_trials,
     make_pruner,
     open_study,
     study_dir,
@@ -88,6 +90,12 @@ def tune_flow(params: TuneParams) -> dict[str, Any]:
         snapshot = snapshot_task(settings, cutoff, folder / "snapshot")
         data_dir = folder / "data"
         prepared = prepare_task(params.model, settings, snapshot, data_dir)
+        if prepared.get("reused") is False and finished_trials(study):
+            # Trials scored on other data are not comparable with new ones.
+            raise TuneError(
+                f"the inputs of study {params.study} changed since its trials ran (new events "
+                "before as-of, or other settings); start a new --study"
+            )
 
         def submit(trial):  # an optuna Trial in, a PrefectFuture out
             # _trial_id is the storage key the hook reopens the trial by (no public getter).

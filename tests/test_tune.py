@@ -318,3 +318,76 @@ def test_kill_9_mid_study_then_rerun_resumes_without_repeating_a_point(
     second_pids = {e["pid"] for e in events} - {first.pid}
     rerun_points = {(e["params"]["x"], e["params"]["y"]) for e in events if e["pid"] in second_pids}
     assert not rerun_points & {(t.params["x"], t.params["y"]) for t in finished_before.values()}
+
+
+# --- the loop and the pruning hook, without Prefect ------------------------------------------
+
+
+class _Done:
+    def __init__(self, result: object) -> None:
+        self._result = result
+
+    def result(self) -> object:
+        return self._result
+
+
+def test_timeout_stops_handing_out_batches_and_running_ones_finish(space_file: Path) -> None:
+    from tasks.tune.runner import drive_study
+    from tasks.tune.study import make_sampler
+    from tasks.tune.trial import TrialResult
+
+    space = load_space(space_file)
+    spec = StudySpec("t", "quadratic", "bayes", "2024-01-01", space.fingerprint(), 1)
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec, space))
+    ticks = iter(range(0, 1000, 10))  # each look at the clock is 10 s later
+
+    def submit(trial: optuna.Trial) -> _Done:
+        value = quadratic(trial.params["x"], trial.params["y"])
+        return _Done(TrialResult(trial.number, "complete", value))
+
+    outcome = drive_study(study, space, "bayes", 50, 3, 25, submit, clock=lambda: next(ticks))
+    # Clock reads: start 0, then 10 and 20 (< 25: a batch of 3 each), 30 (>= 25: stop).
+    assert outcome.stopped_because == "timeout" and outcome.ran == [0, 1, 2, 3, 4, 5]
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 6
+
+
+def test_a_batch_where_every_trial_fails_stops_the_study(space_file: Path) -> None:
+    from tasks.tune.runner import drive_study
+    from tasks.tune.study import TuneError
+    from tasks.tune.trial import TrialResult
+
+    space = load_space(space_file)
+    study = optuna.create_study(direction="maximize")
+
+    def submit(trial: optuna.Trial) -> _Done:
+        return _Done(TrialResult(trial.number, "fail", None, error="ValueError: bad data"))
+
+    with pytest.raises(TuneError, match="every trial of a batch failed, first: ValueError: bad"):
+        drive_study(study, space, "bayes", 10, 2, None, submit)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert study.trials[0].user_attrs["error"] == "ValueError: bad data"
+
+
+def test_prune_hook_stops_a_trial_below_the_median_of_earlier_ones(home: Path) -> None:
+    from tasks.tune.trial import JournalPruneHook
+
+    folder = study_dir(home / "tuning", "prune")
+    folder.mkdir(parents=True)
+    study = optuna.create_study(
+        study_name="prune",
+        storage=storage(folder),
+        direction="maximize",
+        pruner=make_pruner("median", 2, "bayes"),
+    )
+    for value in (1.0, 2.0, 3.0):
+        trial = study.ask()
+        trial.report(value, 0)
+        study.tell(trial, value)
+    slow, fast = study.ask(), study.ask()
+    JournalPruneHook(folder, "prune", fast._trial_id, "median", 2, "bayes")(0, 2.5)
+    with pytest.raises(optuna.TrialPruned):
+        JournalPruneHook(folder, "prune", slow._trial_id, "median", 2, "bayes")(0, 1.5)
+    assert study.trials[3].intermediate_values == {0: 1.5}
+    # A grid study never prunes: it must score every point it claims to cover.
+    grid_hook = JournalPruneHook(folder, "prune", slow._trial_id, "median", 2, "grid")
+    grid_hook(1, 0.0)
