@@ -69,6 +69,12 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--study", default="bench-lightgbm-bayes")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--timeout", type=float, help="seconds after which no trial starts")
+    parser.add_argument(
+        "--no-register",
+        action="store_true",
+        help="skip registering the best model (the tuned backtest trains the same model)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -98,6 +104,8 @@ def main() -> None:
             trials=args.trials,
             as_of=AS_OF,
             parallel=args.parallel,
+            timeout_s=args.timeout,
+            register_best=not args.no_register,
             home=str(home),
         )
     )
@@ -120,8 +128,11 @@ def main() -> None:
         "machine": machine,
         "command": COMMAND,
         "as_of": AS_OF.isoformat(),
-        "study": {k: info[k] for k in ("trials", "best", "default", "registered", "prepared")},
-        "tune_seconds": round(tune_seconds, 1),
+        "study": {
+            k: info.get(k)
+            for k in ("trials", "best", "default", "registered", "prepared", "stopped_because")
+        },
+        "tune_seconds_this_call": round(tune_seconds, 1),
         "parallel": args.parallel,
         "test": tests,
         "peak_rss_gib": round(peak, 2),
