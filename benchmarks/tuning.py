@@ -62,6 +62,85 @@ def backtests(home: Path, best_params: dict) -> dict:
     return out
 
 
+def study_times(folder: Path) -> dict:
+    """Wall time from the first trial's start to the last trial's end (across resumed calls)
+    and the summed seconds of the trials themselves."""
+    import optuna
+
+    from tasks.tune.study import storage
+
+    study = optuna.load_study(study_name=folder.name, storage=storage(folder))
+    trials = [t for t in study.trials if t.datetime_start and t.datetime_complete]
+    first = min(t.datetime_start for t in trials)
+    last = max(t.datetime_complete for t in trials)
+    return {
+        "first_trial_start": first.isoformat(timespec="seconds"),
+        "last_trial_end": last.isoformat(timespec="seconds"),
+        "wall_seconds": round((last - first).total_seconds(), 1),
+        "trial_seconds_sum": round(sum(t.user_attrs.get("seconds", 0) for t in trials), 1),
+    }
+
+
+def write_markdown(record: dict) -> str:
+    study, test, m = record["study"], record["test"], record["machine"]
+    best, default = study["best"], study.get("default") or {}
+    finished = sum(n for s, n in study["trials"].items() if s in ("COMPLETE", "PRUNED"))
+    default_value = default.get("value", float("nan"))
+    valid_ok = best["value"] > default_value
+    test_ok = test["tuned"]["ndcg@10"] >= test["untuned"]["ndcg@10"]
+    times = record["times"]
+    lines = [
+        "# Hyperparameter tuning: LightGBM, Bayesian (TPE), Online Retail",
+        "",
+        f"Measured {record['measured']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} "
+        f"GiB; the machine was shared with other engineers' jobs, load average often above "
+        f"10, so times are long and noisy), Python {m['python']}; peak RSS "
+        f"{record['peak_rss_gib']} GiB.",
+        f"Command: `{record['command']}`. Study as-of {record['as_of']}: objective = mean "
+        "protocol NDCG@10 over 2 rolling validation windows before it (H = 30); "
+        f"{record['parallel']} trials at a time, 1 LightGBM thread each.",
+        "",
+        "| | trial | validation NDCG@10 (mean of 2 folds) |",
+        "| --- | --- | --- |",
+        f"| default parameters | {default.get('trial', '-')} | {default_value:.5f} |",
+        f"| best trial | {best['trial']} | {best['value']:.5f} |",
+        "",
+        f"Trials: {study['trials']} ({finished} finished). Best parameters: `{best['params']}`.",
+        f"Study time: {times['wall_seconds'] / 60:.1f} min wall from the first trial's start "
+        f"to the last trial's end ({times['trial_seconds_sum'] / 60:.1f} min of trial time "
+        "summed over parallel trials); building the windows once took part of the first call.",
+        "",
+        f"Test: protocol backtest at as-of {record['as_of']}, H = 30, K = 10, "
+        f"{test['untuned']['users']} users (the nightly trainer, untuned vs the best trial's "
+        "parameters):",
+        "",
+        "| model | test NDCG@10 | test Recall@10 | its own validation NDCG@10 | rounds | s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("untuned", "tuned"):
+        r = test[name]
+        lines.append(
+            f"| {name} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | "
+            f"{r['validation_ndcg@10']:.4f} | {r['best_iteration']} | {r['seconds']} |"
+        )
+    baseline = test["untuned"]
+    lines += [
+        f"| {baseline['best_baseline']} (best baseline) | {baseline['baseline_ndcg@10']:.4f} "
+        "| | | | |",
+        "",
+        "Acceptance:",
+        f"- tuned validation > default: {'met' if valid_ok else 'NOT met'} "
+        f"({best['value']:.5f} vs {default_value:.5f}).",
+        f"- tuned test NDCG@10 not below untuned: {'met' if test_ok else 'NOT met'} "
+        f"({test['tuned']['ndcg@10']:.4f} vs {test['untuned']['ndcg@10']:.4f}).",
+        f"- 30 trials: {'met' if finished >= 30 else f'NOT met ({finished} finished)'}.",
+        "",
+        "Plots: `tuning_plots/` (optimization history, parameter importances, best parameters); "
+        "every trial: `tuning_trials.json`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True, help="a store with every day ingested")
@@ -136,9 +215,12 @@ def main() -> None:
         "parallel": args.parallel,
         "test": tests,
         "peak_rss_gib": round(peak, 2),
+        "times": study_times(Path(info["folder"])),
     }
     (RESULTS / "tuning.json").write_text(json.dumps(record, indent=2, default=str))
-    print(json.dumps(record, indent=2, default=str))
+    text = write_markdown(record)
+    (RESULTS / "tuning.md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
