@@ -31,7 +31,9 @@ AS_OF = dt.date(2011, 9, 1)
 COMMAND = ".venv/bin/python benchmarks/tuning.py --db /tmp/or/db.duckdb"
 
 
-def backtests(home: Path, best_params: dict) -> dict:
+def backtests(home: Path, best_params: dict | None) -> dict:
+    """Untuned and (given best_params) tuned backtests; each result is kept in the scratch
+    home, so a rerun (or an earlier `--untuned-only` run) does not repeat it."""
     from ranking_quality import load
 
     from tasks.evaluate.backtest import run_backtest
@@ -42,10 +44,17 @@ def backtests(home: Path, best_params: dict) -> dict:
     settings = load_settings(home=home)
     as_of = dt.datetime.combine(AS_OF, dt.time())
     out = {}
-    for name, run_settings in (
-        ("untuned", settings),
-        ("tuned", with_ranker_params(settings, best_params)),
-    ):
+    runs = [("untuned", settings)]
+    if best_params is not None:
+        runs.append(("tuned", with_ranker_params(settings, best_params)))
+    for name, run_settings in runs:
+        cached = home / f"backtest_{name}.json"
+        if cached.is_file() and json.loads(cached.read_text())["params"] == best_params_of(
+            name, best_params
+        ):
+            out[name] = json.loads(cached.read_text())["result"]
+            print(name, "(kept from an earlier run)", json.dumps(out[name]), flush=True)
+            continue
         started = time.perf_counter()
         result = run_backtest(events, catalog, as_of, run_settings, n_resamples=200)
         out[name] = {
@@ -58,8 +67,14 @@ def backtests(home: Path, best_params: dict) -> dict:
             "users": result.users,
             "seconds": round(time.perf_counter() - started, 1),
         }
+        payload = {"params": best_params_of(name, best_params), "result": out[name]}
+        cached.write_text(json.dumps(payload))
         print(name, json.dumps(out[name]), flush=True)
     return out
+
+
+def best_params_of(name: str, best_params: dict | None) -> dict | None:
+    return best_params if name == "tuned" else None
 
 
 def study_times(folder: Path) -> dict:
@@ -148,6 +163,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--study", default="bench-lightgbm-bayes")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument(
+        "--untuned-only", action="store_true", help="only the untuned backtest, then stop"
+    )
     parser.add_argument("--timeout", type=float, help="seconds after which no trial starts")
     parser.add_argument(
         "--no-register",
@@ -174,6 +192,9 @@ def main() -> None:
         shutil.copy(args.db, home / "nightrec.duckdb")
     machine = describe()
     print(f"machine: {machine}", flush=True)
+    if args.untuned_only:
+        backtests(home, None)
+        return
 
     started = time.perf_counter()
     info = tune_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))(
