@@ -31,7 +31,7 @@ AS_OF = dt.date(2011, 9, 1)
 COMMAND = ".venv/bin/python benchmarks/tuning.py --db /tmp/or/db.duckdb"
 
 
-def backtests(home: Path, best_params: dict | None) -> dict:
+def backtests(home: Path, best_params: dict | None, skip_untuned: bool = False) -> dict:
     """Untuned and (given best_params) tuned backtests; each result is kept in the scratch
     home, so a rerun (or an earlier `--untuned-only` run) does not repeat it."""
     from ranking_quality import load
@@ -44,7 +44,7 @@ def backtests(home: Path, best_params: dict | None) -> dict:
     settings = load_settings(home=home)
     as_of = dt.datetime.combine(AS_OF, dt.time())
     out = {}
-    runs = [("untuned", settings)]
+    runs = [] if skip_untuned else [("untuned", settings)]
     if best_params is not None:
         runs.append(("tuned", with_ranker_params(settings, best_params)))
     for name, run_settings in runs:
@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument(
         "--untuned-only", action="store_true", help="only the untuned backtest, then stop"
     )
+    parser.add_argument(
+        "--tuned-only", action="store_true", help="only the tuned backtest, then stop"
+    )
     parser.add_argument("--timeout", type=float, help="seconds after which no trial starts")
     parser.add_argument(
         "--no-register",
@@ -194,6 +197,13 @@ def main() -> None:
     print(f"machine: {machine}", flush=True)
     if args.untuned_only:
         backtests(home, None)
+        return
+    if args.tuned_only:  # the best trial of the study as it stands
+        from tasks.tune.study import storage
+
+        folder = home / "tuning" / args.study
+        study = optuna.load_study(study_name=args.study, storage=storage(folder))
+        backtests(home, study.best_params, skip_untuned=True)
         return
 
     started = time.perf_counter()

@@ -71,6 +71,20 @@ def _study(home: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage(home / "tuning" / name))
 
 
+def _artifact_rows(key: str) -> list[dict]:
+    """The rows of the newest Prefect table artifact under `key`."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
+        )
+    assert found, f"no artifact {key}"
+    newest = max(found, key=lambda a: a.created)
+    return json.loads(newest.data) if isinstance(newest.data, str) else newest.data
+
+
 def _points(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[float, float]]:
     return sorted((t.params["x"], t.params["y"]) for t in trials)
 
@@ -200,6 +214,10 @@ def test_grid_covers_exactly_its_grid_and_a_rerun_adds_nothing(
     assert {"optimization_history.png", "param_importances.png", "best_params.png"} <= {
         p.name for p in (home / "tuning" / "grid" / "report").iterdir()
     }
+
+    rows = _artifact_rows("tune-grid")
+    assert sorted((r["x"], r["y"]) for r in rows) == sorted(itertools.product(GRID_X, GRID_Y))
+    assert {r["state"] for r in rows} == {"COMPLETE"}
 
     again = _tune(home, study="grid", search="grid", trials=100)
     assert again["ran_this_call"] == [] and len(_study(home, "grid").trials) == 12
