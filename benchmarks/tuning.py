@@ -167,6 +167,11 @@ def main() -> None:
         "--untuned-only", action="store_true", help="only the untuned backtest, then stop"
     )
     parser.add_argument(
+        "--assemble",
+        action="store_true",
+        help="write the results from the study's report and the kept backtests (no trials)",
+    )
+    parser.add_argument(
         "--tuned-only", action="store_true", help="only the tuned backtest, then stop"
     )
     parser.add_argument("--timeout", type=float, help="seconds after which no trial starts")
@@ -206,24 +211,32 @@ def main() -> None:
         backtests(home, study.best_params, skip_untuned=True)
         return
 
-    started = time.perf_counter()
-    info = tune_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))(
-        TuneParams(
-            study=args.study,
-            search="bayes",
-            trials=args.trials,
-            as_of=AS_OF,
-            parallel=args.parallel,
-            timeout_s=args.timeout,
-            register_best=not args.no_register,
-            home=str(home),
+    folder = home / "tuning" / args.study
+    if args.assemble:  # the study's own report (from its last call) and the kept backtests
+        info = {**json.loads((folder / "report" / "summary.json").read_text())}
+        info["folder"] = str(folder)
+        tune_seconds = None
+    else:
+        started = time.perf_counter()
+        info = tune_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=args.parallel))(
+            TuneParams(
+                study=args.study,
+                search="bayes",
+                trials=args.trials,
+                as_of=AS_OF,
+                parallel=args.parallel,
+                timeout_s=args.timeout,
+                register_best=not args.no_register,
+                home=str(home),
+            )
         )
-    )
-    tune_seconds = time.perf_counter() - started
-    print(
-        json.dumps({k: info[k] for k in ("trials", "best", "default", "registered")}, default=str),
-        flush=True,
-    )
+        tune_seconds = time.perf_counter() - started
+        print(
+            json.dumps(
+                {k: info[k] for k in ("trials", "best", "default", "registered")}, default=str
+            ),
+            flush=True,
+        )
     tests = backtests(home, info["best"]["params"])
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -242,7 +255,7 @@ def main() -> None:
             k: info.get(k)
             for k in ("trials", "best", "default", "registered", "prepared", "stopped_because")
         },
-        "tune_seconds_this_call": round(tune_seconds, 1),
+        "tune_seconds_this_call": tune_seconds and round(tune_seconds, 1),
         "parallel": args.parallel,
         "test": tests,
         "peak_rss_gib": round(peak, 2),
