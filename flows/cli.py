@@ -362,6 +362,72 @@ def evaluate(
     out.print(f"Report: {result['report']}")
 
 
+@app.command()
+def tune(
+    study: Annotated[str, typer.Option(help="study name; the same name again resumes it")],
+    model: Annotated[str, typer.Option(help="lightgbm | neural | blend")] = "lightgbm",
+    search: Annotated[str, typer.Option(help="grid | bayes")] = "bayes",
+    trials: Annotated[int, typer.Option(help="finished trials the study should hold")] = 30,
+    timeout: Annotated[
+        float | None, typer.Option(help="seconds after which no new trial starts")
+    ] = None,
+    as_of: Annotated[
+        dt.datetime | None,
+        typer.Option("--as-of", formats=["%Y-%m-%d"], help="tune on windows before T (today)"),
+    ] = None,
+    space: Annotated[
+        Path | None, typer.Option(help="search space YAML (default: tasks/tune/spaces/MODEL.yml)")
+    ] = None,
+    parallel: Annotated[int | None, typer.Option(help="trials at once (tune.parallel)")] = None,
+    register: Annotated[
+        bool, typer.Option(help="register the best trial's model and run the promotion gate")
+    ] = True,
+    home: HomeOption = None,
+) -> None:
+    """Search ranker hyperparameters on the validation windows before T; resumable."""
+    from optuna import logging as optuna_logging
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.tune import TuneParams, tune_flow
+    from tasks.tune.objective import OBJECTIVES
+
+    OBJECTIVES.get(model)  # an unknown or not yet available model fails before Prefect starts
+    optuna_logging.set_verbosity(optuna_logging.WARNING)  # the CLI prints its own summary
+    settings = _settings(home)
+    params = TuneParams(
+        study=study,
+        model=model,
+        search=search,
+        trials=trials,
+        timeout_s=timeout,
+        as_of=as_of.date() if as_of else None,
+        space=str(space) if space else None,
+        register_best=register,
+        parallel=parallel,
+        home=str(settings.home),
+    )
+    runner = ThreadPoolTaskRunner(max_workers=parallel or settings.tune.parallel)
+    info = tune_flow.with_options(task_runner=runner)(params)
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in info["trials"].items())
+    best = info.get("best") or {}
+    row = {
+        "study": study,
+        "trials": counts,
+        "best trial": best.get("trial", ""),
+        "best value": best.get("value", ""),
+        "default value": info.get("default_value") or "",
+        "stopped": info["stopped_because"],
+    }
+    out.print(_table(f"Study {study} ({model}, {search})", [row]))
+    if best:
+        out.print(f"Best parameters: {best['params']}")
+    if info.get("registered"):
+        reg = info["registered"]
+        verdict = "promoted" if reg["promoted"] else "not promoted"
+        out.print(f"Registered {reg['version']}: {verdict} ({reg['reason']})")
+    out.print(f"Report: {info['folder']}/report")
+
+
 @models_app.command("list")
 def models_list(home: HomeOption = None) -> None:
     """Registered models, oldest first; the champion is marked."""
@@ -416,6 +482,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from tasks.rank.neural.train import DeviceError
     from tasks.rank.registry import RegistryError
     from tasks.store import StoreError
+    from tasks.tune.errors import TUNE_ERRORS
     from tasks.validate.contracts import ContractError
     from tasks.validate.run_report import ContractViolation
 
@@ -430,6 +497,7 @@ def _known_errors() -> tuple[type[BaseException], ...]:
         DeploymentMissing,
         DeviceError,
         ContractViolation,
+        *TUNE_ERRORS,
     )
 
 
@@ -446,6 +514,10 @@ HINTS = {
     "DeploymentMissing": "`nightrec serve` registers the deployments",
     "DeviceError": "use --device auto or cpu (or NIGHTREC_NEURAL__DEVICE=auto)",
     "ContractViolation": "read the validation report named above; yesterday's output is intact",
+    "TuneError": "see `nightrec tune --help`",
+    "SpaceError": "fix the search space YAML (see tasks/tune/spaces/)",
+    "ObjectiveUnavailable": "tune a model that exists: --model lightgbm",
+    "NotEnoughWindows": "tune at a later --as-of or with fewer tune.validation_folds",
 }
 
 

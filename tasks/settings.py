@@ -159,6 +159,28 @@ class SafetySettings(BaseModel):
     )
 
 
+class TuneSettings(BaseModel):
+    """Hyperparameter tuning (`nightrec tune`): validation folds, parallelism, pruning."""
+
+    validation_folds: int = Field(
+        2, ge=1, description="rolling validation windows a trial is scored on (newest first)"
+    )
+    parallel: int = Field(2, ge=1, description="trials run at once by the flow's task runner")
+    threads_per_trial: int = Field(
+        0, ge=0, description="LightGBM threads per trial; 0 = cores / parallel"
+    )
+    pruner: Literal["median", "none"] = Field(
+        "median", description="stop a Bayesian trial early when its first folds lag the median"
+    )
+    prune_startup_trials: int = Field(5, ge=0)
+    enqueue_defaults: bool = Field(
+        True, description="a Bayesian study's first trial is the default parameters"
+    )
+    nightly_uses_champion_params: bool = Field(
+        True, description="a nightly retrain uses the tuned parameters of the champion"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -180,6 +202,7 @@ class Settings(BaseSettings):
     ops: OpsSettings = OpsSettings()
     neural: NeuralSettings = NeuralSettings()
     safety: SafetySettings = SafetySettings()
+    tune: TuneSettings = TuneSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -218,6 +241,10 @@ class Settings(BaseSettings):
     @property
     def validation_dir(self) -> Path:
         return self.home / "validation"
+
+    @property
+    def tuning_dir(self) -> Path:
+        return self.home / "tuning"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -1,0 +1,1 @@
+"""Hyperparameter tuning: search spaces, objectives by model, Optuna studies, reports."""

@@ -1,0 +1,241 @@
+"""The LightGBM objective: mean protocol NDCG@K over rolling validation windows.
+
+Fold f validates on the f-th newest training window and trains on the `n_windows - 1`
+windows before it, exactly as `train_ranker` does for fold 0 (early stopping on the
+validation window, then NDCG@K of the padded top-K against the horizon's purchases for the
+protocol's evaluated users). All windows lie before the study's as-of date, so the window a
+report quotes (as-of onwards) is never seen. Candidates and features of every window are built
+once per study (`prepare`, cached on disk by fingerprint); a trial is only LightGBM fits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from tasks.candidates.generate import popular_items
+from tasks.constants import ITEM_ID, TS, USER_ID
+from tasks.evaluate.metrics import ranking_metrics
+from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.features.build import feature_columns
+from tasks.features.snapshot import Snapshot
+from tasks.rank import lgbm, registry
+from tasks.rank.dataset import (
+    LABEL,
+    candidate_frame,
+    groups_with_positives,
+    known_buyers,
+    labelled_frame,
+    training_as_of_dates,
+)
+from tasks.rank.gate import promotion_gate
+from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
+from tasks.rank.topk import top_k
+from tasks.rank.train import MIN_TRAIN_GROUPS, score_candidates, train_ranker
+from tasks.settings import RankerSettings, Settings
+from tasks.tune.objective import SPACES_DIR, PruneHook, TrialOutcome
+from tasks.tune.space import SearchSpace, SpaceError
+
+AS_OF_COL = "_as_of"
+FINGERPRINT_FILE = "fingerprint.json"
+# Not searchable: they shape the windows (so the data) or are run plumbing, not the model.
+FIXED_FIELDS = {"n_windows", "window_step_days", "retrain_every_days", "gate_tolerance"}
+FIXED_FIELDS |= {"num_threads"}
+
+
+class NotEnoughWindows(RuntimeError):
+    """The history before as-of is too short for the asked validation folds."""
+
+
+def _keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Groups must not mix windows: a customer appears once per window (as in train_ranker)."""
+    return pl.concat(frames).with_columns(
+        (pl.col(USER_ID) + pl.lit("@") + pl.col(AS_OF_COL).cast(pl.Utf8)).alias(USER_ID)
+    )
+
+
+def _fingerprint(settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
+    cfg = settings.ranker
+    return {
+        "cutoff": snapshot.cutoff.isoformat(),
+        "events": snapshot.n_events,
+        "watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
+        "horizon_days": settings.horizon_days,
+        "k": settings.k,
+        "candidates": settings.candidates.model_dump(),
+        "n_windows": cfg.n_windows,
+        "window_step_days": cfg.window_step_days,
+        "validation_folds": settings.tune.validation_folds,
+    }
+
+
+def build_windows(
+    events: pl.DataFrame, catalog: pl.DataFrame, cutoff: dt.datetime, settings: Settings, out: Path
+) -> dict[str, Any]:
+    """Write every window's labelled frame and every fold's scoring inputs under `out`."""
+    cfg, horizon, folds = settings.ranker, settings.horizon_days, settings.tune.validation_folds
+    events = events.filter(pl.col(TS) < cutoff)
+    n_windows = cfg.n_windows + folds - 1
+    dates = training_as_of_dates(cutoff, horizon, n_windows, cfg.window_step_days)
+    features: list[str] | None = None
+    (out / "windows").mkdir(parents=True)
+    for i, as_of in enumerate(dates):
+        frame = groups_with_positives(
+            labelled_frame(
+                events, catalog, known_buyers(events, as_of), as_of, horizon, settings.candidates
+            )
+        )
+        if frame.get_column(USER_ID).n_unique() < MIN_TRAIN_GROUPS:
+            raise NotEnoughWindows(
+                f"window as-of {as_of:%Y-%m-%d} has fewer than {MIN_TRAIN_GROUPS} labelled "
+                f"customers: {folds} validation fold(s) x {cfg.n_windows} windows need "
+                f"{horizon + (n_windows - 1) * cfg.window_step_days} days of history before "
+                f"{cutoff:%Y-%m-%d}; lower tune.validation_folds"
+            )
+        features = features or feature_columns(frame.drop(LABEL))
+        frame.with_columns(pl.lit(as_of).alias(AS_OF_COL)).write_parquet(
+            out / "windows" / f"{i}.parquet"
+        )
+    for fold in range(folds):
+        as_of = dates[fold]
+        folder = out / "folds" / str(fold)
+        folder.mkdir(parents=True)
+        users = evaluated_users(events, as_of, horizon)
+        pl.DataFrame({USER_ID: users}).write_parquet(folder / "users.parquet")
+        truth_window(events, as_of, horizon).write_parquet(folder / "truth.parquet")
+        candidate_frame(events, catalog, users, as_of, settings.candidates).write_parquet(
+            folder / "score.parquet"
+        )
+        popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
+        popular.select(ITEM_ID).write_parquet(folder / "popular.parquet")
+    return {
+        "windows": [d.isoformat() for d in dates],
+        "folds": [
+            {
+                "validate": dates[f].isoformat(),
+                "train": [d.isoformat() for d in dates[f + 1 : f + cfg.n_windows]],
+            }
+            for f in range(folds)
+        ],
+        "features": features,
+    }
+
+
+def fold_ndcg(
+    data_dir: Path, fold: int, cfg: RankerSettings, settings: Settings, features: list[str]
+) -> tuple[float, int]:
+    """(protocol NDCG@K on the fold's validation window, early-stopped rounds)."""
+    n_train = settings.ranker.n_windows - 1
+    windows = [
+        pl.read_parquet(data_dir / "windows" / f"{i}.parquet")
+        for i in range(fold, fold + n_train + 1)
+    ]
+    fit = lgbm.fit(_keyed(windows[1:]), features, cfg, settings.seed, valid=_keyed(windows[:1]))
+    folder = data_dir / "folds" / str(fold)
+    users = pl.read_parquet(folder / "users.parquet").get_column(USER_ID)
+    scored = score_candidates(fit.booster, pl.read_parquet(folder / "score.parquet"), features)
+    popular = pl.read_parquet(folder / "popular.parquet").get_column(ITEM_ID)
+    recs = top_k(scored, users, popular, settings.k)
+    truth = pl.read_parquet(folder / "truth.parquet")
+    metrics = ranking_metrics(recs, truth, users, settings.k)
+    return metrics[f"ndcg@{settings.k}"], fit.best_iteration
+
+
+class LightGBMObjective:
+    model = "lightgbm"
+    direction = "maximize"
+
+    def default_space(self) -> Path:
+        return SPACES_DIR / "lightgbm.yml"
+
+    def check_space(self, space: SearchSpace) -> None:
+        allowed = set(RankerSettings.model_fields) - FIXED_FIELDS
+        unknown = sorted(set(space.params) - allowed)
+        if unknown:
+            raise SpaceError(
+                f"not LightGBM ranker parameters: {', '.join(unknown)} "
+                f"(searchable: {', '.join(sorted(allowed))})"
+            )
+
+    def default_params(self, settings: Settings) -> dict[str, Any]:
+        return settings.ranker.model_dump()
+
+    def prepare(self, settings: Settings, snapshot: Snapshot, data_dir: Path) -> dict[str, Any]:
+        fingerprint = _fingerprint(settings, snapshot)
+        marker = data_dir / FINGERPRINT_FILE
+        if marker.is_file():
+            stored = json.loads(marker.read_text())
+            if stored["fingerprint"] == fingerprint:
+                return {**stored["summary"], "reused": True}
+        staging = data_dir.with_name(f".{data_dir.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        summary = build_windows(
+            snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings, staging
+        )
+        (staging / FINGERPRINT_FILE).write_text(
+            json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2)
+        )
+        shutil.rmtree(data_dir, ignore_errors=True)
+        os.replace(staging, data_dir)
+        return {**summary, "reused": False}
+
+    def evaluate(
+        self, params: dict[str, Any], settings: Settings, data_dir: Path, prune: PruneHook
+    ) -> TrialOutcome:
+        summary = json.loads((data_dir / FINGERPRINT_FILE).read_text())["summary"]
+        threads = settings.tune.threads_per_trial or max(
+            1, (os.cpu_count() or 1) // settings.tune.parallel
+        )
+        cfg = with_ranker_params(settings, {**params, "num_threads": threads}).ranker
+        values, rounds = [], []
+        for fold in range(len(summary["folds"])):
+            ndcg, best_iteration = fold_ndcg(data_dir, fold, cfg, settings, summary["features"])
+            values.append(ndcg)
+            rounds.append(best_iteration)
+            prune(fold, statistics.fmean(values))
+        return TrialOutcome(
+            statistics.fmean(values),
+            {"fold_ndcg": [round(v, 6) for v in values], "best_iterations": rounds},
+        )
+
+    def register_best(
+        self,
+        settings: Settings,
+        snapshot: Snapshot,
+        params: dict[str, Any],
+        tuning: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Train as the nightly run would, with the tuned parameters; register; gate."""
+        tuned = with_ranker_params(settings, params)
+        outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.cutoff, tuned)
+        meta = {**outcome.meta, TUNED_PARAMS_KEY: params, "tuning": tuning}
+        models_dir = settings.models_dir
+        record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), meta)
+        serving = registry.serving_model(models_dir, snapshot.cutoff)
+        validation = record.meta["validation"]
+        ndcg = validation["metrics"]["lightgbm"][f"ndcg@{validation['k']}"]
+        if serving is not None and serving.version == record.version:
+            return {
+                "version": record.version,
+                "promoted": True,
+                "reason": "already champion",
+                "validation_ndcg": ndcg,
+            }
+        decision = promotion_gate(
+            record.meta, serving.meta if serving else None, settings.ranker.gate_tolerance
+        )
+        if decision.promote:
+            registry.promote(models_dir, record.version)
+        return {
+            "version": record.version,
+            "promoted": decision.promote,
+            "reason": decision.reason,
+            "validation_ndcg": ndcg,
+        }

@@ -1,0 +1,135 @@
+"""The LightGBM objective on a tiny synthetic shop: it scores exactly what the ranker's own
+validation scores, a tuned model is registered and gated, and the nightly retrain takes the
+champion's tuned parameters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tasks.features.snapshot import take_snapshot
+from tasks.ingest.load import ingest_catalog, ingest_landing
+from tasks.rank import registry
+from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
+from tasks.rank.task import choose_model
+from tasks.rank.train import train_ranker
+from tasks.settings import load_settings
+from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.tune.lgbm_objective import LightGBMObjective
+
+SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
+AS_OF = SHOP.start + dt.timedelta(days=SHOP.days - 5)
+K = 5
+
+
+@pytest.fixture
+def tiny_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name, value in {
+        "NIGHTREC_HOME": str(home),
+        "NIGHTREC_K": str(K),
+        "NIGHTREC_HORIZON_DAYS": "7",
+        "NIGHTREC_RANKER__N_WINDOWS": "3",
+        "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
+        "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
+        "NIGHTREC_RANKER__NUM_THREADS": "1",
+        "NIGHTREC_TUNE__THREADS_PER_TRIAL": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    report = write_landing(generate_shop(SHOP), home / "landing")
+    ingest_catalog(home / "nightrec.duckdb", report.catalog_path)
+    ingest_landing(home / "nightrec.duckdb", "canonical", home / "landing", max_bad_share=0.5)
+    return home
+
+
+def _cutoff(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time())
+
+
+def test_fold_zero_scores_what_the_rankers_validation_scores(tiny_store: Path) -> None:
+    settings = load_settings()
+    settings = settings.model_copy(
+        update={"tune": settings.tune.model_copy(update={"validation_folds": 2})}
+    )
+    snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "work")
+    objective = LightGBMObjective()
+    data_dir = tiny_store / "data"
+    summary = objective.prepare(settings, snapshot, data_dir)
+    assert summary["reused"] is False and len(summary["folds"]) == 2
+    assert summary["folds"][1]["validate"] < summary["folds"][0]["validate"] < f"{AS_OF}"
+    assert objective.prepare(settings, snapshot, data_dir)["reused"] is True
+
+    params = {"learning_rate": 0.1, "num_leaves": 7}
+    reported: list[tuple[int, float]] = []
+    outcome = objective.evaluate(params, settings, data_dir, lambda s, v: reported.append((s, v)))
+    fold0, fold1 = outcome.attrs["fold_ndcg"]
+    assert outcome.value == pytest.approx((fold0 + fold1) / 2)
+    assert reported == [(0, pytest.approx(fold0)), (1, pytest.approx(outcome.value))]
+
+    # The same parameters through the nightly trainer: its validation NDCG@K is fold 0's.
+    trained = train_ranker(
+        snapshot.events(), snapshot.catalog(), snapshot.cutoff, with_ranker_params(settings, params)
+    )
+    validation = trained.meta["validation"]
+    assert validation["as_of"] == summary["folds"][0]["validate"]
+    assert validation["metrics"]["lightgbm"][f"ndcg@{K}"] == pytest.approx(fold0, abs=1e-6)
+    assert trained.meta["best_iteration"] == outcome.attrs["best_iterations"][0]
+
+
+@pytest.mark.flow
+def test_tuned_model_is_registered_gated_and_its_params_reach_the_nightly_retrain(
+    prefect_harness: None, tiny_store: Path, tmp_path: Path
+) -> None:
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from flows.tune import TuneParams, tune_flow
+
+    space = tmp_path / "space.yml"
+    space.write_text(
+        "params:\n"
+        "  learning_rate: {type: float, low: 0.01, high: 0.3, grid: [0.05, 0.2]}\n"
+        "  num_leaves: {type: int, low: 3, high: 31, grid: [7]}\n"
+    )
+    params = TuneParams(
+        study="tiny", search="grid", trials=10, as_of=AS_OF, space=str(space), home=str(tiny_store)
+    )
+    info = tune_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))(params)
+    assert info["trials"] == {"COMPLETE": 2} and info["stopped_because"] == "grid covered"
+    best = info["best"]
+    assert best["params"]["num_leaves"] == 7 and best["params"]["learning_rate"] in (0.05, 0.2)
+    registered = info["registered"]
+    assert registered["promoted"] is True and registered["reason"].startswith("first model")
+
+    settings = load_settings()
+    champion = registry.champion(settings.models_dir)
+    assert champion is not None and champion.version == registered["version"]
+    assert champion.meta[TUNED_PARAMS_KEY] == best["params"]
+    assert champion.meta["tuning"]["study"] == "tiny"
+    assert champion.meta["params"]["learning_rate"] == best["params"]["learning_rate"]
+    assert champion.meta["params"]["num_leaves"] == 7
+    report = tiny_store / "tuning" / "tiny" / "report"
+    assert json.loads((report / "summary.json").read_text())["best"] == best
+    assert (report / "best_params.png").stat().st_size > 0
+
+    # A nightly retrain a week later trains with the champion's tuned parameters.
+    later = take_snapshot(settings, _cutoff(AS_OF + dt.timedelta(days=4)), tiny_store / "w2")
+    choice = choose_model(settings, later, retrain=True)
+    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.cutoff)
+    assert choice.retrained and retrained.cutoff == later.cutoff
+    assert retrained.meta[TUNED_PARAMS_KEY] == best["params"]
+    assert retrained.meta["tuned_params_from"] == champion.version
+    assert retrained.meta["params"]["num_leaves"] == 7
+
+    # Without a tuned champion the retrain uses the defaults.
+    (settings.models_dir / registry.CHAMPION_FILE).unlink()
+    for record in registry.list_models(settings.models_dir):
+        if record.version != champion.version:
+            shutil.rmtree(record.path)
+    plain = choose_model(settings, later, retrain=True)
+    assert plain.retrained
+    fresh = [r for r in registry.list_models(settings.models_dir) if r.cutoff == later.cutoff]
+    assert len(fresh) == 1 and TUNED_PARAMS_KEY not in fresh[0].meta
+    assert fresh[0].meta["params"]["num_leaves"] == settings.ranker.num_leaves == 31
