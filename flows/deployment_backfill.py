@@ -62,19 +62,6 @@ def backfill_via_deployment(
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the nightly deployment for `days`; returns one row per date, in date order."""
-    rows: dict[dt.date, dict[str, Any]] = {}
-    todo = []
-    for day in sorted(days):
-        if not force and is_complete(settings.recommendations_dir, day):
-            rows[day] = {"run_date": day.isoformat(), "state": "skipped (complete)"}
-        else:
-            todo.append(day)
-
-    def newest_model_cutoff(cutoff: dt.datetime) -> dt.datetime | None:
-        record = registry.newest_before(settings.models_dir, cutoff)
-        return record.cutoff if record else None
-
-    waves = plan_waves(todo, newest_model_cutoff, settings.ranker.retrain_every_days)
     with get_client(sync_client=True) as client:
         try:
             deployment = client.read_deployment_by_name(deployment_name())
@@ -83,6 +70,24 @@ def backfill_via_deployment(
                 f"deployment {deployment_name()} is not registered at the Prefect API; "
                 "start `nightrec serve` first"
             ) from None
+
+        rows: dict[dt.date, dict[str, Any]] = {}
+        todo = []
+        for day in sorted(days):
+            if not force and is_complete(settings.recommendations_dir, day):
+                rows[day] = {"run_date": day.isoformat(), "state": "skipped (complete)"}
+                # A run killed after publishing (with `serve`) still shows RUNNING: close it.
+                for run in _runs_for(client, deployment.id, day):
+                    if run.state is not None and run.state.is_running():
+                        _mark_if_orphaned(client, run, settings)
+            else:
+                todo.append(day)
+
+        def newest_model_cutoff(cutoff: dt.datetime) -> dt.datetime | None:
+            record = registry.newest_before(settings.models_dir, cutoff)
+            return record.cutoff if record else None
+
+        waves = plan_waves(todo, newest_model_cutoff, settings.ranker.retrain_every_days)
 
         def run_day(day: dt.date) -> dict[str, Any]:
             started = time.perf_counter()
@@ -140,14 +145,26 @@ def _wait(client: SyncPrefectClient, flow_run_id: UUID, settings: Settings) -> F
         state = flow_run.state
         if state is not None and state.is_final():
             return flow_run
-        if state is not None and state.is_running() and _orphaned(flow_run, settings):
-            client.set_flow_run_state(
-                flow_run_id,
-                Crashed(name=ORPHANED, message="its process is gone: no live holder of the lock"),
-                force=True,
-            )
+        if (
+            state is not None
+            and state.is_running()
+            and _mark_if_orphaned(client, flow_run, settings)
+        ):
             return client.read_flow_run(flow_run_id)
         time.sleep(POLL_SECONDS)
+
+
+def _mark_if_orphaned(client: SyncPrefectClient, flow_run: FlowRun, settings: Settings) -> bool:
+    """Mark a RUNNING flow run whose process is gone as Crashed (named ORPHANED)."""
+    if not _orphaned(flow_run, settings):
+        return False
+    log.warning("%s: its process is gone; marking it Crashed", flow_run.name)
+    client.set_flow_run_state(
+        flow_run.id,
+        Crashed(name=ORPHANED, message="its process is gone: no live holder of the lock"),
+        force=True,
+    )
+    return True
 
 
 def _orphaned(flow_run: FlowRun, settings: Settings) -> bool:
