@@ -11,11 +11,16 @@ from prefect.deployments.runner import RunnerDeployment
 
 from deployments.backfill import backfill_deployment
 from deployments.nightly import nightly_deployment
+from deployments.tuning import tuning_deployment
 from tasks.settings import Settings, load_settings
 
 
 def all_deployments(settings: Settings) -> list[RunnerDeployment]:
-    return [nightly_deployment(settings), backfill_deployment(settings)]
+    return [
+        nightly_deployment(settings),
+        backfill_deployment(settings),
+        tuning_deployment(settings),
+    ]
 
 
 def serve_all(settings: Settings) -> None:

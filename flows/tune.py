@@ -44,7 +44,10 @@ log = logging.getLogger("nightrec.tune")
 class TuneParams(BaseModel):
     """Parameters of one tuning run (what the Prefect UI shows as a form)."""
 
-    study: str = Field(description="study name; the same name again resumes it")
+    study: str = Field(
+        description="study name; the same name again resumes it; `{as_of}` in it becomes the "
+        "as-of date (a weekly schedule gets one study per week)"
+    )
     model: str = Field("lightgbm", description="lightgbm | neural | blend")
     search: Literal["grid", "bayes"] = "bayes"
     trials: int = Field(30, ge=1, description="finished trials the study should hold")
@@ -70,6 +73,7 @@ def tune_flow(params: TuneParams) -> dict[str, Any]:
     space = load_space(Path(params.space) if params.space else objective.default_space())
     objective.check_space(space)
     as_of = params.as_of or dt.date.today()
+    params = params.model_copy(update={"study": params.study.replace("{as_of}", as_of.isoformat())})
     cutoff = dt.datetime.combine(as_of, dt.time())
     folder = study_dir(settings.tuning_dir, params.study)
     spec = StudySpec(

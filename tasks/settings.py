@@ -115,6 +115,8 @@ class OpsSettings(BaseModel):
     server_port: int = Field(4200, ge=1, le=65535)
     timezone: str = Field("UTC", description="IANA zone of the schedules, e.g. Europe/London")
     nightly_cron: str = Field("0 2 * * *", description="when the nightly run starts")
+    tuning_cron: str = Field("0 4 * * 0", description="when the weekly tuning study starts")
+    tuning_trials: int = Field(30, ge=1, description="trials of the weekly study")
     serve_limit: int = Field(4, ge=1, description="flow runs `nightrec serve` runs at once")
     backfill_concurrency: int = Field(
         1, ge=1, description="dates a backfill through the deployment runs at once"

@@ -42,3 +42,15 @@ def test_backfill_deployment_is_manual_and_requires_a_range(tmp_path: Path) -> N
 def test_an_unknown_timezone_is_refused() -> None:
     with pytest.raises(ValidationError, match="unknown timezone 'Mars/Base'"):
         load_settings(ops={"timezone": "Mars/Base"})
+
+
+def test_weekly_tuning_deployment_runs_a_study_per_week(tmp_path: Path) -> None:
+    from deployments.tuning import tuning_deployment
+
+    deployment = tuning_deployment(load_settings(home=tmp_path))
+    assert deployment.name == "weekly"
+    (schedule,) = deployment.schedules
+    assert schedule.schedule.cron == "0 4 * * 0"
+    params = deployment.parameters["params"]
+    assert params["study"] == "weekly-lightgbm-{as_of}" and params["trials"] == 30
+    assert params["model"] == "lightgbm" and params["search"] == "bayes"
