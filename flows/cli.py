@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from flows.ops_cli import backfill_via_deployment_cli, serve, server
 from flows.safety_cli import drill, quarantine_app
 
 app = typer.Typer(
@@ -28,6 +29,8 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(quarantine_app, name="quarantine")
 app.command()(drill)
+app.command()(server)
+app.command()(serve)
 console = Console(stderr=True)
 # Wide enough for the metric tables when the output is piped to a file.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -234,7 +237,7 @@ def backfill(
     if via_deployment:
         if concurrency is not None:
             settings.ops.backfill_concurrency = concurrency
-        _backfill_via_deployment(
+        backfill_via_deployment_cli(
             settings, BackfillParams(start=start.date(), end=end.date()), force
         )
         return
@@ -249,62 +252,6 @@ def backfill(
         )
     )
     out.print(_table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
-
-
-def _backfill_via_deployment(settings: Any, params: Any, force: bool) -> None:
-    from flows.prefect_api import use_api
-
-    url = use_api(settings)
-    from flows.deployment_backfill import backfill_via_deployment
-
-    days = params.days()
-    done = 0
-
-    def on_done(row: dict[str, Any]) -> None:
-        nonlocal done
-        done += 1
-        console.print(
-            f"[{done}/{len(days)}] {row['run_date']}: {row['state']} ({row['seconds']} s)"
-        )
-
-    console.print(f"backfill of {len(days)} date(s) through {url}")
-    rows = backfill_via_deployment(settings, days, force, on_done)
-    out.print(_table(f"Backfill {params.start}..{params.end} via the nightly deployment", rows))
-    failed = [r["run_date"] for r in rows if r["state"] not in ("Completed", "skipped (complete)")]
-    if failed:
-        sys.stderr.write(f"error: {len(failed)} date(s) did not complete: {', '.join(failed)}\n")
-        sys.stderr.write("hint: see the runs in the Prefect UI, then rerun the same backfill\n")
-        raise typer.Exit(1)
-
-
-@app.command()
-def server(home: HomeOption = None) -> None:
-    """Start the Prefect server and UI on this host (127.0.0.1:4200 by default, no analytics)."""
-    from flows.prefect_api import server_command
-
-    settings = _settings(home)
-    argv, env = server_command(settings)
-    console.print(f"Prefect UI on http://{settings.ops.server_host}:{settings.ops.server_port}")
-    os.execve(argv[0], argv, env)  # the server owns the terminal from here; Ctrl-C stops it
-
-
-@app.command()
-def serve(home: HomeOption = None) -> None:
-    """Serve nightrec's deployments (nightly schedule, manual runs, backfill); no worker needed."""
-    from flows.prefect_api import use_api
-
-    settings = _settings(home)
-    url = use_api(settings)
-    # Served runs log to the UI: nightrec's own loggers too, at INFO.
-    os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "nightrec")
-    from deployments.serve import serve_all
-
-    console.print(
-        f"serving the nightly ({settings.ops.nightly_cron}, {settings.ops.timezone}) and backfill "
-        f"deployments at {url}; Ctrl-C stops"
-    )
-    serve_all(settings)
 
 
 @app.command()

@@ -84,3 +84,35 @@ def test_quarantine_list_by_reason_and_replay_of_a_rejected_file(
     assert replay.returncode == 2
     lines = replay.stderr.strip().splitlines()
     assert len(lines) == 2 and "belong to rejected file(s)" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("serve",), ("backfill", "--start", "2011-08-01", "--end", "2011-08-02", "--via-deployment")],
+)
+def test_commands_that_need_the_prefect_api_say_so_in_one_line(
+    home: Path, args: tuple[str, ...]
+) -> None:
+    import os
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["NIGHTREC_OPS__SERVER_PORT"] = str(port)
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"error: no Prefect server answers at http://127.0.0.1:{port}/api (ConnectError); "
+        "start one with `nightrec server` or set PREFECT_API_URL"
+    )
+    assert lines[1] == "hint: `nightrec server` in another terminal, then `nightrec serve`"
