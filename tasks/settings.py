@@ -117,6 +117,9 @@ class OpsSettings(BaseModel):
     nightly_cron: str = Field("0 2 * * *", description="when the nightly run starts")
     tuning_cron: str = Field("0 4 * * 0", description="when the weekly tuning study starts")
     tuning_trials: int = Field(30, ge=1, description="trials of the weekly study")
+    tuning_registers_best: bool = Field(
+        False, description="the weekly study registers its best trial and gates it"
+    )
     serve_limit: int = Field(4, ge=1, description="flow runs `nightrec serve` runs at once")
     backfill_concurrency: int = Field(
         1, ge=1, description="dates a backfill through the deployment runs at once"
