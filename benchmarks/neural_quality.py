@@ -9,7 +9,7 @@ float32 on the same frame (median of 3) and evaluated the same way.
 
 Writes benchmarks/results/neural_quality.md and .json.
 
-    .venv/bin/python benchmarks/neural_quality.py --db /tmp/wt4/db.duckdb [--as-of 2011-09-01]
+    .venv/bin/python benchmarks/neural_quality.py --db STORE [--as-of 2011-09-01]
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ the protocol backtest at 2011-09-01 (H = 30) of the untuned and the tuned ranker
 
 Writes benchmarks/results/tuning.md, tuning.json and the study's plots (tuning_plots/).
 
-    .venv/bin/python benchmarks/tuning.py --db /tmp/or/db.duckdb [--work DIR] [--trials 30]
+    .venv/bin/python benchmarks/tuning.py --db STORE [--work DIR] [--trials 30]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from machine import describe
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 AS_OF = dt.date(2011, 9, 1)
-COMMAND = ".venv/bin/python benchmarks/tuning.py --db /tmp/or/db.duckdb"
+COMMAND = ".venv/bin/python benchmarks/tuning.py --db STORE"
 
 
 def backtests(
