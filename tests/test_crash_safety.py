@@ -18,37 +18,20 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from tasks.constants import MANIFEST_NAME
-from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.publish.writer import is_complete, partition_dir, publish, recover_partition
 from tasks.safety.faults import kill_if_armed
 from tasks.store import connect
-from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.synth.tiny import TINY_MAX_BAD_SHARE, TINY_PROTOCOL_ENV, TINY_SHOP, stage_tiny_shop
 
-SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
+SHOP = TINY_SHOP
 RUN_DATE = SHOP.start + dt.timedelta(days=SHOP.days - 2)
 PREVIOUS = RUN_DATE - dt.timedelta(days=1)
-ENV = {
-    "NIGHTREC_K": "5",
-    "NIGHTREC_HORIZON_DAYS": "7",
-    "NIGHTREC_RANKER__N_WINDOWS": "3",
-    "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
-    "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
-    "NIGHTREC_RANKER__NUM_THREADS": "1",
-    "NIGHTREC_MAX_BAD_SHARE": "0.5",
-}
+ENV = {**TINY_PROTOCOL_ENV, "NIGHTREC_MAX_BAD_SHARE": str(TINY_MAX_BAD_SHARE)}
 
 
 def _home(root: Path) -> tuple[Path, Path]:
     home, landing = root / "home", root / "landing"
-    report = write_landing(generate_shop(SHOP), landing)
-    ingest_catalog(home / "nightrec.duckdb", report.catalog_path)
-    ingest_landing(
-        home / "nightrec.duckdb",
-        "canonical",
-        landing,
-        max_bad_share=0.5,
-        end=PREVIOUS - dt.timedelta(days=1),
-    )
+    stage_tiny_shop(home, landing, end=PREVIOUS - dt.timedelta(days=1))
     return home, landing
 
 

@@ -20,14 +20,13 @@ import polars as pl
 import pytest
 
 from flows.local_stack import REPO, LocalStack, local_stack, wait_until
-from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.locks import run_date_lock
 from tasks.publish.writer import MANIFEST_NAME, partition_dir
-from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.synth.tiny import TINY_K, TINY_PROTOCOL_ENV, TINY_SHOP, stage_tiny_shop
 
-SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
+SHOP = TINY_SHOP
 FIRST_DAY = SHOP.start + dt.timedelta(days=SHOP.days - 4)
-K = 5
+K = TINY_K
 
 
 @dataclass
@@ -45,25 +44,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("server")
     home = root / "home"
     landing = root / "landing"
-    report = write_landing(generate_shop(SHOP), landing)
-    ingest_catalog(home / "nightrec.duckdb", report.catalog_path)
-    ingest_landing(
-        home / "nightrec.duckdb",
-        "canonical",
-        landing,
-        max_bad_share=0.5,
-        end=FIRST_DAY - dt.timedelta(days=1),
-    )
+    stage_tiny_shop(home, landing, end=FIRST_DAY - dt.timedelta(days=1))
     nightrec_env = {
         "NIGHTREC_HOME": str(home),
         "NIGHTREC_LANDING_DIR": str(landing),
         "NIGHTREC_SOURCE": "canonical",
-        "NIGHTREC_K": str(K),
-        "NIGHTREC_HORIZON_DAYS": "7",
-        "NIGHTREC_RANKER__N_WINDOWS": "3",
-        "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
-        "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
-        "NIGHTREC_RANKER__NUM_THREADS": "1",
+        **TINY_PROTOCOL_ENV,
     }
     try:
         with local_stack(root, nightrec_env) as local:

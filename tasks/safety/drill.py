@@ -28,23 +28,15 @@ from tasks.ingest.landing import IngestError, find_day_files, read_raw
 from tasks.ingest.load import BadShareError, ingest_catalog, ingest_landing
 from tasks.publish.writer import is_complete, partition_dir, read_manifest
 from tasks.store import StoreError, connect
-from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.synth.shop import generate_shop, write_landing
+from tasks.synth.tiny import TINY_MAX_BAD_SHARE, TINY_PROTOCOL_ENV, TINY_SHOP
 
-DRILL_SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
+DRILL_SHOP = TINY_SHOP
 RUN_DATE = DRILL_SHOP.start + dt.timedelta(days=DRILL_SHOP.days - 2)
 PREVIOUS = RUN_DATE - dt.timedelta(days=1)
 # A short protocol so that a scenario takes seconds (the same one the flow tests use).
-DRILL_ENV = {
-    "NIGHTREC_K": "5",
-    "NIGHTREC_HORIZON_DAYS": "7",
-    "NIGHTREC_RANKER__N_WINDOWS": "3",
-    "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
-    "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
-    "NIGHTREC_RANKER__NUM_THREADS": "1",
-    # Tiny days of a dozen rows carry the shop's injected malformed rows at a high share.
-    "NIGHTREC_MAX_BAD_SHARE": str(0.5),
-}
-MAX_BAD_SHARE = 0.5
+DRILL_ENV = {**TINY_PROTOCOL_ENV, "NIGHTREC_MAX_BAD_SHARE": str(TINY_MAX_BAD_SHARE)}
+MAX_BAD_SHARE = TINY_MAX_BAD_SHARE
 
 
 @dataclass(frozen=True)
