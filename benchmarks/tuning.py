@@ -111,6 +111,9 @@ def write_markdown(record: dict) -> str:
     measured = "tuned" in test and "untuned" in test
     test_ok = measured and test["tuned"]["ndcg@10"] >= test["untuned"]["ndcg@10"]
     times = record["times"]
+    folds = (study.get("prepared") or {}).get("folds") or []
+    n_folds = len(folds)
+    fold_dates = ", ".join(f["validate"][:10] for f in folds)
     lines = [
         "# Hyperparameter tuning: LightGBM, Bayesian (TPE), Online Retail",
         "",
@@ -119,10 +122,11 @@ def write_markdown(record: dict) -> str:
         f"10, so times are long and noisy), Python {m['python']}; peak RSS "
         f"{record['peak_rss_gib']} GiB.",
         f"Command: `{record['command']}`. Study as-of {record['as_of']}: objective = mean "
-        "protocol NDCG@10 over 2 rolling validation windows before it (H = 30); "
+        f"protocol NDCG@10 over {n_folds} folds, each a replayed nightly retrain at an earlier "
+        f"cutoff ({fold_dates}) scored on the 30 days after it, which no fit saw; "
         f"{record['parallel']} trials at a time, 1 LightGBM thread each.",
         "",
-        "| | trial | validation NDCG@10 (mean of 2 folds) |",
+        f"| | trial | validation NDCG@10 (mean of {n_folds} folds) |",
         "| --- | --- | --- |",
         f"| default parameters | {default.get('trial', '-')} | {default_value:.5f} |",
         f"| best trial | {best['trial']} | {best['value']:.5f} |",

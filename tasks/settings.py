@@ -168,7 +168,10 @@ class TuneSettings(BaseModel):
     """Hyperparameter tuning (`nightrec tune`): validation folds, parallelism, pruning."""
 
     validation_folds: int = Field(
-        2, ge=1, description="rolling validation windows a trial is scored on (newest first)"
+        4,
+        ge=1,
+        description="nightly retrains a trial replays, one window step apart (newest first); "
+        "each scores the protocol NDCG@K on a horizon no fit saw",
     )
     parallel: int = Field(2, ge=1, description="trials run at once by the flow's task runner")
     threads_per_trial: int = Field(

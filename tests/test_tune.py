@@ -105,7 +105,7 @@ def test_lightgbm_space_reads_its_grid_and_bounds() -> None:
     }
     assert space.grid_size() == 18
     leaves = space.distributions()["num_leaves"]
-    assert (leaves.low, leaves.high, leaves.log) == (7, 127, True)
+    assert (leaves.low, leaves.high, leaves.log) == (7, 63, True)
     # Today's defaults lie inside the space, so a Bayesian study can start from them.
     defaults = objective.default_params(load_settings())
     for name, dist in space.distributions().items():

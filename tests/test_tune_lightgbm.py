@@ -1,6 +1,6 @@
-"""The LightGBM objective on a tiny synthetic shop: it scores exactly what the ranker's own
-validation scores, a tuned model is registered and gated, and the nightly retrain takes the
-champion's tuned parameters."""
+"""The LightGBM objective on a tiny synthetic shop: a fold scores exactly what the nightly
+trainer at that fold's cutoff would score, a tuned model is registered and gated, and the
+nightly retrain takes the champion's tuned parameters."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tasks.evaluate.metrics import ranking_metrics
+from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.snapshot import take_snapshot
 from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.rank import registry
 from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
 from tasks.rank.task import choose_model
-from tasks.rank.train import train_ranker
+from tasks.rank.train import recommend, train_ranker
 from tasks.settings import load_settings
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 from tasks.tune.lgbm_objective import LightGBMObjective
@@ -37,6 +39,7 @@ def tiny_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
         "NIGHTREC_RANKER__NUM_THREADS": "1",
         "NIGHTREC_TUNE__THREADS_PER_TRIAL": "1",
+        "NIGHTREC_TUNE__VALIDATION_FOLDS": "2",
     }.items():
         monkeypatch.setenv(name, value)
     report = write_landing(generate_shop(SHOP), home / "landing")
@@ -49,7 +52,7 @@ def _cutoff(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time())
 
 
-def test_fold_zero_scores_what_the_rankers_validation_scores(tiny_store: Path) -> None:
+def test_fold_zero_replays_the_nightly_trainer_at_its_cutoff(tiny_store: Path) -> None:
     settings = load_settings()
     settings = settings.model_copy(
         update={"tune": settings.tune.model_copy(update={"validation_folds": 2})}
@@ -59,7 +62,17 @@ def test_fold_zero_scores_what_the_rankers_validation_scores(tiny_store: Path) -
     data_dir = tiny_store / "data"
     summary = objective.prepare(settings, snapshot, data_dir)
     assert summary["reused"] is False and len(summary["folds"]) == 2
-    assert summary["folds"][1]["validate"] < summary["folds"][0]["validate"] < f"{AS_OF}"
+    horizon = dt.timedelta(days=7)
+    # Fold f replays a nightly run at A_f: scored on [A_f, A_f + H) before the study's as-of,
+    # early-stopped on the window whose labels end at A_f, trained on windows before that.
+    for fold, step in zip(summary["folds"], (0, 7), strict=True):
+        cutoff = dt.datetime.fromisoformat(fold["validate"])
+        assert cutoff == _cutoff(AS_OF) - horizon - dt.timedelta(days=step)
+        assert dt.datetime.fromisoformat(fold["stop_on"]) + horizon == cutoff
+        assert fold["train"][0] == fold["stop_on"] and len(fold["train"]) == 2
+        assert all(d <= fold["stop_on"] for d in fold["train"])
+    assert summary["windows"] == sorted(summary["windows"], reverse=True)
+    assert len(summary["windows"]) == 3 + 2 - 1
     assert objective.prepare(settings, snapshot, data_dir)["reused"] is True
 
     params = {"learning_rate": 0.1, "num_leaves": 7}
@@ -69,14 +82,21 @@ def test_fold_zero_scores_what_the_rankers_validation_scores(tiny_store: Path) -
     assert outcome.value == pytest.approx((fold0 + fold1) / 2)
     assert reported == [(0, pytest.approx(fold0)), (1, pytest.approx(outcome.value))]
 
-    # The same parameters through the nightly trainer: its validation NDCG@K is fold 0's.
-    trained = train_ranker(
-        snapshot.events(), snapshot.catalog(), snapshot.cutoff, with_ranker_params(settings, params)
+    # The nightly trainer at fold 0's cutoff with the same parameters: the protocol NDCG@K of
+    # its model at that cutoff is fold 0's value, and its rounds are fold 0's.
+    tuned = with_ranker_params(settings, params)
+    cutoff0 = dt.datetime.fromisoformat(summary["folds"][0]["validate"])
+    events, catalog = snapshot.events(), snapshot.catalog()
+    trained = train_ranker(events, catalog, cutoff0, tuned)
+    users = evaluated_users(events, cutoff0, tuned.horizon_days)
+    recs = recommend(
+        trained.booster, events, catalog, users, cutoff0, tuned, trained.meta["features"]
     )
-    validation = trained.meta["validation"]
-    assert validation["as_of"] == summary["folds"][0]["validate"]
-    assert validation["metrics"]["lightgbm"][f"ndcg@{K}"] == pytest.approx(fold0, abs=1e-6)
+    truth = truth_window(events, cutoff0, tuned.horizon_days)
+    ndcg = ranking_metrics(recs, truth, users, K)[f"ndcg@{K}"]
+    assert ndcg == pytest.approx(fold0, abs=1e-6)
     assert trained.meta["best_iteration"] == outcome.attrs["best_iterations"][0]
+    assert trained.meta["validation_window"] == summary["folds"][0]["stop_on"]
 
 
 @pytest.mark.flow

@@ -1,11 +1,15 @@
-"""The LightGBM objective: mean protocol NDCG@K over rolling validation windows.
+"""The LightGBM objective: mean protocol NDCG@K of the nightly recipe replayed at earlier dates.
 
-Fold f validates on the f-th newest training window and trains on the `n_windows - 1`
-windows before it, exactly as `train_ranker` does for fold 0 (early stopping on the
-validation window, then NDCG@K of the padded top-K against the horizon's purchases for the
-protocol's evaluated users). All windows lie before the study's as-of date, so the window a
-report quotes (as-of onwards) is never seen. Candidates and features of every window are built
-once per study (`prepare`, cached on disk by fingerprint); a trial is only LightGBM fits.
+Fold f replays a whole nightly retrain at the cutoff A_f = as-of - H - f * step: the
+recipe of `train_ranker` on the `n_windows` labelled windows before A_f (fit on the older
+ones, stopped early on the newest, refit on the newest for that many rounds), then the
+padded top-K at A_f scored under the protocol against the purchases of [A_f, A_f + H). So a
+trial is judged the way the reported test judges the nightly model, on data no fit saw: no
+training label reaches past A_f, and the early-stopping window is not the scored one. All
+of it lies before the study's as-of, so the window a report quotes is never seen. Folds
+share windows (the step is the windows' step); candidates and features of every window are
+built once per study (`prepare`, cached on disk by fingerprint); a trial is only LightGBM
+fits.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from tasks.evaluate.metrics import ranking_metrics
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.build import feature_columns
 from tasks.features.snapshot import Snapshot
-from tasks.rank import lgbm, registry
+from tasks.rank import registry
 from tasks.rank.dataset import (
     LABEL,
     candidate_frame,
@@ -38,32 +42,32 @@ from tasks.rank.dataset import (
 from tasks.rank.gate import promotion_gate
 from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
 from tasks.rank.topk import top_k
-from tasks.rank.train import MIN_TRAIN_GROUPS, score_candidates, train_ranker
+from tasks.rank.train import (
+    MIN_TRAIN_GROUPS,
+    fit_stopped_then_refit,
+    score_candidates,
+    train_ranker,
+)
 from tasks.settings import RankerSettings, Settings
 from tasks.tune.objective import SPACES_DIR, PruneHook, TrialOutcome
 from tasks.tune.space import SearchSpace, SpaceError
 
 AS_OF_COL = "_as_of"
 FINGERPRINT_FILE = "fingerprint.json"
+LAYOUT = 2  # version of the cached windows' layout; a change rebuilds old caches
 # Not searchable: they shape the windows (so the data) or are run plumbing, not the model.
 FIXED_FIELDS = {"n_windows", "window_step_days", "retrain_every_days", "gate_tolerance"}
-FIXED_FIELDS |= {"num_threads"}
+FIXED_FIELDS |= {"num_threads", "kind"}
 
 
 class NotEnoughWindows(RuntimeError):
     """The history before as-of is too short for the asked validation folds."""
 
 
-def _keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """Groups must not mix windows: a customer appears once per window (as in train_ranker)."""
-    return pl.concat(frames).with_columns(
-        (pl.col(USER_ID) + pl.lit("@") + pl.col(AS_OF_COL).cast(pl.Utf8)).alias(USER_ID)
-    )
-
-
 def _fingerprint(settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
     cfg = settings.ranker
     return {
+        "layout": LAYOUT,
         "cutoff": snapshot.cutoff.isoformat(),
         "events": snapshot.n_events,
         "watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
@@ -76,14 +80,25 @@ def _fingerprint(settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
+def fold_cutoffs(cutoff: dt.datetime, settings: Settings) -> list[dt.datetime]:
+    """The replayed nightly cutoffs, newest first: fold f scores [A_f, A_f + H) < cutoff."""
+    step = dt.timedelta(days=settings.ranker.window_step_days)
+    newest = cutoff - dt.timedelta(days=settings.horizon_days)
+    return [newest - f * step for f in range(settings.tune.validation_folds)]
+
+
 def build_windows(
     events: pl.DataFrame, catalog: pl.DataFrame, cutoff: dt.datetime, settings: Settings, out: Path
 ) -> dict[str, Any]:
-    """Write every window's labelled frame and every fold's scoring inputs under `out`."""
+    """Write every labelled window and every fold's scoring inputs under `out`.
+
+    Window i has as-of A_0 - H - i * step; fold f trains on windows f .. f + n_windows - 1
+    (newest first, exactly the windows a nightly run at A_f would build)."""
     cfg, horizon, folds = settings.ranker, settings.horizon_days, settings.tune.validation_folds
     events = events.filter(pl.col(TS) < cutoff)
+    cutoffs = fold_cutoffs(cutoff, settings)
     n_windows = cfg.n_windows + folds - 1
-    dates = training_as_of_dates(cutoff, horizon, n_windows, cfg.window_step_days)
+    dates = training_as_of_dates(cutoffs[0], horizon, n_windows, cfg.window_step_days)
     features: list[str] | None = None
     (out / "windows").mkdir(parents=True)
     for i, as_of in enumerate(dates):
@@ -96,15 +111,14 @@ def build_windows(
             raise NotEnoughWindows(
                 f"window as-of {as_of:%Y-%m-%d} has fewer than {MIN_TRAIN_GROUPS} labelled "
                 f"customers: {folds} validation fold(s) x {cfg.n_windows} windows need "
-                f"{horizon + (n_windows - 1) * cfg.window_step_days} days of history before "
-                f"{cutoff:%Y-%m-%d}; lower tune.validation_folds"
+                f"{2 * horizon + (n_windows - 1) * cfg.window_step_days} days of history "
+                f"before {cutoff:%Y-%m-%d}; lower tune.validation_folds"
             )
         features = features or feature_columns(frame.drop(LABEL))
         frame.with_columns(pl.lit(as_of).alias(AS_OF_COL)).write_parquet(
             out / "windows" / f"{i}.parquet"
         )
-    for fold in range(folds):
-        as_of = dates[fold]
+    for fold, as_of in enumerate(cutoffs):
         folder = out / "folds" / str(fold)
         folder.mkdir(parents=True)
         users = evaluated_users(events, as_of, horizon)
@@ -119,8 +133,10 @@ def build_windows(
         "windows": [d.isoformat() for d in dates],
         "folds": [
             {
-                "validate": dates[f].isoformat(),
-                "train": [d.isoformat() for d in dates[f + 1 : f + cfg.n_windows]],
+                "validate": cutoffs[f].isoformat(),
+                "stop_on": dates[f].isoformat(),
+                "train": [d.isoformat() for d in dates[f : f + cfg.n_windows - 1]],
+                "window_index": list(range(f, f + cfg.n_windows)),
             }
             for f in range(folds)
         ],
@@ -131,21 +147,20 @@ def build_windows(
 def fold_ndcg(
     data_dir: Path, fold: int, cfg: RankerSettings, settings: Settings, features: list[str]
 ) -> tuple[float, int]:
-    """(protocol NDCG@K on the fold's validation window, early-stopped rounds)."""
-    n_train = settings.ranker.n_windows - 1
-    windows = [
+    """(protocol NDCG@K of the replayed nightly model at fold's cutoff, early-stopped rounds)."""
+    frames = [
         pl.read_parquet(data_dir / "windows" / f"{i}.parquet")
-        for i in range(fold, fold + n_train + 1)
+        for i in range(fold, fold + settings.ranker.n_windows)
     ]
-    fit = lgbm.fit(_keyed(windows[1:]), features, cfg, settings.seed, valid=_keyed(windows[:1]))
+    early, final = fit_stopped_then_refit(frames, features, cfg, settings.seed)
     folder = data_dir / "folds" / str(fold)
     users = pl.read_parquet(folder / "users.parquet").get_column(USER_ID)
-    scored = score_candidates(fit.booster, pl.read_parquet(folder / "score.parquet"), features)
+    scored = score_candidates(final.booster, pl.read_parquet(folder / "score.parquet"), features)
     popular = pl.read_parquet(folder / "popular.parquet").get_column(ITEM_ID)
     recs = top_k(scored, users, popular, settings.k)
     truth = pl.read_parquet(folder / "truth.parquet")
     metrics = ranking_metrics(recs, truth, users, settings.k)
-    return metrics[f"ndcg@{settings.k}"], fit.best_iteration
+    return metrics[f"ndcg@{settings.k}"], early.best_iteration
 
 
 class LightGBMObjective:
