@@ -1,6 +1,6 @@
 """The LightGBM objective on a tiny synthetic shop: a fold scores exactly what the nightly
-trainer at that fold's cutoff would score, a tuned model is registered and gated, and the
-nightly retrain takes the champion's tuned parameters."""
+trainer's early-stopped model at that fold's cutoff scores, a tuned model is registered and
+gated, and the nightly retrain takes the champion's tuned parameters."""
 
 from __future__ import annotations
 
@@ -63,14 +63,13 @@ def test_fold_zero_replays_the_nightly_trainer_at_its_cutoff(tiny_store: Path) -
     summary = objective.prepare(settings, snapshot, data_dir)
     assert summary["reused"] is False and len(summary["folds"]) == 2
     horizon = dt.timedelta(days=7)
-    # Fold f replays a nightly run at A_f: scored on [A_f, A_f + H) before the study's as-of,
-    # early-stopped on the window whose labels end at A_f, trained on windows before that.
+    # Fold f replays the nightly trainer at A_f: scored on [A_f, A_f + H) before the study's
+    # as-of, stopped early on the window whose labels end at A_f, fit on the windows before.
     for fold, step in zip(summary["folds"], (0, 7), strict=True):
         cutoff = dt.datetime.fromisoformat(fold["validate"])
         assert cutoff == _cutoff(AS_OF) - horizon - dt.timedelta(days=step)
         assert dt.datetime.fromisoformat(fold["stop_on"]) + horizon == cutoff
-        assert fold["train"][0] == fold["stop_on"] and len(fold["train"]) == 2
-        assert all(d <= fold["stop_on"] for d in fold["train"])
+        assert len(fold["train"]) == 2 and all(d < fold["stop_on"] for d in fold["train"])
     assert summary["windows"] == sorted(summary["windows"], reverse=True)
     assert len(summary["windows"]) == 3 + 2 - 1
     assert objective.prepare(settings, snapshot, data_dir)["reused"] is True
@@ -83,14 +82,15 @@ def test_fold_zero_replays_the_nightly_trainer_at_its_cutoff(tiny_store: Path) -
     assert reported == [(0, pytest.approx(fold0)), (1, pytest.approx(outcome.value))]
 
     # The nightly trainer at fold 0's cutoff with the same parameters: the protocol NDCG@K of
-    # its model at that cutoff is fold 0's value, and its rounds are fold 0's.
+    # its early-stopped model at that cutoff is fold 0's value, and its rounds are fold 0's.
     tuned = with_ranker_params(settings, params)
     cutoff0 = dt.datetime.fromisoformat(summary["folds"][0]["validate"])
     events, catalog = snapshot.events(), snapshot.catalog()
     trained = train_ranker(events, catalog, cutoff0, tuned)
+    assert trained.early_booster is not None
     users = evaluated_users(events, cutoff0, tuned.horizon_days)
     recs = recommend(
-        trained.booster, events, catalog, users, cutoff0, tuned, trained.meta["features"]
+        trained.early_booster, events, catalog, users, cutoff0, tuned, trained.meta["features"]
     )
     truth = truth_window(events, cutoff0, tuned.horizon_days)
     ndcg = ranking_metrics(recs, truth, users, K)[f"ndcg@{K}"]

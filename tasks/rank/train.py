@@ -32,7 +32,7 @@ from tasks.rank.dataset import (
     training_as_of_dates,
 )
 from tasks.rank.topk import top_k
-from tasks.settings import RankerSettings, Settings
+from tasks.settings import Settings
 
 log = logging.getLogger("nightrec.rank")
 MIN_TRAIN_GROUPS = 5
@@ -151,17 +151,6 @@ def keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
     )
 
 
-def fit_stopped_then_refit(
-    frames: list[pl.DataFrame], features: list[str], cfg: RankerSettings, seed: int
-) -> tuple[lgbm.FitResult, lgbm.FitResult]:
-    """The nightly recipe on labelled windows (newest first): fit on the older windows,
-    stopped early on the newest; then refit on the newest windows (all but the oldest) for
-    the early-stopped number of rounds. Returns (early-stopped fit, final fit)."""
-    early = lgbm.fit(keyed(frames[1:]), features, cfg, seed, valid=keyed(frames[:1]))
-    final = lgbm.fit(keyed(frames[:-1]), features, cfg, seed, num_boost_round=early.best_iteration)
-    return early, final
-
-
 def train_ranker(
     events: pl.DataFrame,
     catalog: pl.DataFrame,
@@ -176,13 +165,16 @@ def train_ranker(
     frames, used = windows or training_windows(events, catalog, cutoff, settings)
     features = feature_columns(frames[0].drop(LABEL))
 
-    early, final = fit_stopped_then_refit(frames, features, cfg, settings.seed)
+    early = lgbm.fit(keyed(frames[1:]), features, cfg, settings.seed, valid=keyed(frames[:1]))
     log.info(
         "early stopping at %d rounds, valid ndcg@10 %.4f",
         early.best_iteration,
         early.valid_ndcg10 or 0,
     )
     validation = _validation_report(early.booster, events, catalog, used[0], settings, features)
+    final = lgbm.fit(
+        keyed(frames[:-1]), features, cfg, settings.seed, num_boost_round=early.best_iteration
+    )
     meta = {
         "cutoff": cutoff.isoformat(),
         "train_windows": [d.isoformat() for d in used[:-1]],

@@ -1,15 +1,15 @@
-"""The LightGBM objective: mean protocol NDCG@K of the nightly recipe replayed at earlier dates.
+"""The LightGBM objective: mean protocol NDCG@K of the nightly trainer replayed at earlier dates.
 
-Fold f replays a whole nightly retrain at the cutoff A_f = as-of - H - f * step: the
-recipe of `train_ranker` on the `n_windows` labelled windows before A_f (fit on the older
-ones, stopped early on the newest, refit on the newest for that many rounds), then the
-padded top-K at A_f scored under the protocol against the purchases of [A_f, A_f + H). So a
-trial is judged the way the reported test judges the nightly model, on data no fit saw: no
-training label reaches past A_f, and the early-stopping window is not the scored one. All
-of it lies before the study's as-of, so the window a report quotes is never seen. Folds
-share windows (the step is the windows' step); candidates and features of every window are
-built once per study (`prepare`, cached on disk by fingerprint); a trial is only LightGBM
-fits.
+Fold f replays the nightly trainer at the cutoff A_f = as-of - H - f * step on the
+`n_windows` labelled windows before A_f: fit on the older ones, stopped early on the newest
+(whose labels end at A_f). That early-stopped model's padded top-K at A_f is scored under the
+protocol against the purchases of [A_f, A_f + H), a horizon no fit and no early stopping saw.
+So a trial is judged the way the reported test judges a model, not on the window it was
+stopped on. (The nightly run then refits on the newest windows for the same rounds; the
+replay leaves that refit out, which halves a trial's cost.) All of it lies before the study's
+as-of, so the window a report quotes is never seen. Folds share windows (the step is the
+windows' step); candidates and features of every window are built once per study (`prepare`,
+cached on disk by fingerprint); a trial is only LightGBM fits.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tasks.evaluate.metrics import ranking_metrics
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.build import feature_columns
 from tasks.features.snapshot import Snapshot
-from tasks.rank import registry
+from tasks.rank import lgbm, registry
 from tasks.rank.dataset import (
     LABEL,
     candidate_frame,
@@ -42,12 +42,7 @@ from tasks.rank.dataset import (
 from tasks.rank.gate import promotion_gate
 from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
 from tasks.rank.topk import top_k
-from tasks.rank.train import (
-    MIN_TRAIN_GROUPS,
-    fit_stopped_then_refit,
-    score_candidates,
-    train_ranker,
-)
+from tasks.rank.train import MIN_TRAIN_GROUPS, keyed, score_candidates, train_ranker
 from tasks.settings import RankerSettings, Settings
 from tasks.tune.objective import SPACES_DIR, PruneHook, TrialOutcome
 from tasks.tune.space import SearchSpace, SpaceError
@@ -92,7 +87,7 @@ def build_windows(
 ) -> dict[str, Any]:
     """Write every labelled window and every fold's scoring inputs under `out`.
 
-    Window i has as-of A_0 - H - i * step; fold f trains on windows f .. f + n_windows - 1
+    Window i has as-of A_0 - H - i * step; fold f uses windows f .. f + n_windows - 1
     (newest first, exactly the windows a nightly run at A_f would build)."""
     cfg, horizon, folds = settings.ranker, settings.horizon_days, settings.tune.validation_folds
     events = events.filter(pl.col(TS) < cutoff)
@@ -135,7 +130,7 @@ def build_windows(
             {
                 "validate": cutoffs[f].isoformat(),
                 "stop_on": dates[f].isoformat(),
-                "train": [d.isoformat() for d in dates[f : f + cfg.n_windows - 1]],
+                "train": [d.isoformat() for d in dates[f + 1 : f + cfg.n_windows]],
                 "window_index": list(range(f, f + cfg.n_windows)),
             }
             for f in range(folds)
@@ -147,15 +142,16 @@ def build_windows(
 def fold_ndcg(
     data_dir: Path, fold: int, cfg: RankerSettings, settings: Settings, features: list[str]
 ) -> tuple[float, int]:
-    """(protocol NDCG@K of the replayed nightly model at fold's cutoff, early-stopped rounds)."""
+    """(protocol NDCG@K at the fold's cutoff of the nightly trainer's early-stopped model
+    there, its rounds)."""
     frames = [
         pl.read_parquet(data_dir / "windows" / f"{i}.parquet")
         for i in range(fold, fold + settings.ranker.n_windows)
     ]
-    early, final = fit_stopped_then_refit(frames, features, cfg, settings.seed)
+    early = lgbm.fit(keyed(frames[1:]), features, cfg, settings.seed, valid=keyed(frames[:1]))
     folder = data_dir / "folds" / str(fold)
     users = pl.read_parquet(folder / "users.parquet").get_column(USER_ID)
-    scored = score_candidates(final.booster, pl.read_parquet(folder / "score.parquet"), features)
+    scored = score_candidates(early.booster, pl.read_parquet(folder / "score.parquet"), features)
     popular = pl.read_parquet(folder / "popular.parquet").get_column(ITEM_ID)
     recs = top_k(scored, users, popular, settings.k)
     truth = pl.read_parquet(folder / "truth.parquet")
