@@ -16,6 +16,7 @@ generation time of both orders taken in the same run.
 Prints and records benchmarks/results/candidate_recall.{json,md}.
 
     .venv/bin/python benchmarks/candidate_recall.py [--db FILE | --home DIR] [--data DIR]
+        [--configs current wide ...] [--no-learned] [--out STEM]
 """
 
 from __future__ import annotations
@@ -82,7 +83,9 @@ def load_events(args: argparse.Namespace) -> tuple[pl.DataFrame, str]:
     return events, str(db)
 
 
-def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings, extra: bool) -> dict:
+def measure(
+    events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings, extra: bool, learned: bool
+) -> dict:
     users = evaluated_users(events, as_of, HORIZON)
     truth = truth_window(events, as_of, HORIZON)
     past = events.filter(pl.col("ts") < as_of)
@@ -105,6 +108,11 @@ def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings, ex
     started = time.perf_counter()
     union = generate_candidates(past, users, as_of, cfg.model_copy(update={"max_per_user": 10**6}))
     union_seconds = time.perf_counter() - started
+    run["union_per_user"] = round(union.height / len(users), 1)
+    run["ceiling"] = recall_ceiling(union, truth, users, NS).drop("users", "truth").to_dicts()
+    run["union_seconds"] = round(union_seconds, 2)
+    if not learned:
+        return run
     started = time.perf_counter()
     booster = fit_merge_model(past, as_of, cfg)
     assert booster is not None, "no labelled window before as_of"
@@ -113,13 +121,17 @@ def measure(events: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings, ex
     compare = candidate_recall(
         ordered.select("user_id", "item_id", LEARNED_RANK, "merged_rank"), truth, users, NS
     )
-    run["union_per_user"] = round(union.height / len(users), 1)
-    run["ceiling"] = recall_ceiling(union, truth, users, NS).drop("users", "truth").to_dicts()
     run["union_orders"] = compare.drop("users", "truth", "candidates_per_user").to_dicts()
-    run["union_seconds"] = round(union_seconds, 2)
     run["learned_merge_seconds"] = round(learned_seconds, 2)
     run["learned_time_ratio"] = round((union_seconds + learned_seconds) / union_seconds, 2)
     return run
+
+
+def _pair(row: dict, n: int = 100) -> str:
+    """Pooled and per-customer recall@n of one row, e.g. `0.3584 / 0.4517`."""
+    per_user = row.get(f"user_recall@{n}")
+    pooled = f"{row[f'recall@{n}']:.4f}"
+    return pooled if per_user is None else f"{pooled} / {per_user:.4f}"
 
 
 def render(result: dict) -> str:
@@ -144,19 +156,27 @@ def render(result: dict) -> str:
         "recall here can sit below what the source reaches alone.",
         "",
     ]
-    lines += ["## Summary: recall@100 of the merged list (target 0.5)", ""]
-    lines += ["| config | T | fused (capped) | learned merge | perfect, union | perfect, all |"]
-    lines += ["| --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "## Summary: recall@100 of the merged list (target 0.5)",
+        "",
+        "Each cell: pooled over truth pairs / per customer (the protocol's Recall: each "
+        "evaluated customer's hits / |truth|, averaged). `learned merge` is blank where the "
+        "run left it out (`--no-learned`).",
+        "",
+        "| config | T | fused (capped) | learned merge | perfect, union | perfect, all |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for run in result["runs"]:
         if "ceiling" not in run:
             continue
-        fused = next(r for r in run["recall"] if r["source"] == "merged")["recall@100"]
-        learned = next(r for r in run["union_orders"] if r["source"] != "merged")["recall@100"]
-        perfect = {r["ceiling"]: r["recall@100"] for r in run["ceiling"]}
-        lines.append(
-            f"| {run['config']} | {run['as_of']} | {fused:.4f} | {learned:.4f} | "
-            f"{perfect['union']:.4f} | {perfect['all items']:.4f} |"
-        )
+        fused = next(r for r in run["recall"] if r["source"] == "merged")
+        learned = next((r for r in run.get("union_orders", []) if r["source"] != "merged"), None)
+        perfect = {r["ceiling"]: r for r in run["ceiling"]}
+        cells = [
+            _pair(row) if row else ""
+            for row in (fused, learned, perfect["union"], perfect["all items"])
+        ]
+        lines.append(f"| {run['config']} | {run['as_of']} | " + " | ".join(cells) + " |")
     lines.append("")
     for run in result["runs"]:
         lines += [
@@ -167,13 +187,15 @@ def render(result: dict) -> str:
             "customer after merging.",
             "",
             "| source | " + " | ".join(f"recall@{n}" for n in NS) + " | recall@all | "
-            "candidates/user |",
-            "| --- " * (len(NS) + 3) + "|",
+            "per customer @100 | candidates/user |",
+            "| --- " * (len(NS) + 4) + "|",
         ]
         for row in run["recall"]:
             cells = " | ".join(f"{row[f'recall@{n}']:.4f}" for n in NS)
+            per_user = row.get("user_recall@100")
             lines.append(
                 f"| {row['source']} | {cells} | {row['recall@all']:.4f} | "
+                f"{'' if per_user is None else f'{per_user:.4f}'} | "
                 f"{row['candidates_per_user']:.1f} |"
             )
         lines.append("")
@@ -189,16 +211,18 @@ def render(result: dict) -> str:
             for row in run["ceiling"]:
                 cells = " | ".join(f"{row[f'recall@{n}']:.4f}" for n in NS)
                 lines.append(f"| perfect, from {row['ceiling']} | {cells} |")
-            for row in run["union_orders"]:
+            for row in run.get("union_orders", []):
                 cells = " | ".join(f"{row[f'recall@{n}']:.4f}" for n in NS)
                 lines.append(f"| {row['source']} | {cells} |")
-            lines += [
-                "",
-                f"Time, same run: union {run['union_seconds']} s; learned merge (second union "
-                f"at T - 30, fit, score) {run['learned_merge_seconds']} s more, so generation "
-                f"with the learned merge takes {run['learned_time_ratio']}x the fused one.",
-                "",
-            ]
+            lines.append("")
+            if "learned_merge_seconds" in run:
+                lines += [
+                    f"Time, same run: union {run['union_seconds']} s; learned merge (second "
+                    f"union at T - 30, fit, score) {run['learned_merge_seconds']} s more, so "
+                    f"generation with the learned merge takes {run['learned_time_ratio']}x the "
+                    "fused one.",
+                    "",
+                ]
     lines.append(f"Peak RSS of the whole process: {result['peak_rss_gib']} GiB.")
     return "\n".join(lines) + "\n"
 
@@ -208,15 +232,26 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=None, help="a ready store (read only)")
     parser.add_argument("--home", type=Path, default=None, help="cache dir for the store")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
+    parser.add_argument(
+        "--no-learned", action="store_true", help="leave out the learned merge (the slow part)"
+    )
+    parser.add_argument(
+        "--out", default="candidate_recall", help="results file stem in benchmarks/results"
+    )
     args = parser.parse_args()
     machine = describe()
     print(f"machine: {machine}")
     events, db = load_events(args)
     print(f"store: {db}, {events.height:,} events")
     runs = []
-    for name, cfg in CONFIGS.items():
+    for name in args.configs:
         for as_of in AS_OFS:
-            run = {"config": name, **measure(events, as_of, cfg, extra=name in EXTRA)}
+            extra = name in EXTRA
+            run = {
+                "config": name,
+                **measure(events, as_of, CONFIGS[name], extra, learned=not args.no_learned),
+            }
             print(
                 f"{name} T={run['as_of']} users={run['users']} "
                 f"generation={run['seconds']} s candidates/user={run['candidates_per_user']}"
@@ -232,7 +267,12 @@ def main() -> None:
         "benchmark": "candidate_recall",
         "measured_at": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine,
-        "command": COMMAND + (f" --db {args.db}" if args.db else ""),
+        "command": " ".join(
+            [COMMAND, *(["--db STORE"] if args.db else [])]
+            + (["--configs", *args.configs] if args.configs != list(CONFIGS) else [])
+            + (["--no-learned"] if args.no_learned else [])
+            + (["--out", args.out] if args.out != "candidate_recall" else [])
+        ),
         "horizon_days": HORIZON,
         "settings": CandidateSettings().model_dump(),
         "runs": runs,
@@ -243,8 +283,8 @@ def main() -> None:
         ),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "candidate_recall.json").write_text(json.dumps(result, indent=2))
-    (RESULTS / "candidate_recall.md").write_text(render(result))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{args.out}.md").write_text(render(result))
     print(render(result))
 
 

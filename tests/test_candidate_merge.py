@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 from polars.testing import assert_frame_equal
 
 from tasks.candidates.generate import MISSING_RANK as M
@@ -52,6 +53,11 @@ def test_recall_ceiling_by_hand() -> None:
     assert [rows["union"][f"recall@{n}"] for n in (1, 2, 3)] == [0.5, 0.75, 0.75]
     # all items: min(n, 3) + min(n, 1)
     assert [rows["all items"][f"recall@{n}"] for n in (1, 2, 3)] == [0.5, 0.75, 1.0]
+    # per customer: mean of min(n, 2) / 3 (u1) and min(n, 1) / 1 (u2)
+    union = [rows["union"][f"user_recall@{n}"] for n in (1, 2, 3)]
+    assert union == pytest.approx([(1 / 3 + 1) / 2, (2 / 3 + 1) / 2, (2 / 3 + 1) / 2])
+    every = [rows["all items"][f"user_recall@{n}"] for n in (1, 2, 3)]
+    assert every == pytest.approx([(1 / 3 + 1) / 2, (2 / 3 + 1) / 2, 1.0])
 
 
 def _staple_shop(future: bool = False) -> pl.DataFrame:

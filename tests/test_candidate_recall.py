@@ -66,6 +66,12 @@ def test_candidate_recall_by_hand() -> None:
     # merged: u1 a@1, x@2, b@3, c@4; u2 a@1
     assert [rows["merged"][f"recall@{n}"] for n in (1, 2, 3)] == [0.5, 0.5, 0.75]
     assert rows["merged"]["recall@all"] == 1.0
+    # The protocol's per-customer recall: mean over u1, u2 of hits / |truth|.
+    # hist: u1 1/3, 1/3, 2/3; u2 0.  pop: u1 0, 1/3, 2/3; u2 1.  merged: u1 1/3, 1/3, 2/3; u2 1.
+    user = {s: [rows[s][f"user_recall@{n}"] for n in (1, 2, 3)] for s in rows}
+    assert user["hist"] == pytest.approx([1 / 6, 1 / 6, 1 / 3])
+    assert user["pop"] == pytest.approx([1 / 2, 2 / 3, 5 / 6])
+    assert user["merged"] == pytest.approx([2 / 3, 2 / 3, 5 / 6])
 
 
 def test_history_keeps_the_full_history_by_default() -> None:

@@ -4,7 +4,9 @@ Pure functions over the frame `generate_candidates` emits: one row per (user_id,
 with a `<source>_rank` column per source (MISSING_RANK when the source did not propose the
 item) and `merged_rank`, the order of the merged list. Recall@N of a source is the number of
 truth pairs found among the source's top-N items per user, divided by all truth pairs of the
-evaluated users; every user counts, including those a source has nothing for.
+evaluated users (pooled over pairs, so customers who buy many items weigh more); every user
+counts, including those a source has nothing for. `user_recall@N` is the evaluation
+protocol's Recall@N instead: each evaluated customer's hits / |truth|, averaged over them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def candidate_recall(
     n_users = user_frame.height
     truth = truth.select(USER_ID, ITEM_ID).unique().join(user_frame, on=USER_ID, how="semi")
     n_truth = truth.height
+    per_user_truth = truth.group_by(USER_ID).len("n_truth")
     cands = candidates.join(user_frame, on=USER_ID, how="semi")
     hits = cands.join(truth, on=[USER_ID, ITEM_ID], how="semi")
     rows = []
@@ -54,12 +57,22 @@ def candidate_recall(
         present = rank < missing_rank
         row: dict[str, object] = {"source": source, "users": n_users, "truth": n_truth}
         for n in ns:
-            found = hits.filter(present & (rank <= n)).height
-            row[f"recall@{n}"] = found / n_truth if n_truth else 0.0
+            found = hits.filter(present & (rank <= n))
+            row[f"recall@{n}"] = found.height / n_truth if n_truth else 0.0
+            row[f"user_recall@{n}"] = _mean_user_recall(found, per_user_truth, n_users)
         row["recall@all"] = hits.filter(present).height / n_truth if n_truth else 0.0
         row["candidates_per_user"] = cands.filter(present).height / n_users if n_users else 0.0
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def _mean_user_recall(found: pl.DataFrame, per_user_truth: pl.DataFrame, n_users: int) -> float:
+    """Protocol Recall: sum over customers of hits / |truth|, over all evaluated customers
+    (one without truth in the window is not evaluated, so every one here has some)."""
+    if not n_users:
+        return 0.0
+    hits = found.group_by(USER_ID).len("n_hits").join(per_user_truth, on=USER_ID)
+    return float((hits.get_column("n_hits") / hits.get_column("n_truth")).sum()) / n_users
 
 
 def recall_ceiling(
@@ -71,7 +84,8 @@ def recall_ceiling(
     """What a perfect order could reach: rows "union" (each customer's best N chosen from
     every candidate any source proposes) and "all items" (chosen from the whole catalog, so
     only the N cap binds). Recall@N = sum over users of min(N, hits) / all truth pairs, with
-    the same users and truth as `candidate_recall`."""
+    the same users and truth as `candidate_recall`; user_recall@N = mean over the evaluated
+    users of min(N, hits) / |truth|."""
     user_frame = pl.DataFrame({USER_ID: pl.Series(list(users), dtype=pl.Utf8)}).unique()
     truth = truth.select(USER_ID, ITEM_ID).unique().join(user_frame, on=USER_ID, how="semi")
     n_truth = truth.height
@@ -83,11 +97,16 @@ def recall_ceiling(
         .len(),
         "all items": truth.group_by(USER_ID).len(),
     }
+    per_user_truth = truth.group_by(USER_ID).len("n_truth")
+    n_users = user_frame.height
     rows = []
     for name, per_user in found.items():
-        row: dict[str, object] = {"ceiling": name, "users": user_frame.height, "truth": n_truth}
+        row: dict[str, object] = {"ceiling": name, "users": n_users, "truth": n_truth}
+        per_user = per_user.join(per_user_truth, on=USER_ID)
         for n in ns:
-            reachable = per_user.get_column("len").clip(upper_bound=n).sum()
-            row[f"recall@{n}"] = reachable / n_truth if n_truth else 0.0
+            reachable = per_user.get_column("len").clip(upper_bound=n)
+            row[f"recall@{n}"] = reachable.sum() / n_truth if n_truth else 0.0
+            share = (reachable / per_user.get_column("n_truth")).sum()
+            row[f"user_recall@{n}"] = float(share) / n_users if n_users else 0.0
         rows.append(row)
     return pl.DataFrame(rows)
