@@ -297,9 +297,16 @@ def test_a_blend_study_blends_the_champions_lightgbm_and_retrains_carry_both(
     assert blend.meta["lightgbm"]["params"]["num_leaves"] == 7
     assert blend.meta["neural"]["settings"]["learning_rate"] == best["learning_rate"]
 
-    # Served by the blend, a nightly blend retrain takes both parameter sets from it and
-    # passes them on.
+    # The blend now serves and carries the same LightGBM parameters: the study still resumes.
     assert registry.champion(settings.models_dir).version == blend.version
+    _tune(
+        *("--study", "blend", "--model", "blend", "--space", str(space), "--trials", "2"),
+        "--no-register",
+    )
+    again = json.loads((tiny_store / "tuning" / "blend" / "report" / "summary.json").read_text())
+    assert again["ran_this_call"] == [] and again["prepared"]["reused"] is True
+
+    # A nightly blend retrain takes both parameter sets from the blend and passes them on.
     kind_blend = settings.model_copy(
         update={"ranker": settings.ranker.model_copy(update={"kind": "blend"})}
     )

@@ -346,9 +346,11 @@ class BlendObjective(NeuralObjective):
     scorer = BlendEpochScorer
 
     def fingerprint(self, settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
-        nightly, source = blend_lightgbm_settings(settings, snapshot.cutoff)
+        # The LightGBM parameters, not the version they come from: a new champion carrying
+        # the same parameters (e.g. this study's own blend) leaves the study resumable.
+        nightly, _ = blend_lightgbm_settings(settings, snapshot.cutoff)
         ranker = nightly.ranker.model_dump(exclude={"num_threads", "kind"})
-        return {**super().fingerprint(settings, snapshot), "lightgbm": ranker, "from": source}
+        return {**super().fingerprint(settings, snapshot), "lightgbm": ranker}
 
     def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
         """The windows, then each fold's LightGBM, early-stopped on its validation window."""
