@@ -312,7 +312,13 @@ def evaluate(
 @app.command()
 def tune(
     study: Annotated[str, typer.Option(help="study name; the same name again resumes it")],
-    model: Annotated[str, typer.Option(help="lightgbm | neural | blend")] = "lightgbm",
+    model: Annotated[
+        str,
+        typer.Option(
+            help="lightgbm | neural | blend (blend searches its network; its LightGBM keeps "
+            "the champion's parameters)"
+        ),
+    ] = "lightgbm",
     search: Annotated[str, typer.Option(help="grid | bayes")] = "bayes",
     trials: Annotated[int, typer.Option(help="finished trials the study should hold")] = 30,
     timeout: Annotated[
@@ -337,8 +343,11 @@ def tune(
 
     from flows.tune import TuneParams, tune_flow
     from tasks.tune.objective import OBJECTIVES
+    from tasks.tune.space import load_space
 
-    OBJECTIVES.get(model)  # an unknown or not yet available model fails before Prefect starts
+    # An unknown model or a space it cannot search fails before Prefect starts.
+    objective = OBJECTIVES.get(model)
+    objective.check_space(load_space(space or objective.default_space()))
     optuna_logging.set_verbosity(optuna_logging.WARNING)  # the CLI prints its own summary
     settings = _settings(home)
     params = TuneParams(
@@ -463,7 +472,7 @@ HINTS = {
     "ContractViolation": "read the validation report named above; yesterday's output is intact",
     "TuneError": "see `nightrec tune --help`",
     "SpaceError": "fix the search space YAML (see tasks/tune/spaces/)",
-    "ObjectiveUnavailable": "tune a model that exists: --model lightgbm",
+    "ObjectiveUnavailable": "tune a model that exists: --model lightgbm, neural or blend",
     "NotEnoughWindows": "tune at a later --as-of or with fewer tune.validation_folds",
 }
 

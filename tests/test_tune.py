@@ -165,9 +165,14 @@ def test_lightgbm_space_refuses_parameters_the_ranker_does_not_have(tmp_path: Pa
         LightGBMObjective().check_space(load_space(path))
 
 
-def test_models_not_merged_yet_fail_with_one_line(home: Path) -> None:
-    with pytest.raises(ObjectiveUnavailable, match=r"neural ranker \(issue 4\) is not merged yet"):
-        OBJECTIVES.get("blend")
+def test_unknown_or_pending_models_fail_with_one_line(home: Path) -> None:
+    from tasks.tune.objective import ObjectiveRegistry
+
+    pending = ObjectiveRegistry()
+    pending.mark_pending("catboost", "not written yet")
+    with pytest.raises(ObjectiveUnavailable, match=r"^--model catboost: not written yet$"):
+        pending.get("catboost")
+    assert OBJECTIVES.names() == ["blend", "lightgbm", "neural"]
     result = subprocess.run(
         [
             sys.executable,
@@ -177,7 +182,7 @@ def test_models_not_merged_yet_fail_with_one_line(home: Path) -> None:
             "--study",
             "s",
             "--model",
-            "neural",
+            "xgboost",
             "--home",
             str(home),
         ],
@@ -189,9 +194,8 @@ def test_models_not_merged_yet_fail_with_one_line(home: Path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == [
-        "error: --model neural: the neural ranker (issue 4) is not merged yet; "
-        "tune --model lightgbm for now",
-        "hint: tune a model that exists: --model lightgbm",
+        "error: --model xgboost: no such model to tune (known: blend, lightgbm, neural)",
+        "hint: tune a model that exists: --model lightgbm, neural or blend",
     ]
 
 

@@ -194,9 +194,13 @@ def fit_neural(
     settings: Settings,
     device: torch.device,
     checkpoint_dir: Path | None = None,
+    epoch_hook: Callable[[int, torch.nn.Module, Preprocessor], None] | None = None,
 ) -> NeuralFit:
     """Early-stop on the newest window having trained on the older ones, then (by default)
-    refit on the newest windows for the best number of epochs, as the LightGBM ranker does."""
+    refit on the newest windows for the best number of epochs, as the LightGBM ranker does.
+
+    `epoch_hook(epoch, model, prep)` sees the early-stopping run after each of its epochs (a
+    tuning trial scores it there and may stop it)."""
     cfg = settings.neural
     train, valid, refit = (
         _with_list_key(frames[1:], cfg.train_list_len),
@@ -217,6 +221,7 @@ def fit_neural(
         device,
         valid=valid_t,
         checkpoint=checkpoint_dir / "early.ckpt" if checkpoint_dir else None,
+        on_epoch=(lambda epoch, model: epoch_hook(epoch, model, prep)) if epoch_hook else None,
     )
     early_s = time.perf_counter() - started - tensors_s
     valid_scores = predict(early.model, valid_t, device)

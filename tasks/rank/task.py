@@ -26,7 +26,7 @@ from tasks.rank.kinds import (
     resolve_kind,
     train_models,
 )
-from tasks.rank.params import TUNED_FROM_KEY, TUNED_PARAMS_KEY, tuned_params, with_ranker_params
+from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
 from tasks.safety.faults import kill_if_armed
@@ -71,17 +71,16 @@ def choose_model(
             return ModelChoice(None, False, "no model: baseline")
         return ModelChoice(serving.version, False, f"newest model is {age_days} day(s) old")
     kind = resolve_kind(settings)
-    # The serving champion's tuned parameters carry over to its successors (defaults otherwise).
-    tuned = tuned_params(serving.meta if serving else None)
-    if not settings.tune.nightly_uses_champion_params:
-        tuned = None
+    # The serving champion's tuned parameters (LightGBM's and the network's) carry over to its
+    # successors; defaults otherwise.
+    carried = nightly_carried(settings, serving.meta if serving else None)
     try:
         trained = train_models(
             [kind],
             snapshot.events(),
             snapshot.catalog(),
             snapshot.cutoff,
-            with_ranker_params(settings, tuned),
+            with_carried(settings, carried),
         )[kind]
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
@@ -94,8 +93,9 @@ def choose_model(
         if serving is None:
             return ModelChoice(None, False, f"{failure}: baseline")
         return ModelChoice(serving.version, False, f"{failure}; kept champion {serving.version}")
-    if tuned:
-        trained.meta.update({TUNED_PARAMS_KEY: tuned, TUNED_FROM_KEY: serving.version})
+    if carried:
+        assert serving is not None
+        trained.meta.update({**carried, TUNED_FROM_KEY: serving.version})
     record = register_trained(models_dir, trained)
     if serving is not None and serving.version == record.version:
         return ModelChoice(record.version, True, "retrained the serving model (same content)")

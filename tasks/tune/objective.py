@@ -2,9 +2,10 @@
 
 An objective builds its data once per study (`prepare`), scores one parameter set on it
 (`evaluate`, reporting per-step values so a pruner can stop a poor trial early), and turns
-the best parameters into a registered model candidate (`register_best`). LightGBM is the one
-shipped today; the neural ranker and the blend plug in here under their names once their
-code exists (issue 4). Tests register their own objectives (e.g. a known quadratic).
+the best parameters into a registered model candidate (`register_best`): LightGBM
+(`lgbm_objective.py`), the neural ranker and the blend (`neural_objective.py`). A name can be
+marked pending (refused with a reason) until its code exists. Tests register their own
+objectives (e.g. a known quadratic).
 """
 
 from __future__ import annotations
@@ -102,12 +103,23 @@ def _lightgbm() -> Objective:
     return LightGBMObjective()
 
 
+def _neural() -> Objective:
+    from tasks.tune.neural_objective import NeuralObjective
+
+    return NeuralObjective()
+
+
+def _blend() -> Objective:
+    from tasks.tune.neural_objective import BlendObjective
+
+    return BlendObjective()
+
+
 def default_registry() -> ObjectiveRegistry:
     registry = ObjectiveRegistry()
     registry.register("lightgbm", _lightgbm)
-    pending = "the neural ranker (issue 4) is not merged yet; tune --model lightgbm for now"
-    registry.mark_pending("neural", pending)
-    registry.mark_pending("blend", pending)
+    registry.register("neural", _neural)
+    registry.register("blend", _blend)
     return registry
 
 

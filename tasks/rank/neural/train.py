@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,9 +156,14 @@ def fit(
     valid: ListTensors | None = None,
     epochs: int | None = None,
     checkpoint: Path | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
 ) -> FitResult:
     """Train on `train`. With `valid`: stop after `patience` epochs without a better NDCG@10 and
     return the best epoch's weights; without: train exactly `epochs` (default max_epochs).
+
+    `on_epoch(epoch, model)` is called after every epoch (after its checkpoint) with the
+    epoch's weights; it may score the model (in eval mode, drawing no random numbers) and may
+    raise to stop the training (a tuning trial's pruner does).
 
     With `checkpoint`, the state after every epoch (model, optimizer, epoch, early-stopping
     state, RNG) is written there, and a training that finds one resumes from it and ends with
@@ -238,6 +243,8 @@ def fit(
                         "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                     },
                 )
+            if on_epoch is not None:
+                on_epoch(epoch, model)
         model.load_state_dict(best_weights)
         model.eval()
     return FitResult(

@@ -1,0 +1,378 @@
+"""The objectives of the neural ranker and the blend (`nightrec tune --model neural|blend`).
+
+Same folds as the LightGBM objective (`build_windows`: fold f validates on the f-th newest
+training window and trains on the `n_windows - 1` windows before it), built once per study.
+A trial trains the network on each fold exactly as the nightly trainer's early-stopping run
+does (`fit_neural`, same windows, same events before the fold's own cutoff, same early
+stopping on the validation window) and, after every epoch, scores the fold's validation window
+under the protocol: padded top-K of the evaluated customers, NDCG@K against the horizon's
+purchases (what the LightGBM objective scores). Each epoch's value goes to the pruner at step
+`fold * max_epochs + epoch - 1`, so the steps of every trial line up and grow across folds. A
+fold's value is that of the epoch early stopping keeps (the weights the nightly run would
+keep); the trial's value is the mean over folds.
+
+The blend objective scores the blend of LightGBM (the parameters a nightly retrain would use:
+the settings' ranker with the serving champion's tuned ones) and the trial's network. Per fold,
+LightGBM is fit once per study (in `prepare`, early-stopped on the validation window as
+`train_ranker` does); the weight is chosen after every epoch as the nightly trainer does
+(`blend.choose_weight` on the labelled validation window, scored by models that never trained
+on it), then the blended top-K is scored like the network's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
+from tasks.evaluate.metrics import ranking_metrics
+from tasks.features.snapshot import Snapshot
+from tasks.rank import lgbm, registry
+from tasks.rank.dataset import LABEL
+from tasks.rank.gate import promotion_gate
+from tasks.rank.kinds import LIST_KEY, _with_list_key, fit_neural, register_trained, train_models
+from tasks.rank.neural import blend as blending
+from tasks.rank.neural.data import Preprocessor, build_tensors
+from tasks.rank.neural.train import predict, resolve_device
+from tasks.rank.params import (
+    TUNED_FROM_KEY,
+    TUNED_NEURAL_KEY,
+    nightly_carried,
+    with_carried,
+    with_neural_params,
+)
+from tasks.rank.topk import top_k
+from tasks.rank.train import keyed
+from tasks.settings import NeuralSettings, Settings
+from tasks.tune.lgbm_objective import FINGERPRINT_FILE, _fingerprint, build_windows
+from tasks.tune.objective import SPACES_DIR, PruneHook, TrialOutcome
+from tasks.tune.space import SearchSpace, SpaceError
+
+# Not searchable: where and how fast it runs, the epoch budget and early stopping (the
+# pruner's steps are epochs), what happens after the search (refit, quantized scoring).
+NEURAL_FIXED = {"device", "num_threads", "quantize", "max_epochs", "patience", "refit"}
+NEURAL_FIXED |= {"blend_grid"}
+EVENTS_FILE = "events.parquet"
+LGBM_VALID_FILE = "lightgbm_valid.parquet"  # LightGBM's score per validation-window row
+LGBM_SCORE_FILE = "lightgbm_score.parquet"  # ... per row of the fold's candidate frame
+# torch's RNG, thread count and deterministic switch are process-wide: two networks training
+# at once in one process (the flow's thread pool) would not be reproducible. One at a time per
+# process; a Dask cluster runs trials in separate processes and so in parallel.
+_TORCH_LOCK = threading.Lock()
+
+
+def searchable() -> set[str]:
+    return set(NeuralSettings.model_fields) - NEURAL_FIXED
+
+
+def _replace_cached(
+    data_dir: Path, fingerprint: dict[str, Any], build: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """`build(staging)` once per fingerprint, swapped in whole (as the LightGBM objective)."""
+    marker = data_dir / FINGERPRINT_FILE
+    if marker.is_file():
+        stored = json.loads(marker.read_text())
+        if stored["fingerprint"] == fingerprint:
+            return {**stored["summary"], "reused": True}
+    staging = data_dir.with_name(f".{data_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = build(staging)
+    (staging / FINGERPRINT_FILE).write_text(
+        json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2)
+    )
+    shutil.rmtree(data_dir, ignore_errors=True)
+    os.replace(staging, data_dir)
+    return {**summary, "reused": False}
+
+
+@dataclass(frozen=True)
+class FoldTarget:
+    """A fold's protocol scoring inputs: its candidate frame, evaluated customers, truth and
+    popular items to pad with (what the LightGBM objective's `fold_ndcg` reads)."""
+
+    frame: pl.DataFrame
+    users: pl.Series
+    truth: pl.DataFrame
+    popular: pl.Series
+
+    @classmethod
+    def load(cls, folder: Path) -> FoldTarget:
+        return cls(
+            pl.read_parquet(folder / "score.parquet"),
+            pl.read_parquet(folder / "users.parquet").get_column(USER_ID),
+            pl.read_parquet(folder / "truth.parquet"),
+            pl.read_parquet(folder / "popular.parquet").get_column(ITEM_ID),
+        )
+
+    def ndcg(self, scores: np.ndarray, k: int) -> float:
+        """Protocol NDCG@k of the padded top-k that `scores` (one per frame row) give."""
+        scored = self.frame.select(USER_ID, ITEM_ID).with_columns(
+            pl.Series(SCORE, np.asarray(scores, dtype=np.float64))
+        )
+        recs = top_k(scored, self.users, self.popular, k)
+        return ranking_metrics(recs, self.truth, self.users, k)[f"ndcg@{k}"]
+
+
+class FoldData:
+    """What one fold of a trial reads from the study's data folder."""
+
+    def __init__(self, data_dir: Path, fold: int, settings: Settings, events: pl.DataFrame):
+        summary = json.loads((data_dir / FINGERPRINT_FILE).read_text())["summary"]
+        self.windows = _windows(data_dir, fold, settings.ranker.n_windows)
+        self.as_of = dt.datetime.fromisoformat(summary["folds"][fold]["validate"])
+        # The events a nightly run at the end of the fold's validation horizon would see.
+        cutoff = self.as_of + dt.timedelta(days=settings.horizon_days)
+        self.events = events.filter(pl.col(TS) < cutoff)
+        self.folder = data_dir / "folds" / str(fold)
+        self.target = FoldTarget.load(self.folder)
+
+
+def _windows(data_dir: Path, fold: int, n_windows: int) -> list[pl.DataFrame]:
+    """The fold's windows, newest (its validation window) first."""
+    return [
+        pl.read_parquet(data_dir / "windows" / f"{i}.parquet")
+        for i in range(fold, fold + n_windows)
+    ]
+
+
+class EpochScorer:
+    """Scores the network after each epoch on the fold's validation window (protocol NDCG@K).
+    Tensors are built once per fold (the preprocessor is fitted once per fold)."""
+
+    def __init__(self, fold: FoldData, settings: Settings, device: torch.device) -> None:
+        self.fold, self.settings, self.device = fold, settings, device
+        self._prep: Preprocessor | None = None
+        self._score_t = None
+        self.values: list[float] = []
+        self.details: list[dict[str, float]] = []
+
+    def _tensors(self, prep: Preprocessor) -> None:
+        if self._prep is not prep:
+            self._prep = prep
+            past = self.fold.events.filter(pl.col(TS) < self.fold.as_of)
+            self._score_t = build_tensors(
+                self.fold.target.frame,
+                past,
+                prep,
+                list_key=USER_ID,
+                as_of=self.fold.as_of,
+                label=None,
+            )
+
+    def network_scores(self, model: torch.nn.Module, prep: Preprocessor) -> np.ndarray:
+        self._tensors(prep)
+        return predict(model, self._score_t, self.device)
+
+    def __call__(self, model: torch.nn.Module, prep: Preprocessor) -> float:
+        value = self.fold.target.ndcg(self.network_scores(model, prep), self.settings.k)
+        self.values.append(value)
+        self.details.append({"neural": value})
+        return value
+
+
+class BlendEpochScorer(EpochScorer):
+    """The blend of the fold's LightGBM and the epoch's network, its weight chosen on the
+    labelled validation window as the nightly trainer chooses it."""
+
+    def __init__(self, fold: FoldData, settings: Settings, device: torch.device) -> None:
+        super().__init__(fold, settings, device)
+        self.valid = _with_list_key(fold.windows[:1])
+        self.lgbm_valid = pl.read_parquet(fold.folder / LGBM_VALID_FILE)[SCORE].to_numpy()
+        self.lgbm_score = pl.read_parquet(fold.folder / LGBM_SCORE_FILE)[SCORE].to_numpy()
+        self._valid_t = None
+        self._valid_prep: Preprocessor | None = None
+
+    def __call__(self, model: torch.nn.Module, prep: Preprocessor) -> float:
+        if self._valid_prep is not prep:
+            self._valid_prep = prep
+            self._valid_t = build_tensors(self.valid, self.fold.events, prep, list_key=LIST_KEY)
+        weight, _ = blending.choose_weight(
+            self.valid.get_column(LIST_KEY),
+            self.lgbm_valid,
+            predict(model, self._valid_t, self.device),
+            self.valid.get_column(LABEL).to_numpy(),
+            self.settings.neural.blend_grid,
+        )
+        network = self.network_scores(model, prep)
+        target, k = self.fold.target, self.settings.k
+        users = target.frame.get_column(USER_ID)
+        value = target.ndcg(blending.blend(users, self.lgbm_score, network, weight), k)
+        self.values.append(value)
+        self.details.append({"blend": value, "neural": target.ndcg(network, k), "weight": weight})
+        return value
+
+
+class NeuralObjective:
+    model = "neural"
+    direction = "maximize"
+    scorer: type[EpochScorer] = EpochScorer
+
+    def default_space(self) -> Path:
+        return SPACES_DIR / "neural.yml"
+
+    def check_space(self, space: SearchSpace) -> None:
+        allowed = searchable()
+        unknown = sorted(set(space.params) - allowed)
+        if unknown:
+            raise SpaceError(
+                f"not neural ranker parameters: {', '.join(unknown)} "
+                f"(searchable: {', '.join(sorted(allowed))})"
+            )
+
+    def default_params(self, settings: Settings) -> dict[str, Any]:
+        return settings.neural.model_dump()
+
+    def fingerprint(self, settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
+        return {**_fingerprint(settings, snapshot), "objective": self.model}
+
+    def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
+        events = snapshot.events().filter(pl.col(TS) < snapshot.cutoff)
+        summary = build_windows(events, snapshot.catalog(), snapshot.cutoff, settings, out)
+        events.write_parquet(out / EVENTS_FILE)
+        return summary
+
+    def prepare(self, settings: Settings, snapshot: Snapshot, data_dir: Path) -> dict[str, Any]:
+        return _replace_cached(
+            data_dir,
+            self.fingerprint(settings, snapshot),
+            lambda out: self.build(settings, snapshot, out),
+        )
+
+    def evaluate(
+        self, params: dict[str, Any], settings: Settings, data_dir: Path, prune: PruneHook
+    ) -> TrialOutcome:
+        summary = json.loads((data_dir / FINGERPRINT_FILE).read_text())["summary"]
+        trial = with_neural_params(settings, {**params, "refit": False})
+        device = resolve_device(trial.neural.device)
+        max_epochs = trial.neural.max_epochs
+        values, best_epochs, by_epoch, chosen = [], [], [], []
+        with _TORCH_LOCK:
+            started = time.perf_counter()
+            events = pl.read_parquet(data_dir / EVENTS_FILE)
+            for fold in range(len(summary["folds"])):
+                data = FoldData(data_dir, fold, trial, events)
+                scorer = self.scorer(data, trial, device)
+
+                def hook(epoch: int, model: torch.nn.Module, prep: Preprocessor) -> None:
+                    prune(fold * max_epochs + epoch - 1, scorer(model, prep))  # noqa: B023
+
+                fit = fit_neural(
+                    data.windows, data.events, summary["features"], trial, device, epoch_hook=hook
+                )
+                best = fit.meta["best_epoch"]
+                values.append(scorer.values[best - 1])
+                best_epochs.append(best)
+                by_epoch.append([round(v, 6) for v in scorer.values])
+                chosen.append(scorer.details[best - 1])
+            seconds = time.perf_counter() - started
+        attrs = {
+            "fold_ndcg": [round(v, 6) for v in values],
+            "best_epochs": best_epochs,
+            "epoch_ndcg": by_epoch,
+            "train_seconds": round(seconds, 2),
+        }
+        if self.model == "blend":
+            attrs["blend_weights"] = [d["weight"] for d in chosen]
+            attrs["neural_fold_ndcg"] = [round(d["neural"], 6) for d in chosen]
+        return TrialOutcome(statistics.fmean(values), attrs)
+
+    def register_best(
+        self,
+        settings: Settings,
+        snapshot: Snapshot,
+        params: dict[str, Any],
+        tuning: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Train as the nightly run would (this kind; the champion's carried LightGBM
+        parameters; the study's network parameters), register, run the promotion gate."""
+        models_dir = settings.models_dir
+        serving = registry.serving_model(models_dir, snapshot.cutoff)
+        carried = carried_lightgbm(settings, serving)
+        tuned = with_neural_params(with_carried(settings, carried), params)
+        trained = train_models(
+            [self.model], snapshot.events(), snapshot.catalog(), snapshot.cutoff, tuned
+        )[self.model]
+        trained.meta.update({**carried, TUNED_NEURAL_KEY: params, "tuning": tuning})
+        if carried:
+            assert serving is not None
+            trained.meta[TUNED_FROM_KEY] = serving.version
+        record = register_trained(models_dir, trained)
+        validation = record.meta["validation"]
+        ndcg = validation["metrics"][validation["model_key"]][f"ndcg@{validation['k']}"]
+        outcome = {"version": record.version, "validation_ndcg": ndcg}
+        if serving is not None and serving.version == record.version:
+            return {**outcome, "promoted": True, "reason": "already champion"}
+        decision = promotion_gate(
+            record.meta, serving.meta if serving else None, settings.ranker.gate_tolerance
+        )
+        if decision.promote:
+            registry.promote(models_dir, record.version)
+        return {**outcome, "promoted": decision.promote, "reason": decision.reason}
+
+
+def carried_lightgbm(settings: Settings, serving: registry.ModelRecord | None) -> dict[str, Any]:
+    """The tuned LightGBM parameters a nightly retrain takes from the serving champion (none
+    when it has none); its network parameters are not taken: a study's replace them."""
+    carried = nightly_carried(settings, serving.meta if serving else None)
+    carried.pop(TUNED_NEURAL_KEY, None)
+    return carried
+
+
+def blend_lightgbm_settings(settings: Settings, cutoff: dt.datetime) -> tuple[Settings, str]:
+    """The settings whose ranker a nightly blend retrain at `cutoff` would fit, and where its
+    parameters come from (a model version, or "settings")."""
+    serving = registry.serving_model(settings.models_dir, cutoff)
+    carried = carried_lightgbm(settings, serving)
+    if not carried or serving is None:
+        return settings, "settings"
+    return with_carried(settings, carried), serving.version
+
+
+class BlendObjective(NeuralObjective):
+    model = "blend"
+    scorer = BlendEpochScorer
+
+    def fingerprint(self, settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
+        # The LightGBM parameters, not the version they come from: a new champion carrying
+        # the same parameters (e.g. this study's own blend) leaves the study resumable.
+        nightly, _ = blend_lightgbm_settings(settings, snapshot.cutoff)
+        ranker = nightly.ranker.model_dump(exclude={"num_threads", "kind"})
+        return {**super().fingerprint(settings, snapshot), "lightgbm": ranker}
+
+    def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
+        """The windows, then each fold's LightGBM, early-stopped on its validation window."""
+        summary = super().build(settings, snapshot, out)
+        nightly, source = blend_lightgbm_settings(settings, snapshot.cutoff)
+        cfg, k, n_windows = nightly.ranker, settings.k, settings.ranker.n_windows
+        features, lgbm_ndcg = summary["features"], []
+        for fold in range(len(summary["folds"])):
+            windows = _windows(out, fold, n_windows)
+            fit = lgbm.fit(
+                keyed(windows[1:]), features, cfg, settings.seed, valid=keyed(windows[:1])
+            )
+            folder = out / "folds" / str(fold)
+            target = FoldTarget.load(folder)
+            valid_scores = lgbm.predict(fit.booster, windows[0], features)
+            scores = lgbm.predict(fit.booster, target.frame, features)
+            pl.DataFrame({SCORE: valid_scores}).write_parquet(folder / LGBM_VALID_FILE)
+            pl.DataFrame({SCORE: scores}).write_parquet(folder / LGBM_SCORE_FILE)
+            lgbm_ndcg.append(round(target.ndcg(scores, k), 6))
+        return {
+            **summary,
+            "lightgbm_params": lgbm.booster_params(cfg, settings.seed),
+            "lightgbm_params_from": source,
+            "lightgbm_fold_ndcg": lgbm_ndcg,
+        }
