@@ -16,7 +16,7 @@ from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.snapshot import take_snapshot
 from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.rank import registry
-from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
+from tasks.rank.params import TUNED_NEURAL_KEY, TUNED_PARAMS_KEY, with_ranker_params
 from tasks.rank.task import choose_model
 from tasks.rank.train import recommend, train_ranker
 from tasks.settings import load_settings
@@ -153,3 +153,28 @@ def test_tuned_model_is_registered_gated_and_its_params_reach_the_nightly_retrai
     fresh = [r for r in registry.list_models(settings.models_dir) if r.cutoff == later.cutoff]
     assert len(fresh) == 1 and TUNED_PARAMS_KEY not in fresh[0].meta
     assert fresh[0].meta["params"]["num_leaves"] == settings.ranker.num_leaves == 31
+
+
+def test_a_tuned_lightgbm_model_keeps_the_champions_tuned_network_parameters(
+    tiny_store: Path,
+) -> None:
+    settings = load_settings()
+    snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "work")
+    events, catalog = snapshot.events(), snapshot.catalog()
+    first = train_ranker(events, catalog, snapshot.cutoff, settings)
+    network = {"hidden": 16, "learning_rate": 0.004}
+    champion = registry.register(
+        settings.models_dir,
+        "lgbm",
+        first.booster.model_to_string(),
+        {**first.meta, TUNED_NEURAL_KEY: network},
+    )
+    registry.promote(settings.models_dir, champion.version)
+
+    params = {"learning_rate": 0.1, "num_leaves": 7}
+    info = LightGBMObjective().register_best(settings, snapshot, params, {"study": "s"})
+    record = next(
+        r for r in registry.list_models(settings.models_dir) if r.version == info["version"]
+    )
+    assert record.meta[TUNED_PARAMS_KEY] == params
+    assert record.meta[TUNED_NEURAL_KEY] == network

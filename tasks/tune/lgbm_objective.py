@@ -40,7 +40,7 @@ from tasks.rank.dataset import (
     training_as_of_dates,
 )
 from tasks.rank.gate import promotion_gate
-from tasks.rank.params import TUNED_PARAMS_KEY, with_ranker_params
+from tasks.rank.params import TUNED_PARAMS_KEY, nightly_carried, with_ranker_params
 from tasks.rank.topk import top_k
 from tasks.rank.train import MIN_TRAIN_GROUPS, keyed, score_candidates, train_ranker
 from tasks.settings import RankerSettings, Settings
@@ -226,8 +226,13 @@ class LightGBMObjective:
         """Train as the nightly run would, with the tuned parameters; register; gate."""
         tuned = with_ranker_params(settings, params)
         outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.cutoff, tuned)
-        meta = {**outcome.meta, TUNED_PARAMS_KEY: params, "tuning": tuning}
         models_dir = settings.models_dir
+        # The champion's tuned network parameters ride along, so a later blend retrain that
+        # takes its parameters from this model still has them.
+        before = registry.serving_model(models_dir, snapshot.cutoff)
+        carried = nightly_carried(settings, before.meta if before else None)
+        carried.pop(TUNED_PARAMS_KEY, None)
+        meta = {**outcome.meta, **carried, TUNED_PARAMS_KEY: params, "tuning": tuning}
         record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), meta)
         serving = registry.serving_model(models_dir, snapshot.cutoff)
         validation = record.meta["validation"]

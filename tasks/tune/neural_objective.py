@@ -1,12 +1,12 @@
 """The objectives of the neural ranker and the blend (`nightrec tune --model neural|blend`).
 
-Same folds as the LightGBM objective (`build_windows`: fold f validates on the f-th newest
-training window and trains on the `n_windows - 1` windows before it), built once per study.
-A trial trains the network on each fold exactly as the nightly trainer's early-stopping run
-does (`fit_neural`, same windows, same events before the fold's own cutoff, same early
-stopping on the validation window) and, after every epoch, scores the fold's validation window
-under the protocol: padded top-K of the evaluated customers, NDCG@K against the horizon's
-purchases (what the LightGBM objective scores). Each epoch's value goes to the pruner at step
+Same folds as the LightGBM objective (`build_windows`): fold f replays the nightly trainer at
+the cutoff A_f on the windows before it, built once per study. A trial trains the network on
+each fold exactly as the nightly trainer's early-stopping run at A_f does (`fit_neural`, same
+windows, same events before A_f, same early stopping on the newest window, whose labels end
+at A_f) and, after every epoch, scores the fold under the protocol: padded top-K of the
+evaluated customers at A_f, NDCG@K against their purchases in [A_f, A_f + H), a horizon no fit
+saw (what the LightGBM objective scores). Each epoch's value goes to the pruner at step
 `fold * max_epochs + epoch - 1`, so the steps of every trial line up and grow across folds. A
 fold's value is that of the epoch early stopping keeps (the weights the nightly run would
 keep); the trial's value is the mean over folds.
@@ -132,10 +132,10 @@ class FoldData:
     def __init__(self, data_dir: Path, fold: int, settings: Settings, events: pl.DataFrame):
         summary = json.loads((data_dir / FINGERPRINT_FILE).read_text())["summary"]
         self.windows = _windows(data_dir, fold, settings.ranker.n_windows)
+        # The replayed nightly run's cutoff: it sees the events before it, and is scored on
+        # the horizon after it.
         self.as_of = dt.datetime.fromisoformat(summary["folds"][fold]["validate"])
-        # The events a nightly run at the end of the fold's validation horizon would see.
-        cutoff = self.as_of + dt.timedelta(days=settings.horizon_days)
-        self.events = events.filter(pl.col(TS) < cutoff)
+        self.events = events.filter(pl.col(TS) < self.as_of)
         self.folder = data_dir / "folds" / str(fold)
         self.target = FoldTarget.load(self.folder)
 
