@@ -181,6 +181,12 @@ class TuneSettings(BaseModel):
         "median", description="stop a Bayesian trial early when its first folds lag the median"
     )
     prune_startup_trials: int = Field(5, ge=0)
+    prune_warmup_epochs: int = Field(
+        2,
+        ge=0,
+        description="epochs of each fold a network trains before the pruner may stop it "
+        "(neural, blend): first epochs say little about where a network ends",
+    )
     enqueue_defaults: bool = Field(
         True, description="a Bayesian study's first trial is the default parameters"
     )

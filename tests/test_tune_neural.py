@@ -100,6 +100,7 @@ def test_each_fold_replays_the_nightly_trainer_epoch_by_epoch(
 ) -> None:
     # No refit: the nightly network is then the early-stopped one the fold scores.
     monkeypatch.setenv("NIGHTREC_NEURAL__REFIT", "false")
+    monkeypatch.setenv("NIGHTREC_TUNE__PRUNE_WARMUP_EPOCHS", "0")
     settings = load_settings()
     snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "work")
     for objective in (NeuralObjective(), BlendObjective()):
@@ -114,11 +115,13 @@ def test_each_fold_replays_the_nightly_trainer_epoch_by_epoch(
 
         outcome = objective.evaluate({}, settings, data_dir, hook)
 
-        # Every epoch of every fold reached the hook, steps fold * max_epochs + epoch - 1.
+        # Without warm-up every epoch of every fold reached the hook, at steps
+        # fold * max_epochs + epoch - 1, with the fold's best value so far.
         epochs = outcome.attrs["epoch_ndcg"]
         assert [len(e) for e in epochs] == [EPOCHS, EPOCHS]
         assert [s for s, _ in reported] == list(range(2 * EPOCHS))
-        assert [round(v, 6) for _, v in reported] == epochs[0] + epochs[1]
+        best_so_far = [max(e[: i + 1]) for e in epochs for i in range(EPOCHS)]
+        assert [round(v, 6) for _, v in reported] == pytest.approx(best_so_far, abs=1e-6)
         # A fold's value is its best epoch's (by early stopping); the trial's is their mean.
         fold_values = [epochs[f][outcome.attrs["best_epochs"][f] - 1] for f in (0, 1)]
         assert outcome.attrs["fold_ndcg"] == fold_values
@@ -202,10 +205,11 @@ def test_a_neural_grid_covers_its_grid_registers_and_the_nightly_retrain_uses_it
     points = sorted((t.params["learning_rate"], t.params["hidden"]) for t in complete)
     assert points == [(0.002, 8), (0.002, 16), (0.05, 8), (0.05, 16)]
     assert len(study.trials) == 4
-    for t in complete:  # every epoch of both folds reported, at steps 0..5
-        assert sorted(t.intermediate_values) == list(range(2 * EPOCHS))
-        flat = t.user_attrs["epoch_ndcg"][0] + t.user_attrs["epoch_ndcg"][1]
-        assert [round(t.intermediate_values[s], 6) for s in range(2 * EPOCHS)] == flat
+    for t in complete:  # after the default 2 warm-up epochs: epoch 3 of folds 0 and 1
+        assert sorted(t.intermediate_values) == [EPOCHS - 1, 2 * EPOCHS - 1]
+        best = [max(t.user_attrs["epoch_ndcg"][f]) for f in (0, 1)]
+        reported = [t.intermediate_values[s] for s in (EPOCHS - 1, 2 * EPOCHS - 1)]
+        assert reported == pytest.approx(best, abs=1e-6)
         assert t.value == pytest.approx(sum(t.user_attrs["fold_ndcg"]) / 2, abs=1e-6)
     assert "grid covered" in output
 
@@ -238,11 +242,13 @@ def test_a_neural_grid_covers_its_grid_registers_and_the_nightly_retrain_uses_it
 def test_a_bad_learning_rate_is_pruned_between_epochs(
     prefect_harness: None, tiny_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Trial 0 is the defaults; trial 1 (queued) a learning rate of 5: its first epoch
-    already lags trial 0's first epoch, so the median pruner stops it there."""
+    """Trial 0 is the defaults; trial 1 (queued) a learning rate of 5. After one warm-up
+    epoch of a fold, once its best so far lags trial 0's at the same step, the median pruner
+    stops it before its last epoch."""
     from tasks.tune.study import StudySpec, enqueue_defaults, make_pruner, open_study, study_lock
 
     monkeypatch.setenv("NIGHTREC_TUNE__PRUNE_STARTUP_TRIALS", "1")
+    monkeypatch.setenv("NIGHTREC_TUNE__PRUNE_WARMUP_EPOCHS", "1")
     space_file = _space(
         tmp_path / "lr.yml", "  learning_rate: {type: float, low: 0.001, high: 10, log: true}\n"
     )
@@ -260,10 +266,15 @@ def test_a_bad_learning_rate_is_pruned_between_epochs(
     )
     first, second = _study(tiny_store, "nn-prune").trials
     assert first.params == {"learning_rate": 0.002} and first.state == TrialState.COMPLETE
-    assert sorted(first.intermediate_values) == list(range(2 * EPOCHS))
+    # Steps of epochs 2..3 of folds 0 and 1 (epoch 1 of each fold is the warm-up).
+    assert sorted(first.intermediate_values) == [1, 2, EPOCHS + 1, EPOCHS + 2]
     assert second.params == {"learning_rate": 5.0} and second.state == TrialState.PRUNED
-    assert list(second.intermediate_values) == [0]  # stopped after its first epoch
-    assert second.intermediate_values[0] < first.intermediate_values[0]
+    # Stopped between epochs, at a step where its best so far lagged trial 0's.
+    last = max(second.intermediate_values)
+    assert last < 2 * EPOCHS - 1 and set(second.intermediate_values) <= set(
+        first.intermediate_values
+    )
+    assert second.intermediate_values[last] < first.intermediate_values[last]
     assert "1 complete, 1 pruned" in output
 
 

@@ -6,8 +6,9 @@ each fold exactly as the nightly trainer's early-stopping run at A_f does (`fit_
 windows, same events before A_f, same early stopping on the newest window, whose labels end
 at A_f) and, after every epoch, scores the fold under the protocol: padded top-K of the
 evaluated customers at A_f, NDCG@K against their purchases in [A_f, A_f + H), a horizon no fit
-saw (what the LightGBM objective scores). Each epoch's value goes to the pruner at step
-`fold * max_epochs + epoch - 1`, so the steps of every trial line up and grow across folds. A
+saw (what the LightGBM objective scores). After `tune.prune_warmup_epochs` epochs of a fold,
+the fold's best value so far goes to the pruner at step `fold * max_epochs + epoch - 1`, so
+the steps of every trial line up and grow across folds. A
 fold's value is that of the epoch early stopping keeps (the weights the nightly run would
 keep); the trial's value is the mean over folds.
 
@@ -257,7 +258,7 @@ class NeuralObjective:
         summary = json.loads((data_dir / FINGERPRINT_FILE).read_text())["summary"]
         trial = with_neural_params(settings, {**params, "refit": False})
         device = resolve_device(trial.neural.device)
-        max_epochs = trial.neural.max_epochs
+        max_epochs, warmup = trial.neural.max_epochs, settings.tune.prune_warmup_epochs
         values, best_epochs, by_epoch, chosen = [], [], [], []
         with _TORCH_LOCK:
             started = time.perf_counter()
@@ -267,7 +268,9 @@ class NeuralObjective:
                 scorer = self.scorer(data, trial, device)
 
                 def hook(epoch: int, model: torch.nn.Module, prep: Preprocessor) -> None:
-                    prune(fold * max_epochs + epoch - 1, scorer(model, prep))  # noqa: B023
+                    scorer(model, prep)  # noqa: B023
+                    if epoch > warmup:  # the fold's best so far: early stopping keeps it
+                        prune(fold * max_epochs + epoch - 1, max(scorer.values))  # noqa: B023
 
                 fit = fit_neural(
                     data.windows, data.events, summary["features"], trial, device, epoch_hook=hook
