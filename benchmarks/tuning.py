@@ -118,8 +118,8 @@ def write_markdown(record: dict) -> str:
         "# Hyperparameter tuning: LightGBM, Bayesian (TPE), Online Retail",
         "",
         f"Measured {record['measured']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} "
-        f"GiB; the machine was shared with other engineers' jobs, load average often above "
-        f"10, so times are long and noisy), Python {m['python']}; peak RSS "
+        f"GiB; shared with other engineers' jobs, so times are noisy), Python {m['python']}; "
+        "peak RSS "
         f"{record['peak_rss_gib']} GiB.",
         f"Command: `{record['command']}`. Study as-of {record['as_of']}: objective = mean "
         f"protocol NDCG@10 over {n_folds} folds, each a replayed nightly retrain at an earlier "
