@@ -118,7 +118,7 @@ class OpsSettings(BaseModel):
     tuning_cron: str = Field("0 4 * * 0", description="when the weekly tuning study starts")
     tuning_trials: int = Field(30, ge=1, description="trials of the weekly study")
     tuning_registers_best: bool = Field(
-        False, description="the weekly study registers its best trial and gates it"
+        True, description="the weekly study registers its best trial and gates it"
     )
     serve_limit: int = Field(4, ge=1, description="flow runs `nightrec serve` runs at once")
     backfill_concurrency: int = Field(
