@@ -144,7 +144,15 @@ class OpsSettings(BaseModel):
         return f"http://{self.server_host}:{self.server_port}/api"
 
 
-FaultPoint = Literal["mid_ingest", "after_ingest", "mid_scoring", "mid_publish", "mid_swap"]
+FaultPoint = Literal[
+    "mid_ingest",
+    "before_ingest_swap",
+    "mid_ingest_swap",
+    "after_ingest",
+    "mid_scoring",
+    "mid_publish",
+    "mid_swap",
+]
 
 
 class SafetySettings(BaseModel):
