@@ -173,7 +173,11 @@ def main() -> None:
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[32, 128, 512, 2048])
     parser.add_argument("--chunk-mib", type=int, default=8)
     parser.add_argument(
-        "--memory-mib", type=int, default=256, help="DuckDB cap (safety.ingest_memory_mib)"
+        "--memory-mib",
+        type=int,
+        nargs="+",
+        default=[256],
+        help="DuckDB cap(s), safety.ingest_memory_mib: staged runs per cap, before with the first",
     )
     parser.add_argument("--scratch", type=Path, default=None)
     parser.add_argument("--formats", nargs="+", default=["csv.gz"])
@@ -211,10 +215,10 @@ def main() -> None:
                 write_day(path, rows)
                 file_mib = path.stat().st_size / 2**20
                 chunk = args.chunk_mib * 2**20
-                modes = [("staged", chunk, args.memory_mib, ROOT)]
+                modes = [("staged", chunk, cap, ROOT) for cap in args.memory_mib]
                 if before_code is not None and size <= args.before_max_mib:
                     before = f"before ({before_sha[:7]})"
-                    modes.append((before, chunk, args.memory_mib, before_code))
+                    modes.append((before, chunk, args.memory_mib[0], before_code))
                 if size <= args.whole_file_max_mib:
                     modes.append(("whole file, DuckDB uncapped", 2 * size * 2**20, None, ROOT))
                 for mode, chunk_bytes, limit, code in modes:
@@ -234,7 +238,7 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     command = (
         f"{COMMAND} --sizes-mib {' '.join(map(str, args.sizes_mib))} "
-        f"--chunk-mib {args.chunk_mib} --memory-mib {args.memory_mib} "
+        f"--chunk-mib {args.chunk_mib} --memory-mib {' '.join(map(str, args.memory_mib))} "
         f"--formats {' '.join(args.formats)}"
         + (f" --before-ref {args.before_ref}" if args.before_ref else "")
         + (f" --before-max-mib {args.before_max_mib}" if args.before_ref else "")
@@ -282,14 +286,16 @@ def report(record: dict) -> str:
         f"{r['rows_per_second']:,} |"
         for r in rows_out
     ]
-    staged = [r for r in rows_out if r["mode"] == "staged"]
-    if len(staged) > 1:
-        small, large = staged[0], staged[-1]
-        lines += [
-            "",
-            f"Staged: peak at {large['file']} / peak at {small['file']} = "
-            f"{large['peak_rss_mib'] / small['peak_rss_mib']:.2f}.",
-        ]
+    lines.append("")
+    for cap in dict.fromkeys(r["duckdb_memory_mib"] for r in rows_out if r["mode"] == "staged"):
+        staged = [r for r in rows_out if r["mode"] == "staged" and r["duckdb_memory_mib"] == cap]
+        if len(staged) > 1:
+            small, large = staged[0], staged[-1]
+            lines.append(
+                f"Staged, DuckDB cap {cap} MiB: peak at {large['csv_mib']} MiB of CSV / peak at "
+                f"{small['csv_mib']} MiB = {large['peak_rss_mib']} / {small['peak_rss_mib']} = "
+                f"{large['peak_rss_mib'] / small['peak_rss_mib']:.2f}."
+            )
     return "\n".join(lines)
 
 
