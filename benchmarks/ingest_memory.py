@@ -171,7 +171,13 @@ def measure(path: Path, chunk_bytes: int, limit_mib: int | None, scratch: Path, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[32, 128, 512, 2048])
-    parser.add_argument("--chunk-mib", type=int, default=8)
+    parser.add_argument(
+        "--chunk-mib",
+        type=int,
+        nargs="+",
+        default=[8],
+        help="chunk size(s), safety.chunk_bytes: staged runs per size, before with the first",
+    )
     parser.add_argument(
         "--memory-mib",
         type=int,
@@ -214,11 +220,13 @@ def main() -> None:
                 path = folder / f"{DAY}.{suffix}"
                 write_day(path, rows)
                 file_mib = path.stat().st_size / 2**20
-                chunk = args.chunk_mib * 2**20
-                modes = [("staged", chunk, cap, ROOT) for cap in args.memory_mib]
+                chunks = [mib * 2**20 for mib in args.chunk_mib]
+                modes = [
+                    ("staged", chunk, cap, ROOT) for chunk in chunks for cap in args.memory_mib
+                ]
                 if before_code is not None and size <= args.before_max_mib:
                     before = f"before ({before_sha[:7]})"
-                    modes.append((before, chunk, args.memory_mib[0], before_code))
+                    modes.append((before, chunks[0], args.memory_mib[0], before_code))
                 if size <= args.whole_file_max_mib:
                     modes.append(("whole file, DuckDB uncapped", 2 * size * 2**20, None, ROOT))
                 for mode, chunk_bytes, limit, code in modes:
@@ -238,7 +246,8 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     command = (
         f"{COMMAND} --sizes-mib {' '.join(map(str, args.sizes_mib))} "
-        f"--chunk-mib {args.chunk_mib} --memory-mib {' '.join(map(str, args.memory_mib))} "
+        f"--chunk-mib {' '.join(map(str, args.chunk_mib))} "
+        f"--memory-mib {' '.join(map(str, args.memory_mib))} "
         f"--formats {' '.join(args.formats)}"
         + (f" --before-ref {args.before_ref}" if args.before_ref else "")
         + (f" --before-max-mib {args.before_max_mib}" if args.before_ref else "")
@@ -287,14 +296,21 @@ def report(record: dict) -> str:
         for r in rows_out
     ]
     lines.append("")
-    for cap in dict.fromkeys(r["duckdb_memory_mib"] for r in rows_out if r["mode"] == "staged"):
-        staged = [r for r in rows_out if r["mode"] == "staged" and r["duckdb_memory_mib"] == cap]
+    settings = dict.fromkeys(
+        (r["chunk_mib"], r["duckdb_memory_mib"]) for r in rows_out if r["mode"] == "staged"
+    )
+    for chunk, cap in settings:
+        staged = [
+            r
+            for r in rows_out
+            if r["mode"] == "staged" and (r["chunk_mib"], r["duckdb_memory_mib"]) == (chunk, cap)
+        ]
         if len(staged) > 1:
             small, large = staged[0], staged[-1]
             lines.append(
-                f"Staged, DuckDB cap {cap} MiB: peak at {large['csv_mib']} MiB of CSV / peak at "
-                f"{small['csv_mib']} MiB = {large['peak_rss_mib']} / {small['peak_rss_mib']} = "
-                f"{large['peak_rss_mib'] / small['peak_rss_mib']:.2f}."
+                f"Staged, {chunk} MiB chunks, DuckDB cap {cap} MiB: peak at {large['csv_mib']} "
+                f"MiB of CSV / peak at {small['csv_mib']} MiB = {large['peak_rss_mib']} / "
+                f"{small['peak_rss_mib']} = {large['peak_rss_mib'] / small['peak_rss_mib']:.2f}."
             )
     return "\n".join(lines)
 
