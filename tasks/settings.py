@@ -144,7 +144,15 @@ class OpsSettings(BaseModel):
         return f"http://{self.server_host}:{self.server_port}/api"
 
 
-FaultPoint = Literal["mid_ingest", "after_ingest", "mid_scoring", "mid_publish", "mid_swap"]
+FaultPoint = Literal[
+    "mid_ingest",
+    "before_ingest_swap",
+    "mid_ingest_swap",
+    "after_ingest",
+    "mid_scoring",
+    "mid_publish",
+    "mid_swap",
+]
 
 
 class SafetySettings(BaseModel):
@@ -157,7 +165,10 @@ class SafetySettings(BaseModel):
         64 * 2**20, ge=1024, description="landing files are read in chunks of about this size"
     )
     ingest_memory_mib: int = Field(
-        1024, ge=64, description="DuckDB memory cap while ingesting (spills to disk beyond)"
+        256,
+        ge=64,
+        description="DuckDB memory cap while ingesting: bounds the day's swap transaction "
+        "(its buffer pool evicts or spills to disk beyond)",
     )
     fault: FaultPoint | None = Field(
         None, description="drills and tests only: SIGKILL the run at this point"

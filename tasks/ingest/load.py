@@ -2,6 +2,13 @@
 
 Idempotent per (source, day): the same file again is a no-op (checksum), a changed file for a
 loaded day is refused unless `replace` is set, and loading a day replaces exactly that day.
+
+Memory stays flat however large the file: each chunk is adapted and validated on its own and
+its rows are staged as Parquet parts under `NIGHTREC_HOME/staging/`, outside any transaction;
+then one short transaction swaps the day in (delete the day, insert-select from the parts,
+bookkeeping). DuckDB streams that insert-select within its memory cap, whereas rows inserted
+chunk by chunk inside one open transaction stay in memory until the commit. A process killed
+while staging leaves only parts, which the next ingestion into the store removes.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -108,6 +117,80 @@ def insert_staged(
         con.unregister(f"staged_{table}")
 
 
+def insert_parts(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    parts: list[Path],
+    params: dict,
+) -> None:
+    """Insert staged Parquet `parts` into `table` through `sql/<table>.sql`, streamed by DuckDB
+    within its memory cap (the parts are read as the view `staged_<table>`)."""
+    if not parts:
+        return
+    con.register(f"staged_{table}", con.read_parquet([str(p) for p in parts]))
+    try:
+        con.execute(f"insert into {table} {sql_text(table)}", params)
+    finally:
+        con.unregister(f"staged_{table}")
+
+
+STAGING_DIR = "staging"
+# Column types of the staged parts, fixed so that every part of a file reads as one schema.
+STAGED_SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "events": {
+        "user_id": pl.Utf8(),
+        "item_id": pl.Utf8(),
+        "event_type": pl.Utf8(),
+        "ts": pl.Datetime("us"),
+        "quantity": pl.Int64(),
+        "price": pl.Float64(),
+        "order_id": pl.Utf8(),
+        "session_id": pl.Utf8(),
+    },
+    "quarantine": {"row_number": pl.Int64(), REASON: pl.Utf8(), "payload": pl.Utf8()},
+}
+
+
+def staging_root(con: duckdb.DuckDBPyConnection) -> Path:
+    """Where ingestion into this store stages its chunks: `staging/ingest-<store>/` beside
+    the store file (in NIGHTREC_HOME). Only the store's one writer uses it (DuckDB admits one
+    writing process per file), so whatever it holds when an ingestion starts is left over."""
+    (db_file,) = con.execute(
+        "select path from duckdb_databases() where database_name = current_database()"
+    ).fetchone()
+    if db_file is None:  # an in-memory store
+        return Path(tempfile.gettempdir()) / f"nightrec-ingest-{id(con)}"
+    db_path = Path(db_file)
+    return db_path.parent / STAGING_DIR / f"ingest-{db_path.stem}"
+
+
+def clean_staging(root: Path) -> list[str]:
+    """Remove what an interrupted ingestion left in `root`; returns what was removed."""
+    if not root.is_dir():
+        return []
+    leftovers = sorted(str(p.relative_to(root)) for p in root.rglob("*.parquet"))
+    shutil.rmtree(root)
+    return leftovers
+
+
+@dataclass
+class _Staged:
+    """The validated rows of one file, staged as Parquet parts (one per chunk and table)."""
+
+    folder: Path
+    parts: dict[str, list[Path]] = field(default_factory=lambda: {t: [] for t in STAGED_SCHEMAS})
+
+    def add(self, table: str, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{table}-{len(self.parts[table]):06d}.parquet"
+        frame.select(STAGED_SCHEMAS[table].keys()).cast(STAGED_SCHEMAS[table]).write_parquet(
+            path, compression="zstd", statistics=False
+        )
+        self.parts[table].append(path)
+
+
 def _record_ingestion(con: duckdb.DuckDBPyConnection, result: IngestionResult) -> None:
     con.execute(
         "insert or replace into ingestions (source, event_day, source_file, sha256, status, "
@@ -140,7 +223,11 @@ class _Tally:
     filtered: Counter = field(default_factory=Counter)
     quarantined: Counter = field(default_factory=Counter)
     ignored: list[str] = field(default_factory=list)
-    catalogs: list[pl.DataFrame] = field(default_factory=list)
+    catalog: pl.DataFrame | None = None  # distinct items so far, first occurrence kept
+
+    def add_catalog(self, catalog: pl.DataFrame) -> None:
+        both = catalog if self.catalog is None else pl.concat([self.catalog, catalog])
+        self.catalog = both.unique(subset=ITEM_ID, keep="first", maintain_order=True)
 
 
 def day_bounds(day: dt.date) -> dict[str, dt.datetime]:
@@ -149,15 +236,15 @@ def day_bounds(day: dt.date) -> dict[str, dt.datetime]:
     return {"day_start": start, "day_end": start + dt.timedelta(days=1, microseconds=-1)}
 
 
-def _load_chunk(
-    con: duckdb.DuckDBPyConnection,
+def _stage_chunk(
+    staged: _Staged,
     adapter: SourceAdapter,
     raw: pl.DataFrame,
     day: dt.date,
     params: dict,
     tally: _Tally,
 ) -> None:
-    """Adapt, validate and insert one chunk; rows keep their number in the whole file."""
+    """Adapt, validate and stage one chunk; rows keep their number in the whole file."""
     adapted = adapter.adapt(raw)
     tally.ignored.extend(c for c in adapted.ignored_columns if c not in tally.ignored)
     outcome = validate_rows("events", adapted.events, day_bounds(day))
@@ -165,14 +252,54 @@ def _load_chunk(
     events = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti").select(EVENT_COLUMNS)
     if raw.height != events.height + bad.height + sum(adapted.filtered.values()):
         raise RuntimeError(f"{params['source_file']}: row accounting broke; a bug in the adapter")
-    insert_staged(con, "events", events, params)
-    insert_staged(con, "quarantine", _payloads(raw, bad, tally.rows_in), params)
+    staged.add("events", events)
+    staged.add("quarantine", _payloads(raw, bad, tally.rows_in))
     tally.rows_in += raw.height
     tally.rows_loaded += events.height
     tally.filtered.update(adapted.filtered)
     tally.quarantined.update(bad[REASON].to_list())
     if adapted.catalog is not None:
-        tally.catalogs.append(adapted.catalog)
+        tally.add_catalog(adapted.catalog)
+
+
+def _swap_day(
+    con: duckdb.DuckDBPyConnection,
+    staged: _Staged,
+    result: IngestionResult,
+    catalog: pl.DataFrame | None,
+    published_root: Path | None,
+    fault: str | None,
+) -> list[dt.date]:
+    """Replace the day by its staged rows in one transaction: all of it or nothing. A rejected
+    file loads no event; its bad rows stay visible in quarantine. Returns stale run dates."""
+    params = {"source": result.source, "event_day": result.day, "source_file": result.file}
+    key = [result.source, result.day]
+    con.execute("begin transaction")
+    try:
+        for table in ("events", "quarantine", "ingestions"):
+            con.execute(f"delete from {table} where source = ? and event_day = ?", key)
+        if result.status != "rejected":
+            insert_parts(con, "events", staged.parts["events"], params)
+        insert_parts(con, "quarantine", staged.parts["quarantine"], params)
+        kill_if_armed(fault, "mid_ingest_swap")
+        stale: list[dt.date] = []
+        if result.status != "rejected":
+            if catalog is not None:
+                insert_staged(con, "catalog", catalog, {}, verb="insert or replace")
+            stale = flag_stale(
+                con,
+                published_dates(published_root),
+                result.source,
+                result.day,
+                f"day {result.day} {result.status} late",
+            )
+        _record_ingestion(con, result)
+        con.execute("commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # nothing to undo when it already ended
+            con.execute("rollback")
+        raise
+    return stale
 
 
 def ingest_file(
@@ -186,13 +313,23 @@ def ingest_file(
     published_root: Path | None = None,
     fault: str | None = None,
 ) -> IngestionResult:
-    """Ingest one day file, streamed in chunks inside one transaction, so the day is replaced
-    whole or not at all. Raises IngestError (one line naming the file) when it cannot.
+    """Ingest one day file: stream it in chunks, stage the validated rows as Parquet parts,
+    then swap the day in with one transaction, so the day is replaced whole or not at all and
+    memory does not grow with the file. Raises IngestError (one line naming the file) when it
+    cannot.
 
     `published_root` (the recommendations folder) lets a late or replaced day flag the
     published run dates that read it as stale."""
     adapter = adapter_for(source)
     day = day_of(path)
+    root = staging_root(con)
+    leftovers = clean_staging(root)
+    if leftovers:
+        log.warning(
+            "removed %d staged part(s) an interrupted ingestion left under %s",
+            len(leftovers),
+            root,
+        )
     checksum = sha256_of(path)
     previous = _previous(con, source, day)
     loaded_before = previous is not None and previous[2] != "rejected"
@@ -205,15 +342,12 @@ def ingest_file(
                 "pass --replace to reload the day"
             )
     params = {"source": source, "event_day": day, "source_file": str(path)}
-    key = [source, day]
     tally = _Tally()
-    con.execute("begin transaction")
+    staged = _Staged(root / source / day.isoformat())
     try:
-        for table in ("events", "quarantine", "ingestions"):
-            con.execute(f"delete from {table} where source = ? and event_day = ?", key)
         for raw in iter_raw_chunks(path, chunk_bytes):
             try:
-                _load_chunk(con, adapter, raw, day, params, tally)
+                _stage_chunk(staged, adapter, raw, day, params, tally)
             except IngestError as exc:
                 raise IngestError(f"{path}: {exc}") from exc
             kill_if_armed(fault, "mid_ingest")
@@ -238,28 +372,13 @@ def ingest_file(
             quarantine_reasons=dict(sorted(tally.quarantined.items())),
             ignored_columns=tally.ignored,
         )
+        kill_if_armed(fault, "before_ingest_swap")
         stale: list[dt.date] = []
-        if status == "rejected":
-            if loaded_before:
-                con.execute("rollback")  # the previous load of the day stays exactly as it was
-            else:
-                # Keep the bad rows visible in quarantine, load nothing.
-                con.execute("delete from events where source = ? and event_day = ?", key)
-                _record_ingestion(con, result)
-                con.execute("commit")
-        else:
-            if tally.catalogs:
-                catalog = pl.concat(tally.catalogs).unique(subset=ITEM_ID, keep="first")
-                insert_staged(con, "catalog", catalog, {}, verb="insert or replace")
-            _record_ingestion(con, result)
-            stale = flag_stale(
-                con, published_dates(published_root), source, day, f"day {day} {status} late"
-            )
-            con.execute("commit")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # nothing to undo when it already ended
-            con.execute("rollback")
-        raise
+        # A rejected replacement changes nothing: the previous load of the day stays as it was.
+        if not (status == "rejected" and loaded_before):
+            stale = _swap_day(con, staged, result, tally.catalog, published_root, fault)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     if status == "rejected":
         raise BadShareError(
             f"{path}: {bad_share:.1%} of {tally.rows_in:,} rows broke the contract "

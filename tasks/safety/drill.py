@@ -231,26 +231,38 @@ def crash_mid_ingest(s: Scratch) -> Outcome:
     _ingest(s, PREVIOUS)
     (day_file,) = find_day_files(s.landing, RUN_DATE, RUN_DATE)
     args = ["ingest", "--source", "canonical", "--path", str(day_file)]
-    killed = _cli(
-        s,
-        args,
-        {"NIGHTREC_SAFETY__FAULT": "mid_ingest", "NIGHTREC_SAFETY__CHUNK_BYTES": "1024"},
-    )
-    with connect(s.db) as con:
-        partial = con.execute(
-            "select count(*) from events where event_day = ?", [RUN_DATE]
-        ).fetchone()[0]
-    rerun = _cli(s, args, {"NIGHTREC_SAFETY__CHUNK_BYTES": "1024"})
+    small_chunks = {"NIGHTREC_SAFETY__CHUNK_BYTES": "1024"}  # many chunks, many staged parts
+
+    def day_rows() -> int:
+        with connect(s.db) as con:
+            return con.execute(
+                "select count(*) from events where event_day = ?", [RUN_DATE]
+            ).fetchone()[0]
+
+    def staged_parts() -> int:
+        return len(list((s.home / "staging").rglob("*.parquet")))
+
+    # Killed while staging the chunks, then killed again inside the swap transaction.
+    kills = []
+    for point in ("mid_ingest", "mid_ingest_swap"):
+        killed = _cli(s, args, {**small_chunks, "NIGHTREC_SAFETY__FAULT": point})
+        kills.append((point, killed.returncode, day_rows(), staged_parts()))
+    rerun = _cli(s, args, small_chunks)
     with connect(s.db) as con:
         status = con.execute(
-            "select status, rows_in from ingestions where event_day = ?", [RUN_DATE]
+            "select status, rows_in, rows_loaded from ingestions where event_day = ?", [RUN_DATE]
         ).fetchone()
-    observed = (
-        f"killed (rc {killed.returncode}) inside the day's transaction: {partial} partial rows "
-        f"visible after; rerun rc {rerun.returncode}: {status[0]} {status[1]} rows"
+    killed_text = "; ".join(
+        f"killed (rc {rc}) at {point}: {partial} partial rows visible, {parts} staged parts left"
+        for point, rc, partial, parts in kills
     )
-    ok = killed.returncode == -signal.SIGKILL and partial == 0 and rerun.returncode == 0
-    return observed, rows_lost(s), ok and status[0] == "loaded"
+    observed = (
+        f"{killed_text}; rerun rc {rerun.returncode}: {status[0]} {status[1]} rows, "
+        f"{staged_parts()} staged parts left"
+    )
+    ok = all(rc == -signal.SIGKILL and partial == 0 and parts for _, rc, partial, parts in kills)
+    ok = ok and rerun.returncode == 0 and staged_parts() == 0
+    return observed, rows_lost(s), ok and status[0] == "loaded" and day_rows() == status[2]
 
 
 def store_locked(s: Scratch) -> Outcome:
@@ -331,7 +343,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Scratch], Outcome]]] = {
         half_written_output,
     ),
     "crash mid-ingest": (
-        "kill -9 leaves no partial day; rerun loads the whole day",
+        "kill -9 while staging or inside the swap leaves no partial day; rerun loads the "
+        "whole day and removes the staged parts",
         crash_mid_ingest,
     ),
     "store locked by another writer": (
