@@ -134,18 +134,22 @@ def _mib(value: str) -> float | None:
 def measure(path: Path, chunk_bytes: int, limit_mib: int | None, scratch: Path, code: Path) -> dict:
     db = scratch / f"bench-{os.getpid()}-{time.monotonic_ns()}.duckdb"
     load_before = os.getloadavg()[0]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(path), str(db), str(chunk_bytes), str(limit_mib)],
-        cwd=code,
-        env={**os.environ, "PYTHONPATH": str(code)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started = time.perf_counter()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - started
-    out, err = proc.stdout.read(), proc.stderr.read()
+    # Output goes to files: a full pipe would block the child while we wait for it.
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(db), str(chunk_bytes), str(limit_mib)],
+            cwd=code,
+            env={**os.environ, "PYTHONPATH": str(code)},
+            stdout=out_file,
+            stderr=err_file,
+            text=True,
+        )
+        started = time.perf_counter()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     if status != 0:
         raise SystemExit(f"child failed: {err[-2000:]}")
     line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from tasks.constants import DEFAULT_HORIZON_DAYS, DEFAULT_K
+from tasks.ingest.landing import DEFAULT_CHUNK_BYTES
 
 
 class CandidateSettings(BaseModel):
@@ -162,7 +163,10 @@ class SafetySettings(BaseModel):
         default_factory=list, description="items the published top-K must never contain"
     )
     chunk_bytes: int = Field(
-        64 * 2**20, ge=1024, description="landing files are read in chunks of about this size"
+        DEFAULT_CHUNK_BYTES,
+        ge=1024,
+        description="landing files are read in chunks of about this size; the peak memory of "
+        "ingestion grows with it, not with the file",
     )
     ingest_memory_mib: int = Field(
         256,
