@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,27 @@ def build_windows(
     }
 
 
+def replace_cached(
+    data_dir: Path, fingerprint: dict[str, Any], build: Callable[[Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """`build(staging)` once per fingerprint, swapped in whole; a rerun with the same inputs
+    reuses the folder. Returns the build's summary with `reused`."""
+    marker = data_dir / FINGERPRINT_FILE
+    if marker.is_file():
+        stored = json.loads(marker.read_text())
+        if stored["fingerprint"] == fingerprint:
+            return {**stored["summary"], "reused": True}
+    staging = data_dir.with_name(f".{data_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = build(staging)
+    (staging / FINGERPRINT_FILE).write_text(
+        json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2)
+    )
+    shutil.rmtree(data_dir, ignore_errors=True)
+    os.replace(staging, data_dir)
+    return {**summary, "reused": False}
+
+
 def fold_ndcg(
     data_dir: Path, fold: int, cfg: RankerSettings, settings: Settings, features: list[str]
 ) -> tuple[float, int]:
@@ -179,23 +201,13 @@ class LightGBMObjective:
         return settings.ranker.model_dump()
 
     def prepare(self, settings: Settings, snapshot: Snapshot, data_dir: Path) -> dict[str, Any]:
-        fingerprint = _fingerprint(settings, snapshot)
-        marker = data_dir / FINGERPRINT_FILE
-        if marker.is_file():
-            stored = json.loads(marker.read_text())
-            if stored["fingerprint"] == fingerprint:
-                return {**stored["summary"], "reused": True}
-        staging = data_dir.with_name(f".{data_dir.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        summary = build_windows(
-            snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings, staging
+        return replace_cached(
+            data_dir,
+            _fingerprint(settings, snapshot),
+            lambda out: build_windows(
+                snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings, out
+            ),
         )
-        (staging / FINGERPRINT_FILE).write_text(
-            json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2)
-        )
-        shutil.rmtree(data_dir, ignore_errors=True)
-        os.replace(staging, data_dir)
-        return {**summary, "reused": False}
 
     def evaluate(
         self, params: dict[str, Any], settings: Settings, data_dir: Path, prune: PruneHook

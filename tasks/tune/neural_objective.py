@@ -24,12 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import shutil
 import statistics
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +55,12 @@ from tasks.rank.params import (
 from tasks.rank.topk import top_k
 from tasks.rank.train import keyed
 from tasks.settings import NeuralSettings, Settings
-from tasks.tune.lgbm_objective import FINGERPRINT_FILE, _fingerprint, build_windows
+from tasks.tune.lgbm_objective import (
+    FINGERPRINT_FILE,
+    _fingerprint,
+    build_windows,
+    replace_cached,
+)
 from tasks.tune.objective import SPACES_DIR, PruneHook, TrialOutcome
 from tasks.tune.space import SearchSpace, SpaceError
 
@@ -77,26 +79,6 @@ _TORCH_LOCK = threading.Lock()
 
 def searchable() -> set[str]:
     return set(NeuralSettings.model_fields) - NEURAL_FIXED
-
-
-def _replace_cached(
-    data_dir: Path, fingerprint: dict[str, Any], build: Callable[[Path], dict[str, Any]]
-) -> dict[str, Any]:
-    """`build(staging)` once per fingerprint, swapped in whole (as the LightGBM objective)."""
-    marker = data_dir / FINGERPRINT_FILE
-    if marker.is_file():
-        stored = json.loads(marker.read_text())
-        if stored["fingerprint"] == fingerprint:
-            return {**stored["summary"], "reused": True}
-    staging = data_dir.with_name(f".{data_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    summary = build(staging)
-    (staging / FINGERPRINT_FILE).write_text(
-        json.dumps({"fingerprint": fingerprint, "summary": summary}, indent=2)
-    )
-    shutil.rmtree(data_dir, ignore_errors=True)
-    os.replace(staging, data_dir)
-    return {**summary, "reused": False}
 
 
 @dataclass(frozen=True)
@@ -246,7 +228,7 @@ class NeuralObjective:
         return summary
 
     def prepare(self, settings: Settings, snapshot: Snapshot, data_dir: Path) -> dict[str, Any]:
-        return _replace_cached(
+        return replace_cached(
             data_dir,
             self.fingerprint(settings, snapshot),
             lambda out: self.build(settings, snapshot, out),
