@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+from flows.console import HomeOption
 
 if TYPE_CHECKING:
     from flows.backfill import BackfillParams
     from tasks.settings import Settings
-
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="data root (default: $NIGHTREC_HOME or ./var)")
-]
 
 
 def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, force: bool) -> None:
@@ -40,7 +37,7 @@ def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, forc
     cli.console.print(f"backfill of {len(days)} date(s) through {url}")
     rows = backfill_via_deployment(settings, days, force, on_done)
     cli.out.print(
-        cli._table(f"Backfill {params.start}..{params.end} via the nightly deployment", rows)
+        cli.table(f"Backfill {params.start}..{params.end} via the nightly deployment", rows)
     )
     failed = [r["run_date"] for r in rows if r["state"] not in ("Completed", "skipped (complete)")]
     if failed:
@@ -54,7 +51,7 @@ def server(home: HomeOption = None) -> None:
     from flows import cli
     from flows.prefect_api import server_command
 
-    settings = cli._settings(home)
+    settings = cli.settings_for(home)
     argv, env = server_command(settings)
     cli.console.print(f"Prefect UI on http://{settings.ops.server_host}:{settings.ops.server_port}")
     os.execve(argv[0], argv, env)  # the server owns the terminal from here; Ctrl-C stops it
@@ -65,7 +62,7 @@ def serve(home: HomeOption = None) -> None:
     from flows import cli
     from flows.prefect_api import use_api
 
-    settings = cli._settings(home)
+    settings = cli.settings_for(home)
     url = use_api(settings)
     # Served runs log to the UI: nightrec's own loggers too, at INFO.
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"

@@ -125,6 +125,12 @@ class OpsSettings(BaseModel):
     backfill_concurrency: int = Field(
         1, ge=1, description="dates a backfill through the deployment runs at once"
     )
+    prefect_start_timeout_s: int = Field(
+        180,
+        ge=1,
+        description="how long a command waits for Prefect's ephemeral API server to start "
+        "(Prefect's own default, 20 s, is too short on a busy machine)",
+    )
     orphan_after_s: float = Field(
         60.0,
         gt=0,

@@ -27,6 +27,7 @@ import polars as pl
 
 from tasks.candidates.generate import popular_items
 from tasks.constants import ITEM_ID, TS, USER_ID
+from tasks.errors import NightrecError
 from tasks.evaluate.metrics import ranking_metrics
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.build import feature_columns
@@ -56,8 +57,10 @@ FIXED_FIELDS = {"n_windows", "window_step_days", "retrain_every_days", "gate_tol
 FIXED_FIELDS |= {"num_threads", "kind"}
 
 
-class NotEnoughWindows(RuntimeError):
+class NotEnoughWindows(NightrecError, RuntimeError):
     """The history before as-of is too short for the asked validation folds."""
+
+    hint = "tune at a later --as-of or with fewer tune.validation_folds"
 
 
 def _fingerprint(settings: Settings, snapshot: Snapshot) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tasks.errors import NightrecError
 from tasks.features.snapshot import Snapshot
 from tasks.settings import Settings
 from tasks.tune.space import SearchSpace
@@ -22,8 +23,10 @@ from tasks.tune.space import SearchSpace
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
 
-class ObjectiveUnavailable(LookupError):
+class ObjectiveUnavailable(NightrecError, LookupError):
     """No objective is registered under that model name (or its code is not there yet)."""
+
+    hint = "tune a model that exists: --model lightgbm, neural or blend"
 
 
 class PruneHook(Protocol):
