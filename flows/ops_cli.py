@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from flows import console as cli
 from flows.console import HomeOption
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, force: bool) -> None:
     """`nightrec backfill --via-deployment`: progress lines, the table, exit 1 on failures."""
-    from flows import cli
     from flows.prefect_api import use_api
 
     url = use_api(settings)
@@ -48,7 +48,6 @@ def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, forc
 
 def server(home: HomeOption = None) -> None:
     """Start the Prefect server and UI on this host (127.0.0.1:4200 by default, no analytics)."""
-    from flows import cli
     from flows.prefect_api import server_command
 
     settings = cli.settings_for(home)
@@ -59,7 +58,6 @@ def server(home: HomeOption = None) -> None:
 
 def serve(home: HomeOption = None) -> None:
     """Serve nightrec's deployments (nightly schedule, manual runs, backfill); no worker needed."""
-    from flows import cli
     from flows.prefect_api import use_api
 
     settings = cli.settings_for(home)

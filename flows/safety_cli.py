@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from flows import console as cli
 from flows.console import HomeOption, day_option
 
 quarantine_app = typer.Typer(
