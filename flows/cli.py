@@ -143,9 +143,41 @@ def ingest(
     out.print(table(f"Ingested {len(results)} file(s) from {source}", [totals]))
 
 
+AllowDegradedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-degraded",
+        help="exit 0 even when a fallback served (default: settings.allow_degraded)",
+    ),
+]
+
+
+def _preflight(settings: Any, run_date: dt.date) -> None:
+    """A run with nothing to recommend from fails here, before Prefect starts; with a landing
+    folder the flow checks again after ingesting the day."""
+    from tasks.ops.inputs import check_input, read_input_state
+
+    state = read_input_state(settings.db_path, run_date)
+    safety = settings.safety
+    check_input(state, safety.max_input_age_days, safety.allow_stale_input, str(settings.db_path))
+
+
+def _newest_event_day(settings: Any) -> dt.date:
+    from tasks.ops.inputs import NoInput, read_input_state
+
+    state = read_input_state(settings.db_path, dt.date.max - dt.timedelta(days=1))
+    if state.watermark is None:
+        raise NoInput(f"no events in {settings.db_path}: nothing to recommend")
+    console.print(f"--date not given: the store's newest event day, {state.watermark:%Y-%m-%d}")
+    return state.watermark.date()
+
+
 @app.command()
 def run(
-    date: Annotated[dt.date, day_option("run date D")],
+    date: Annotated[
+        dt.date | None,
+        day_option("run date D, inclusive: events up to the end of D (default: newest event day)"),
+    ] = None,
     home: HomeOption = None,
     landing: Annotated[Path | None, typer.Option(help="landing folder to ingest D from")] = None,
     source: Annotated[str | None, typer.Option(help="source adapter of the landing files")] = None,
@@ -155,23 +187,37 @@ def run(
     device: Annotated[
         str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
     ] = None,
+    allow_degraded: AllowDegradedOption = False,
 ) -> None:
     """Run the nightly flow for one date (uses events before D + 1 day)."""
-    from flows.nightly import NightlyParams, nightly_flow
-
     settings = settings_for(home, landing_dir=landing, source=source)
-    manifest = nightly_flow(
-        NightlyParams(
-            run_date=date,
-            retrain=retrain,
-            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
-            source=settings.source,
-            home=str(settings.home),
-            device=device,
-        )
+    if date is None:
+        date = _newest_event_day(settings)
+    if settings.landing_dir is None:
+        _preflight(settings, date)
+    from flows.nightly import NightlyParams, nightly_flow
+    from tasks.errors import DegradedRun
+
+    params = NightlyParams(
+        run_date=date,
+        retrain=retrain,
+        landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+        source=settings.source,
+        home=str(settings.home),
+        device=device,
+        allow_degraded=allow_degraded or None,
     )
-    summary = {k: manifest[k] for k in ("run_date", "rows", "users", "model_version", "retrained")}
-    out.print(table("Nightly run", [summary]))
+    try:
+        manifest = nightly_flow(params)
+    except DegradedRun as exc:
+        _print_run(exc.result)
+        raise
+    _print_run(manifest)
+
+
+def _print_run(manifest: dict[str, Any]) -> None:
+    keys = ("run_date", "rows", "users", "model_version", "retrained", "status")
+    out.print(table("Nightly run", [{k: manifest.get(k, "") for k in keys}]))
 
 
 @app.command()
@@ -197,9 +243,12 @@ def backfill(
             min=1, help="dates run at once with --via-deployment (retraining dates alone)"
         ),
     ] = None,
+    allow_degraded: AllowDegradedOption = False,
 ) -> None:
-    """Run the nightly flow for every day from START to END, oldest first; resumable."""
+    """Run the nightly flow for every day from START to END (both inclusive), oldest first;
+    resumable."""
     from flows.backfill import BackfillParams, backfill_flow
+    from tasks.errors import DegradedRun
 
     settings = settings_for(home, landing_dir=landing, source=source)
     if via_deployment:
@@ -207,16 +256,20 @@ def backfill(
             settings.ops.backfill_concurrency = concurrency
         backfill_via_deployment_cli(settings, BackfillParams(start=start, end=end), force)
         return
-    rows = backfill_flow(
-        BackfillParams(
-            start=start,
-            end=end,
-            force=force,
-            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
-            source=settings.source,
-            home=str(settings.home),
-        )
+    params = BackfillParams(
+        start=start,
+        end=end,
+        force=force,
+        landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+        source=settings.source,
+        home=str(settings.home),
+        allow_degraded=allow_degraded or None,
     )
+    try:
+        rows = backfill_flow(params)
+    except DegradedRun as exc:
+        out.print(table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", exc.result))
+        raise
     out.print(table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
 
 
