@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from prefect import task
 
 from tasks.constants import TS
 from tasks.ops.inputs import InputState
+from tasks.progress import stage_task
 from tasks.settings import Settings
 from tasks.store import connect, sql_text
 
@@ -51,4 +51,4 @@ def take_snapshot(settings: Settings, cutoff: dt.datetime, work_dir: Path) -> Sn
     return Snapshot(events_path, catalog_path, cutoff, events.height, watermark)
 
 
-snapshot_task = task(name="snapshot")(take_snapshot)
+snapshot_task = stage_task("snapshot", take_snapshot)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from prefect import task
 
 from tasks.baselines.recommenders import repurchase
 from tasks.candidates.generate import popular_items
 from tasks.constants import ITEM_ID, REC_SOURCE
 from tasks.features.snapshot import Snapshot
+from tasks.progress import stage_task
 from tasks.rank import registry
 from tasks.rank.dataset import known_users
 from tasks.rank.gate import promotion_gate
@@ -220,5 +220,5 @@ def score_users(
     return ScoreOutcome(path, used, kind, fallback)
 
 
-choose_model_task = task(name="choose-model")(choose_model)
-score_task = task(name="score")(score_users)
+choose_model_task = stage_task("choose-model", choose_model)
+score_task = stage_task("score", score_users)

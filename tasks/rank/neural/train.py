@@ -232,7 +232,13 @@ def fit(
                 best_weights = model.state_dict()
             state["epoch"] = epoch
             state["history"] = [*state["history"], record]
-            log.info("epoch %s", record)
+            log.info(
+                "network epoch %d/%d: loss %.4f%s",
+                epoch,
+                max_epochs,
+                record["loss"],
+                f", valid NDCG@10 {record['valid_ndcg10']:.4f}" if "valid_ndcg10" in record else "",
+            )
             if checkpoint is not None:
                 _save_checkpoint(
                     checkpoint,
