@@ -191,14 +191,10 @@ def run(
 ) -> None:
     """Run the nightly flow for one date (uses events before D + 1 day)."""
     settings = settings_for(home, landing_dir=landing, source=source)
-    if date is None:
-        date = _newest_event_day(settings)
-    if settings.landing_dir is None:
-        _preflight(settings, date)
     from flows.nightly import NightlyParams, nightly_flow
     from tasks.errors import DegradedRun
 
-    params = NightlyParams(
+    params = NightlyParams(  # checks the options before anything runs
         run_date=date,
         retrain=retrain,
         landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
@@ -207,6 +203,10 @@ def run(
         device=device,
         allow_degraded=allow_degraded or None,
     )
+    if date is None:
+        params = params.model_copy(update={"run_date": _newest_event_day(settings)})
+    if settings.landing_dir is None:
+        _preflight(settings, params.run_date)
     try:
         manifest = nightly_flow(params)
     except DegradedRun as exc:

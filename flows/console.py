@@ -47,8 +47,7 @@ def configure_logging(verbose: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
     if not verbose:
-        # A failed flow logs its trace at ERROR; the CLI prints the one useful line instead.
-        handler.addFilter(_no_run_traces)
+        handler.addFilter(_quiet)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
@@ -58,8 +57,12 @@ def configure_logging(verbose: bool = False) -> None:
     nightrec.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def _no_run_traces(record: logging.LogRecord) -> bool:
-    return not record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+def _quiet(record: logging.LogRecord) -> bool:
+    """nightrec's own lines, and other libraries' warnings; not a failed flow's trace (the CLI
+    prints the one useful line instead), not libraries that set their own loggers to INFO."""
+    if record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+        return False
+    return record.name.startswith("nightrec") or record.levelno >= logging.WARNING
 
 
 def settings_for(home: Path | None, **overrides: Any) -> Settings:
