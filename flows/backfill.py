@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from flows.nightly import NightlyParams, nightly_flow, run_settings
 from tasks.errors import DegradedRun
 from tasks.ingest.stale import stale_dates
+from tasks.progress import log_to_prefect
 from tasks.publish.writer import is_complete
 
 log = logging.getLogger("nightrec.flow")
@@ -44,6 +45,7 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
     """One nightly run per day, oldest first (a retrain depends on earlier days); a day whose
     published output is complete is skipped unless `force` or flagged stale."""
     days = params.days()
+    log_to_prefect()
     rows: list[dict[str, Any]] = []
     first = run_settings(NightlyParams(home=params.home))
     stale = set(stale_dates(first.db_path))  # inputs changed after these days were published

@@ -406,7 +406,7 @@ def models_list(home: HomeOption = None) -> None:
     """Registered models, oldest first; the champion is marked."""
     from tasks.rank import registry
 
-    settings = settings_for(home)
+    settings = settings_for(home, writable=False)
     champion = registry.champion_state(settings.models_dir)["champion"]
     rows = []
     for record in registry.list_models(settings.models_dir):

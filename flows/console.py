@@ -11,12 +11,15 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from tasks.errors import NightrecError
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -65,17 +68,37 @@ def _quiet(record: logging.LogRecord) -> bool:
     return record.name.startswith("nightrec") or record.levelno >= logging.WARNING
 
 
-def settings_for(home: Path | None, **overrides: Any) -> Settings:
-    """The run's settings; also tells Prefect, before it is imported, how long its ephemeral
-    server may take to start (Prefect's own 20 s is too short on a busy machine)."""
+def settings_for(home: Path | None, writable: bool = True, **overrides: Any) -> Settings:
+    """The run's settings, with NIGHTREC_HOME checked writable (every command but a few that
+    only read writes a lock there); also tells Prefect, before it is imported, how long its
+    ephemeral server may take to start (Prefect's own 20 s is too short on a busy machine)."""
     from tasks.settings import load_settings
 
     settings = load_settings(home=home, **overrides)
+    if writable:
+        check_writable(settings.home)
     os.environ.setdefault(
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
         str(settings.ops.prefect_start_timeout_s),
     )
     return settings
+
+
+class HomeNotWritable(NightrecError):
+    hint = "NIGHTREC_HOME must be a folder this user can write to"
+
+
+def check_writable(home: Path) -> None:
+    """Fail with one line, before any work, when `home` cannot be created or written."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=home, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        where = exc.filename or home
+        raise HomeNotWritable(
+            f"cannot write NIGHTREC_HOME {home} ({where}: {exc.strerror})"
+        ) from exc
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:

@@ -20,6 +20,7 @@ from tasks.locks import run_date_lock
 from tasks.ops.inputs import check_input
 from tasks.ops.run_report import report_task
 from tasks.ops.run_status import enforce_status_task, run_fields
+from tasks.progress import log_to_prefect
 from tasks.publish.writer import publish_task, recover_task
 from tasks.rank.task import choose_model_task, score_task
 from tasks.settings import Settings, load_settings
@@ -70,6 +71,7 @@ def _run_id(run_date: dt.date) -> str:
 @flow(name="nightly", flow_run_name="nightly-{params.run_date}", log_prints=True)
 def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Recommend for every known customer as of the end of `run_date`."""
+    log_to_prefect()
     if params.run_date is None:
         params = params.model_copy(update={"run_date": dt.date.today() - dt.timedelta(days=1)})
     settings = run_settings(params)

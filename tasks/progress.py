@@ -39,3 +39,17 @@ def timed(name: str) -> Callable[[F], F]:
 def stage_task(name: str, fn: Callable[..., Any]) -> Task:
     """A Prefect task named `name` whose start and elapsed time are logged."""
     return task(name=name)(timed(name)(fn))
+
+
+def log_to_prefect() -> None:
+    """Send nightrec's INFO lines to the current flow run's logs (the Prefect UI), whatever
+    process runs the flow: a served run's subprocess inherits Prefect's root level (WARNING)
+    and gets the API handler only if PREFECT_LOGGING_EXTRA_LOGGERS was set before Prefect
+    was imported."""
+    from prefect.logging.handlers import APILogHandler
+
+    logger = logging.getLogger("nightrec")
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+        logger.addHandler(APILogHandler())
