@@ -359,7 +359,7 @@ def tune(
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.tune import TuneParams, tune_flow
-    from tasks.tune.objective import OBJECTIVES
+    from tasks.tune.objectives import OBJECTIVES
     from tasks.tune.space import load_space
 
     # An unknown model or a space it cannot search fails before Prefect starts.
