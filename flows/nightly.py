@@ -17,7 +17,7 @@ from tasks.features.snapshot import snapshot_task
 from tasks.ingest.stale import clear_stale_task
 from tasks.ingest.task import ingest_day_task
 from tasks.locks import run_date_lock
-from tasks.ops.inputs import check_input
+from tasks.ops.inputs import check_input, snapshot_input_state
 from tasks.ops.run_report import report_task
 from tasks.ops.run_status import enforce_status_task, run_fields
 from tasks.progress import log_to_prefect
@@ -88,7 +88,7 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
     ingested = ingest_day_task(settings, params.run_date)
     snapshot = snapshot_task(settings, cutoff_of(params.run_date), work_dir)
     input_note = check_input_task(
-        snapshot.input_state(params.run_date),
+        snapshot_input_state(snapshot, params.run_date),
         settings.safety.max_input_age_days,
         settings.safety.allow_stale_input,
         "the run's snapshot",

@@ -91,7 +91,7 @@ def drill(
 ) -> None:
     """Scripted failure scenarios, each in a scratch home; a table of expected vs observed."""
     cli.settings_for(None)  # Prefect's start-up wait, set before Prefect is imported
-    from tasks.safety.drill import run_drill, to_markdown
+    from flows.drill import run_drill, to_markdown
 
     rows = run_drill(home, scenario, on_done=lambda row: cli.console.print(row.line()))
     cli.out.print(cli.table("Drill", [r.as_row() for r in rows]))
@@ -100,7 +100,7 @@ def drill(
             f"# nightrec drill\n\n`nightrec drill --record {record}` on "
             f"{dt.date.today()}, {platform.platform()}, {os.cpu_count()} cores "
             "(shared machine: seconds are noisy). Each scenario runs in its own scratch home "
-            "on the tiny synthetic shop of the flow tests (tasks/safety/drill.py)."
+            "on the tiny synthetic shop of the flow tests (flows/drill.py)."
         )
         record.write_text(to_markdown(rows, title))
         cli.out.print(f"recorded in {record}")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.drill import SCENARIOS, run_drill, to_markdown
 from tasks.ingest.landing import IngestError
-from tasks.safety.drill import SCENARIOS, run_drill, to_markdown
 
 
 def test_bad_rows_scenario_passes_with_no_row_lost(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 import polars as pl
 
 from tasks.constants import TS
-from tasks.ops.inputs import InputState
 from tasks.progress import stage_task
 from tasks.settings import Settings
 from tasks.store import connect, sql_text
@@ -31,10 +30,6 @@ class Snapshot:
 
     def catalog(self) -> pl.DataFrame:
         return pl.read_parquet(self.catalog_path)
-
-    def input_state(self, run_date: dt.date) -> InputState:
-        catalog_items = pl.scan_parquet(self.catalog_path).select(pl.len()).collect().item()
-        return InputState(run_date, self.n_events, self.watermark, catalog_items)
 
 
 def take_snapshot(settings: Settings, cutoff: dt.datetime, work_dir: Path) -> Snapshot:

@@ -12,7 +12,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from tasks.errors import NightrecError
+from tasks.features.snapshot import Snapshot
 from tasks.timeutil import cutoff_of
 
 INGEST_HINT = (
@@ -71,6 +74,12 @@ def read_input_state(db_path: Path, run_date: dt.date) -> InputState:
             sql_text("input_state"), {"cutoff": cutoff_of(run_date)}
         ).fetchone()
     return InputState(run_date, int(events), watermark, int(items))
+
+
+def snapshot_input_state(snapshot: Snapshot, run_date: dt.date) -> InputState:
+    """The input of a run for `run_date` as its snapshot holds it (after the day's ingest)."""
+    catalog_items = pl.scan_parquet(snapshot.catalog_path).select(pl.len()).collect().item()
+    return InputState(run_date, snapshot.n_events, snapshot.watermark, catalog_items)
 
 
 def check_input(

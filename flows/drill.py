@@ -137,7 +137,7 @@ def _cli(s: Scratch, args: list[str], extra_env: dict[str, str] | None = None, *
         env=env,
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[1],
         **kw,
     )
 
