@@ -79,6 +79,8 @@ def imports(root: Path) -> dict[str, list[tuple[str, list[str]]]]:
 
 def stage_of(module: str) -> str:
     """tasks.rank.neural.train -> tasks.rank; flows.cli -> flows.cli (each flow its own)."""
+    if module in GROUND:
+        return "ground"
     parts = module.split(".")
     return ".".join(parts[:2])
 
