@@ -162,14 +162,12 @@ def _preflight(settings: Any, run_date: dt.date) -> None:
     check_input(state, safety.max_input_age_days, safety.allow_stale_input, str(settings.db_path))
 
 
-def _newest_event_day(settings: Any) -> dt.date:
-    from tasks.ops.inputs import NoInput, read_input_state
+def _newest_event_day(settings: Any, why: str) -> dt.date:
+    from tasks.ops.inputs import newest_event_day
 
-    state = read_input_state(settings.db_path, dt.date.max - dt.timedelta(days=1))
-    if state.watermark is None:
-        raise NoInput(f"no events in {settings.db_path}: nothing to recommend")
-    console.print(f"--date not given: the store's newest event day, {state.watermark:%Y-%m-%d}")
-    return state.watermark.date()
+    day = newest_event_day(settings.db_path)
+    console.print(f"{why} not given: using the store's newest event day, {day}")
+    return day
 
 
 @app.command()
@@ -204,7 +202,7 @@ def run(
         allow_degraded=allow_degraded or None,
     )
     if date is None:
-        params = params.model_copy(update={"run_date": _newest_event_day(settings)})
+        params = params.model_copy(update={"run_date": _newest_event_day(settings, "--date")})
     if settings.landing_dir is None:
         _preflight(settings, params.run_date)
     try:
@@ -275,7 +273,14 @@ def backfill(
 
 @app.command()
 def evaluate(
-    as_of: Annotated[dt.date, day_option("as-of date T", "--as-of")],
+    as_of: Annotated[
+        dt.date | None,
+        day_option(
+            "as-of date T, exclusive: train before T, truth in [T, T+H) "
+            "(default: the last T whose truth window the store holds)",
+            "--as-of",
+        ),
+    ] = None,
     horizon: Annotated[int, typer.Option(help="truth window H in days")] = 30,
     home: HomeOption = None,
     kind: Annotated[
@@ -290,6 +295,8 @@ def evaluate(
     from flows.evaluate import EvaluateParams, evaluate_flow
 
     settings = settings_for(home)
+    if as_of is None:
+        as_of = _newest_event_day(settings, "--as-of") + dt.timedelta(days=1 - horizon)
     choice = {"kinds": kind} if kind else {}
     result = evaluate_flow(
         EvaluateParams(
@@ -343,7 +350,10 @@ def tune(
     ] = None,
     as_of: Annotated[
         dt.date | None,
-        day_option("tune on windows before T (today)", "--as-of"),
+        day_option(
+            "tune on windows before T, exclusive (default: the day after the newest event)",
+            "--as-of",
+        ),
     ] = None,
     space: Annotated[
         Path | None, typer.Option(help="search space YAML (default: tasks/tune/spaces/MODEL.yml)")
@@ -355,6 +365,9 @@ def tune(
     home: HomeOption = None,
 ) -> None:
     """Search ranker hyperparameters on the validation windows before T; resumable."""
+    settings = settings_for(home)  # first: it sets Prefect's start-up wait before the import
+    if as_of is None:
+        as_of = _newest_event_day(settings, "--as-of") + dt.timedelta(days=1)
     from optuna import logging as optuna_logging
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -366,7 +379,6 @@ def tune(
     objective = OBJECTIVES.get(model)
     objective.check_space(load_space(space or objective.default_space()))
     optuna_logging.set_verbosity(optuna_logging.WARNING)  # the CLI prints its own summary
-    settings = settings_for(home)
     params = TuneParams(
         study=study,
         model=model,

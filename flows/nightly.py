@@ -8,6 +8,7 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from prefect import flow, task
 from prefect.runtime import flow_run
@@ -63,6 +64,13 @@ def run_settings(params: NightlyParams) -> Settings:
     return settings.model_copy(update={"neural": neural})
 
 
+def scheduled_run_date(settings: Settings) -> dt.date:
+    """A run without a date serves the night before its scheduled start (in the schedule's
+    timezone), so a run that starts late, or is retried, still serves its own night."""
+    start = flow_run.scheduled_start_time or dt.datetime.now(dt.UTC)
+    return start.astimezone(ZoneInfo(settings.ops.timezone)).date() - dt.timedelta(days=1)
+
+
 def _run_id(run_date: dt.date) -> str:
     prefect_id = flow_run.get_id()
     return str(prefect_id) if prefect_id else f"{run_date:%Y%m%d}-{uuid.uuid4().hex[:8]}"
@@ -72,9 +80,9 @@ def _run_id(run_date: dt.date) -> str:
 def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Recommend for every known customer as of the end of `run_date`."""
     log_to_prefect()
-    if params.run_date is None:
-        params = params.model_copy(update={"run_date": dt.date.today() - dt.timedelta(days=1)})
     settings = run_settings(params)
+    if params.run_date is None:
+        params = params.model_copy(update={"run_date": scheduled_run_date(settings)})
     # Two triggers for one date (schedule + UI, or a retried backfill) never write side by side.
     with run_date_lock(settings.home, params.run_date):
         return _run_locked(params, settings)

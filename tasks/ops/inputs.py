@@ -76,6 +76,14 @@ def read_input_state(db_path: Path, run_date: dt.date) -> InputState:
     return InputState(run_date, int(events), watermark, int(items))
 
 
+def newest_event_day(db_path: Path) -> dt.date:
+    """The day of the store's newest event: the default date of `run`, `tune`, `evaluate`."""
+    state = read_input_state(db_path, dt.date.max - dt.timedelta(days=1))
+    if state.watermark is None:
+        raise NoInput(f"no events in {db_path}: nothing to work on")
+    return state.watermark.date()
+
+
 def snapshot_input_state(snapshot: Snapshot, run_date: dt.date) -> InputState:
     """The input of a run for `run_date` as its snapshot holds it (after the day's ingest)."""
     catalog_items = pl.scan_parquet(snapshot.catalog_path).select(pl.len()).collect().item()
