@@ -366,8 +366,6 @@ def tune(
 ) -> None:
     """Search ranker hyperparameters on the validation windows before T; resumable."""
     settings = settings_for(home)  # first: it sets Prefect's start-up wait before the import
-    if as_of is None:
-        as_of = _newest_event_day(settings, "--as-of") + dt.timedelta(days=1)
     from optuna import logging as optuna_logging
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -378,6 +376,8 @@ def tune(
     # An unknown model or a space it cannot search fails before Prefect starts.
     objective = OBJECTIVES.get(model)
     objective.check_space(load_space(space or objective.default_space()))
+    if as_of is None:
+        as_of = _newest_event_day(settings, "--as-of") + dt.timedelta(days=1)
     optuna_logging.set_verbosity(optuna_logging.WARNING)  # the CLI prints its own summary
     params = TuneParams(
         study=study,

@@ -75,9 +75,10 @@ class RankerSettings(BaseModel):
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     lambdarank_truncation_level: int = Field(20, ge=1)
     num_threads: int = Field(0, ge=0, description="0 = LightGBM's default (all cores)")
-    kind: Literal["auto", "lightgbm", "neural", "blend"] = Field(
+    kind: str = Field(
         "auto",
-        description="model trained nightly; auto = blend where CUDA is present, else lightgbm "
+        description="model kind trained nightly (tasks/rank/kinds: lightgbm, neural, blend); "
+        "auto = blend where CUDA is present, else lightgbm "
         "(the CPU retraining day has no room left for the network in its 90 s budget)",
     )
 

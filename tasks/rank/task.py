@@ -16,15 +16,14 @@ from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
 from tasks.rank.dataset import known_users
-from tasks.rank.gate import promotion_gate
 from tasks.rank.kinds import (
     load_scorer,
     recommend_with,
-    register_trained,
     resolve_kind,
     train_models,
 )
 from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
+from tasks.rank.promotion import register_and_gate
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
 from tasks.safety.faults import kill_if_armed
@@ -93,21 +92,16 @@ def choose_model(
     if carried:
         assert serving is not None
         trained.meta.update({**carried, TUNED_FROM_KEY: serving.version})
-    record = register_trained(models_dir, trained)
-    if serving is not None and serving.version == record.version:
-        return ModelChoice(record.version, True, "retrained the serving model (same content)")
-    decision = promotion_gate(
-        record.meta, serving.meta if serving else None, settings.ranker.gate_tolerance
-    )
-    log.info("gate for %s: %s", record.version, decision.reason)
-    if decision.promote:
-        registry.promote(models_dir, record.version)
-        return ModelChoice(record.version, True, f"promoted: {decision.reason}")
-    if serving is None:
-        rejected = f"{record.version} rejected by the gate ({decision.reason})"
+    gate = register_and_gate(models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance)
+    if gate.same_as_serving:
+        return ModelChoice(gate.version, True, "retrained the serving model (same content)")
+    if gate.promoted:
+        return ModelChoice(gate.version, True, f"promoted: {gate.reason}")
+    if gate.champion is None:
+        rejected = f"{gate.version} rejected by the gate ({gate.reason})"
         return ModelChoice(None, True, f"{rejected}: baseline", problem=rejected)
     return ModelChoice(
-        serving.version, True, f"{record.version} rejected ({decision.reason}); kept champion"
+        gate.champion, True, f"{gate.version} rejected ({gate.reason}); kept champion"
     )
 
 

@@ -26,8 +26,10 @@ from tasks.constants import ITEM_ID, USER_ID
 from tasks.evaluate.metrics import ranking_metrics
 from tasks.features.snapshot import Snapshot
 from tasks.rank import lgbm, registry
-from tasks.rank.gate import promotion_gate
+from tasks.rank.kinds import Trained
+from tasks.rank.kinds.lightgbm import LightGBMScorer
 from tasks.rank.params import TUNED_PARAMS_KEY, nightly_carried, with_ranker_params
+from tasks.rank.promotion import register_and_gate
 from tasks.rank.topk import top_k
 from tasks.rank.train import keyed, score_candidates, train_ranker
 from tasks.settings import RankerSettings, Settings
@@ -129,25 +131,14 @@ class LightGBMObjective:
         carried = nightly_carried(settings, before.meta if before else None)
         carried.pop(TUNED_PARAMS_KEY, None)
         meta = {**outcome.meta, **carried, TUNED_PARAMS_KEY: params, "tuning": tuning}
-        record = registry.register(models_dir, "lgbm", outcome.booster.model_to_string(), meta)
-        serving = registry.serving_model(models_dir, snapshot.cutoff)
-        validation = record.meta["validation"]
-        ndcg = validation["metrics"]["lightgbm"][f"ndcg@{validation['k']}"]
-        if serving is not None and serving.version == record.version:
-            return {
-                "version": record.version,
-                "promoted": True,
-                "reason": "already champion",
-                "validation_ndcg": ndcg,
-            }
-        decision = promotion_gate(
-            record.meta, serving.meta if serving else None, settings.ranker.gate_tolerance
+        scorer = LightGBMScorer(outcome.booster, outcome.meta["features"])
+        trained = Trained("lightgbm", scorer, meta, outcome.booster.model_to_string())
+        gate = register_and_gate(
+            models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance
         )
-        if decision.promote:
-            registry.promote(models_dir, record.version)
         return {
-            "version": record.version,
-            "promoted": decision.promote,
-            "reason": decision.reason,
-            "validation_ndcg": ndcg,
+            "version": gate.version,
+            "promoted": gate.promoted,
+            "reason": gate.reason,
+            "validation_ndcg": gate.validation_ndcg,
         }
