@@ -137,8 +137,16 @@ def ingest(
     replace: Annotated[
         bool, typer.Option(help="reload days already loaded from other files")
     ] = False,
+    columns: Annotated[
+        Path | None,
+        typer.Option(
+            help="column mapping YAML (canonical name: export column); "
+            "default: nightrec_columns.yml beside the landing files"
+        ),
+    ] = None,
 ) -> None:
-    """Load landing files into the store (validated; bad rows go to quarantine)."""
+    """Load landing files (and a catalog file beside them) into the store (validated; bad
+    rows go to quarantine)."""
     from rich.progress import Progress
 
     from tasks.ingest.load import ingest_landing
@@ -164,6 +172,7 @@ def ingest(
             published_root=settings.recommendations_dir,
             fault=settings.safety.fault,
             memory_limit_mib=settings.safety.ingest_memory_mib,
+            columns_file=columns,
         )
     stale = sorted({d for r in results for d in r.stale_runs})
     if stale:
@@ -173,6 +182,12 @@ def ingest(
         for key in ("rows_in", "rows_loaded", "rows_quarantined", "rows_filtered")
     }
     out.print(_table(f"Ingested {len(results)} file(s) from {source}", [totals]))
+    defaulted: dict[str, int] = {}
+    for r in results:
+        for reason, n in r.defaulted_reasons.items():
+            defaulted[reason] = defaulted.get(reason, 0) + n
+    if defaulted:
+        out.print(f"loaded with a documented default (rows per reason): {defaulted}")
 
 
 @app.command()
@@ -490,7 +505,8 @@ def main() -> None:
             )
         # Plain writes: a terminal-width wrap would split the one line in two.
         sys.stderr.write(f"error: {message}\n")
-        sys.stderr.write(f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}\n")
+        hint = getattr(exc, "hint", None) or HINTS.get(type(exc).__name__, "see nightrec --help")
+        sys.stderr.write(f"hint: {hint}\n")
         sys.exit(2)
 
 
