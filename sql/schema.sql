@@ -72,6 +72,7 @@ alter table catalog add column if not exists brand varchar;
 alter table catalog add column if not exists first_seen timestamp;
 alter table catalog add column if not exists last_seen timestamp;
 alter table catalog add column if not exists origin varchar;
+alter table catalog add column if not exists price_seen_at timestamp;
 
 -- Catalog files loaded, by path: the same file again (checksum) is a no-op.
 create table if not exists catalog_ingestions (

@@ -35,6 +35,7 @@ CATALOG_COLUMNS: Final = (ITEM_ID, TITLE, CATEGORY, PRICE)
 CATALOG_FILE_COLUMNS: Final = (ITEM_ID, TITLE, CATEGORY, BRAND, PRICE)
 FIRST_SEEN: Final = "first_seen"
 LAST_SEEN: Final = "last_seen"
+PRICE_SEEN_AT: Final = "price_seen_at"  # ts of the event a derived price comes from
 CATALOG_ORIGIN: Final = "origin"  # file (a catalog file) | events (derived from events)
 
 # Published output schema.

@@ -38,6 +38,7 @@ from tasks.constants import (
     ITEM_ID,
     LAST_SEEN,
     PRICE,
+    PRICE_SEEN_AT,
     TITLE,
     TS,
 )
@@ -268,14 +269,14 @@ class _Tally:
         price seen (null when none), and the title/category the adapter gave."""
         if self.seen is None or self.seen.height == 0:
             return None
-        rows = self.seen.drop("__price_ts")
+        rows = self.seen.rename({"__price_ts": PRICE_SEEN_AT})
         if self.catalog is not None:
             rows = rows.join(self.catalog.select(ITEM_ID, TITLE, CATEGORY), on=ITEM_ID, how="left")
         return rows.with_columns(
             *(pl.lit(None, dtype=pl.Utf8).alias(c) for c in (TITLE, CATEGORY) if c not in rows),
             pl.lit(None, dtype=pl.Utf8).alias(BRAND),
             pl.lit("events").alias(CATALOG_ORIGIN),
-        ).select(*CATALOG_FILE_COLUMNS, FIRST_SEEN, LAST_SEEN, CATALOG_ORIGIN)
+        ).select(*CATALOG_FILE_COLUMNS, PRICE_SEEN_AT, FIRST_SEEN, LAST_SEEN, CATALOG_ORIGIN)
 
 
 def _seen_items(events: pl.DataFrame) -> pl.DataFrame:
@@ -540,6 +541,7 @@ CATALOG_MERGE_COLUMNS = (
     FIRST_SEEN,
     LAST_SEEN,
     CATALOG_ORIGIN,
+    PRICE_SEEN_AT,
 )
 
 
@@ -627,6 +629,7 @@ def _catalog_rows(path: Path) -> tuple[pl.DataFrame, int, Counter]:
         CATEGORY,
         BRAND,
         pl.col("__price").alias(PRICE),
+        pl.lit(None, dtype=pl.Datetime("us")).alias(PRICE_SEEN_AT),
         pl.lit(None, dtype=pl.Datetime("us")).alias(FIRST_SEEN),
         pl.lit(None, dtype=pl.Datetime("us")).alias(LAST_SEEN),
         pl.lit("file").alias(CATALOG_ORIGIN),
