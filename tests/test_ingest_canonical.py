@@ -378,7 +378,45 @@ def test_a_column_mapping_beside_the_files_loads_an_export_as_it_is(home: Path) 
     ]
     assert result.filtered_reasons == {"return": 1}
     assert result.ignored_columns == ["STORE_ID"]
-    # The quarantine payload and a replay see the mapped names: nothing else to configure.
+
+
+def test_a_changed_mapping_makes_a_loaded_day_changed(home: Path) -> None:
+    landing = home / "landing"
+    write(landing / "2024-03-05.csv", EXPORT_HEADER, EXPORT_ROWS[:1])
+    mapping = landing / "nightrec_columns.yml"
+    mapping.write_text(MAPPING)
+    db = home / "db.duckdb"
+    ingest_landing(db, "canonical", landing, max_bad_share=0.0)
+    mapping.write_text(MAPPING + "# a comment changes nothing\n")
+    assert [r.status for r in ingest_landing(db, "canonical", landing, max_bad_share=0.0)] == [
+        "unchanged"
+    ]
+    mapping.write_text(MAPPING.replace("{value: purchase}", "{value: cart}"))
+    with pytest.raises(IngestError, match="pass --replace to reload the day"):
+        ingest_landing(db, "canonical", landing, max_bad_share=0.0)
+    (result,) = ingest_landing(db, "canonical", landing, max_bad_share=0.0, replace=True)
+    assert result.status == "replaced"
+    assert query(db, "select event_type from events") == [("cart",)]
+
+
+def test_quarantined_rows_of_a_mapped_export_keep_the_mapped_names(home: Path) -> None:
+    landing = home / "landing"
+    write(landing / "2024-03-05.csv", EXPORT_HEADER, ["2375,1004906,2024-03-05,1,n/a,364"])
+    (landing / "nightrec_columns.yml").write_text(MAPPING)
+    db = home / "db.duckdb"
+    ingest_landing(db, "canonical", landing, max_bad_share=1.0)
+    ((reason, payload),) = query(db, "select reason, payload from quarantine")
+    # So `nightrec quarantine replay` runs the plain adapter on them, no mapping needed.
+    assert reason == "not_a_number:price"
+    assert json.loads(payload) == {
+        "user_id": "2375",
+        "item_id": "1004906",
+        "ts": "2024-03-05",
+        "quantity": "1",
+        "price": "n/a",
+        "STORE_ID": "364",
+        "event_type": "purchase",
+    }
 
 
 def test_a_column_mapping_given_on_the_command_line(home: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import shutil
@@ -406,6 +407,8 @@ def ingest_file(
             root,
         )
     checksum = sha256_of(path)
+    if columns is not None:  # the same file read through another mapping is other content
+        checksum = hashlib.sha256(f"{checksum}:{columns.fingerprint()}".encode()).hexdigest()
     previous = _previous(con, source, day)
     loaded_before = previous is not None and previous[2] != "rejected"
     if loaded_before:

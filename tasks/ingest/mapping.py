@@ -18,6 +18,8 @@ does not name pass through unchanged.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,11 @@ class ColumnMapping:
     path: Path
     columns: dict[str, str] = field(default_factory=dict)
     constants: dict[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A digest of what the mapping does (not of its file's layout or comments)."""
+        text = json.dumps([self.columns, self.constants], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def apply(self, raw: pl.DataFrame, file: Path) -> pl.DataFrame:
         """`raw` with the export's columns renamed to canonical ones and the constants added."""
