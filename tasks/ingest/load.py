@@ -257,7 +257,7 @@ class _Tally:
 
     def add_seen(self, events: pl.DataFrame) -> None:
         frames = [events.select(ITEM_ID, TS, PRICE)]
-        if self.seen is not None:  # carry the aggregate of earlier chunks as two rows per item
+        if self.seen is not None:  # carry earlier chunks' aggregate as three rows per item
             frames += [
                 self.seen.select(ITEM_ID, pl.col(FIRST_SEEN).alias(TS), pl.lit(None).alias(PRICE)),
                 self.seen.select(ITEM_ID, pl.col(LAST_SEEN).alias(TS), pl.lit(None).alias(PRICE)),
@@ -284,7 +284,7 @@ def _seen_items(events: pl.DataFrame) -> pl.DataFrame:
     """item_id, first_seen, last_seen, price (of the latest event with one), __price_ts."""
     priced = pl.col(PRICE).is_not_null()
     return (
-        events.sort(TS, nulls_last=True)
+        events.sort(TS, nulls_last=True, maintain_order=True)  # ties: the file's order
         .group_by(ITEM_ID, maintain_order=True)
         .agg(
             pl.col(TS).min().alias(FIRST_SEEN),
