@@ -182,12 +182,6 @@ def ingest(
         for key in ("rows_in", "rows_loaded", "rows_quarantined", "rows_filtered")
     }
     out.print(_table(f"Ingested {len(results)} file(s) from {source}", [totals]))
-    defaulted: dict[str, int] = {}
-    for r in results:
-        for reason, n in r.defaulted_reasons.items():
-            defaulted[reason] = defaulted.get(reason, 0) + n
-    if defaulted:
-        out.print(f"loaded with a documented default (rows per reason): {defaulted}")
 
 
 @app.command()

@@ -245,6 +245,10 @@ def test_an_export_without_price_or_quantity_loads_with_counted_defaults(home: P
     assert (result.rows_in, result.rows_loaded, result.rows_quarantined) == (2, 2, 0)
     assert result.defaulted_reasons == {"defaulted:quantity": 2, "missing:price": 2}
     assert json.loads(stored) == result.defaulted_reasons
+    assert result.summary() == (
+        "2024-03-05.csv: loaded, 2 rows in = 2 loaded + 0 quarantined + 0 filtered "
+        "(with defaults: defaulted:quantity 2, missing:price 2)"
+    )
     assert events == [("i1", 1, None), ("i2", 1, None)]
 
 

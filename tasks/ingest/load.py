@@ -89,10 +89,12 @@ class IngestionResult:
     def summary(self) -> str:
         if self.status == "unchanged":
             return f"{Path(self.file).name}: unchanged (already ingested, same checksum)"
+        defaulted = ", ".join(f"{k} {v:,}" for k, v in self.defaulted_reasons.items())
         return (
             f"{Path(self.file).name}: {self.status}, {self.rows_in:,} rows in = "
             f"{self.rows_loaded:,} loaded + {self.rows_quarantined:,} quarantined + "
             f"{self.rows_filtered:,} filtered"
+            + (f" (with defaults: {defaulted})" if defaulted else "")
         )
 
 
