@@ -36,7 +36,8 @@ from tasks.constants import TS, USER_ID
 from tasks.evaluate.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
 from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.rank.dataset import candidate_frame
-from tasks.rank.kinds import NeuralScorer, recommend_with, train_models
+from tasks.rank.kinds import recommend_with, train_models
+from tasks.rank.kinds.neural import NeuralScorer
 from tasks.rank.neural.train import quantized
 from tasks.settings import load_settings
 

@@ -20,8 +20,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from tasks.features.snapshot import snapshot_task
+from tasks.ops.inputs import newest_event_day
 from tasks.settings import load_settings
-from tasks.tune.objective import OBJECTIVES
+from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.report import default_trial
 from tasks.tune.runner import drive_study
 from tasks.tune.space import load_space
@@ -52,7 +53,11 @@ class TuneParams(BaseModel):
     search: Literal["grid", "bayes"] = "bayes"
     trials: int = Field(30, ge=1, description="finished trials the study should hold")
     timeout_s: float | None = Field(None, gt=0, description="start no new trial after this")
-    as_of: dt.date | None = Field(None, description="tune on windows before this day (today)")
+    as_of: dt.date | None = Field(
+        None,
+        description="tune on windows before this day, exclusive (default: the day after the "
+        "store's newest event)",
+    )
     space: str | None = Field(None, description="search space YAML (default: the model's)")
     register_best: bool = Field(True, description="register the best trial's model, gate it")
     parallel: int | None = Field(None, ge=1, description="trials at once (tune.parallel)")
@@ -72,7 +77,9 @@ def tune_flow(params: TuneParams) -> dict[str, Any]:
     objective = OBJECTIVES.get(params.model)
     space = load_space(Path(params.space) if params.space else objective.default_space())
     objective.check_space(space)
-    as_of = params.as_of or dt.date.today()
+    # Without a date: tune on everything the store holds (never the wall clock: a store whose
+    # data ends in the past would have no labelled windows before today).
+    as_of = params.as_of or newest_event_day(settings.db_path) + dt.timedelta(days=1)
     params = params.model_copy(update={"study": params.study.replace("{as_of}", as_of.isoformat())})
     cutoff = dt.datetime.combine(as_of, dt.time())
     folder = study_dir(settings.tuning_dir, params.study)

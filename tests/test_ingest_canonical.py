@@ -496,7 +496,7 @@ def test_start_after_end_is_refused_before_reading(home: Path) -> None:
 
 
 def test_hints_fit_the_failure(home: Path) -> None:
-    assert IngestError("x").hint == "fix the file (or pass --replace) and run the command again"
+    assert IngestError("x").hint == "fix the file and run the command again"
     assert IngestError("x", hint="do y").hint == "do y"
     with pytest.raises(IngestError) as info:
         ingest_landing(home / "db.duckdb", "canonical", home / "missing", max_bad_share=0.0)

@@ -13,14 +13,9 @@ import pytest
 from tasks.rank import registry
 from tasks.rank.dataset import candidate_frame, known_users
 from tasks.rank.gate import promotion_gate, validation_lift
-from tasks.rank.kinds import (
-    BOOSTER_FILE,
-    NETWORK_FILE,
-    load_scorer,
-    register_trained,
-    resolve_kind,
-    train_models,
-)
+from tasks.rank.kinds import load_scorer, register_trained, resolve_kind, train_models
+from tasks.rank.kinds.blend import BOOSTER_FILE
+from tasks.rank.kinds.neural import NETWORK_FILE
 from tasks.settings import Settings, load_settings
 from tasks.synth.shop import SynthShopConfig, generate_shop
 

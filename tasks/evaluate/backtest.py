@@ -80,7 +80,7 @@ def run_backtest(
     as_of: dt.datetime,
     settings: Settings,
     n_resamples: int = 2000,
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = tuple(KINDS),
 ) -> Backtest:
     """Every method on the same evaluated users; the rankers never see events at or after T.
     `kinds` are the model kinds besides LightGBM's row, which is always there."""

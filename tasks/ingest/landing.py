@@ -14,21 +14,21 @@ from typing import BinaryIO
 
 import polars as pl
 
+from tasks.errors import NightrecError
+
 DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(csv|csv\.gz|parquet|jsonl|jsonl\.gz)$")
 
 
-class IngestError(ValueError):
+class IngestError(NightrecError, ValueError):
     """A landing file cannot be ingested; the message names the file and the problem.
 
     `hint` is the one line the CLI prints under the error: a class-level default that a
     subclass or a single raise (`IngestError(msg, hint=...)`) can override."""
 
-    hint: str = "fix the file (or pass --replace) and run the command again"
+    hint = "fix the file and run the command again"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        if hint is not None:
-            self.hint = hint
+        super().__init__(message, hint)
 
 
 class NothingToIngest(IngestError):

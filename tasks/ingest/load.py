@@ -101,7 +101,7 @@ class IngestionResult:
 class BadShareError(IngestError):
     """Too many rows of a file broke the contract; the file was not loaded."""
 
-    hint = "inspect quarantined rows, fix the file, ingest again"
+    hint = "inspect quarantined rows (`nightrec quarantine list`), fix the file, ingest again"
 
 
 def _previous(con: duckdb.DuckDBPyConnection, source: str, day: dt.date) -> tuple | None:

@@ -1,0 +1,192 @@
+"""What every model kind shares: the scorer protocol, the trained-model record, the kind
+protocol, and the training context that lets kinds trained together share their windows,
+fits and validation data.
+
+A scorer maps a candidate frame (as of one moment) to a score per row; everything after
+scoring (top-K, padding, publishing, metrics) is the same for every kind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from tasks.candidates.generate import MERGED_RANK, popular_items
+from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
+from tasks.evaluate.protocol import evaluated_users
+from tasks.features.build import feature_columns
+from tasks.rank import registry
+from tasks.rank.dataset import LABEL, candidate_frame
+from tasks.rank.topk import top_k
+from tasks.rank.train import training_windows, validation_report
+from tasks.settings import Settings
+
+LIST_KEY = "_list_key"
+
+
+class Scorer(Protocol):
+    def score(self, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime) -> np.ndarray:
+        """A score per row of a candidate frame built as of `as_of` (higher = better)."""
+        ...
+
+
+@dataclass
+class Trained:
+    """One trained model: how it scores, what it saved, what the registry records."""
+
+    kind: str
+    scorer: Scorer
+    meta: dict[str, Any]
+    model_text: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+class ModelKind(Protocol):
+    """One kind of model: how it trains (from a shared context) and loads back as a scorer.
+    Adding a kind is one module implementing this plus one line in `tasks/rank/kinds/__init__`.
+    """
+
+    name: str  # what settings, the registry's meta and the reports call it
+    registry_prefix: str  # versions are `<prefix>-<cutoff>-<hash>`
+
+    def train(self, ctx: TrainingContext) -> Trained: ...
+
+    def load(self, record: registry.ModelRecord, settings: Settings) -> Scorer: ...
+
+
+def scored_frame(
+    scorer: Scorer, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime
+) -> pl.DataFrame:
+    scores = scorer.score(frame, events, as_of)
+    return frame.select(USER_ID, ITEM_ID).with_columns(
+        pl.Series(SCORE, np.asarray(scores, dtype=np.float64))
+    )
+
+
+def recommend_with(
+    scorer: Scorer,
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    settings: Settings,
+    frame: pl.DataFrame | None = None,
+    allowed_items: pl.Series | None = None,
+    check_features: Callable[[pl.DataFrame], None] | None = None,
+) -> pl.DataFrame:
+    """Top-K per user as of `as_of`, padded with popular items (as train.recommend does).
+
+    `frame` is the users' candidate frame when the caller already built it; `allowed_items`
+    (when given) limits what may be recommended (catalog less forbidden items);
+    `check_features` sees the feature frame before anything is scored.
+    """
+    past = events.filter(pl.col(TS) < as_of)
+    if frame is None:
+        frame = candidate_frame(past, catalog, users, as_of, settings.candidates)
+    if check_features is not None:
+        check_features(frame)
+    popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
+    if allowed_items is not None:
+        frame = frame.filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
+        # Rank every item first: the filter must not leave fewer than 2k to pad with.
+        popular = (
+            popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
+            .filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
+            .head(2 * settings.k)
+        )
+    scored = scored_frame(scorer, frame, past, as_of)
+    return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
+
+
+def with_list_key(frames: list[pl.DataFrame], max_len: int = 0) -> pl.DataFrame:
+    """Windows stacked with one list key per (customer, window); with `max_len`, only each
+    list's best-merged candidates, and only lists with a purchase."""
+    frame = pl.concat(frames).with_columns(
+        (pl.col(USER_ID) + pl.lit("@") + pl.col("_as_of").cast(pl.Utf8)).alias(LIST_KEY)
+    )
+    if max_len > 0:
+        # The tail of a merged list rarely holds a purchase; the loss pays for every row.
+        frame = frame.filter(pl.col(MERGED_RANK) <= max_len).filter(
+            pl.col(LABEL).max().over(LIST_KEY) > 0
+        )
+    return frame
+
+
+@dataclass
+class TrainingContext:
+    """The inputs of one training (events before `cutoff`) and what the kinds trained on them
+    share, each built once when first asked for: the labelled windows, the validation window's
+    customers and candidates, and (in `shared`, by name) fits that several kinds reuse, such
+    as the LightGBM booster of the lightgbm and blend kinds."""
+
+    events: pl.DataFrame
+    catalog: pl.DataFrame
+    cutoff: dt.datetime
+    settings: Settings
+    checkpoint_dir: Path | None = None
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.events = self.events.filter(pl.col(TS) < self.cutoff)
+
+    @cached_property
+    def windows(self) -> tuple[list[pl.DataFrame], list[dt.datetime]]:
+        """Raises NotEnoughHistory (tasks.rank.train) when there is too little history."""
+        return training_windows(self.events, self.catalog, self.cutoff, self.settings)
+
+    @property
+    def frames(self) -> list[pl.DataFrame]:
+        return self.windows[0]
+
+    @property
+    def validation_as_of(self) -> dt.datetime:
+        return self.windows[1][0]
+
+    @cached_property
+    def features(self) -> list[str]:
+        return feature_columns(self.frames[0].drop(LABEL))
+
+    @cached_property
+    def validation_users(self) -> pl.Series:
+        return evaluated_users(self.events, self.validation_as_of, self.settings.horizon_days)
+
+    @cached_property
+    def validation_frame(self) -> pl.DataFrame:
+        as_of = self.validation_as_of
+        past = self.events.filter(pl.col(TS) < as_of)
+        users = self.validation_users
+        return candidate_frame(past, self.catalog, users, as_of, self.settings.candidates)
+
+    def validate(self, name: str, early_scorer: Scorer) -> dict[str, Any]:
+        """The protocol metrics on the validation window of a scorer that never trained on it,
+        beside the baselines; `model_key` names the scorer's row."""
+        as_of, users = self.validation_as_of, self.validation_users
+        recs = recommend_with(
+            early_scorer,
+            self.events,
+            self.catalog,
+            users,
+            as_of,
+            self.settings,
+            self.validation_frame,
+        )
+        report = validation_report({name: recs}, self.events, as_of, self.settings, users)
+        return {**report, "model_key": name}
+
+    def base_meta(self) -> dict[str, Any]:
+        """What every kind's meta records about its training."""
+        used = self.windows[1]
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "train_windows": [d.isoformat() for d in used[:-1]],
+            "validation_window": used[0].isoformat(),
+            "candidates": self.settings.candidates.model_dump(),
+            "features": self.features,
+        }

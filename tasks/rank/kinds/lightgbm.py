@@ -1,0 +1,51 @@
+"""The LightGBM lambdarank kind: the nightly default on CPU."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from tasks.rank import lgbm, registry
+from tasks.rank.kinds.base import Scorer, Trained, TrainingContext
+from tasks.rank.train import TrainOutcome, train_ranker
+from tasks.settings import Settings
+
+
+@dataclass(frozen=True)
+class LightGBMScorer:
+    booster: lgb.Booster
+    features: list[str]
+
+    def score(self, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime) -> np.ndarray:
+        return lgbm.predict(self.booster, frame, self.features)
+
+
+def lightgbm_fit(ctx: TrainingContext) -> TrainOutcome:
+    """The context's LightGBM fit, once for every kind trained with it (lightgbm, blend)."""
+    if "lightgbm" not in ctx.shared:
+        ctx.shared["lightgbm"] = train_ranker(
+            ctx.events, ctx.catalog, ctx.cutoff, ctx.settings, ctx.windows
+        )
+    return ctx.shared["lightgbm"]
+
+
+class LightGBMKind:
+    name = "lightgbm"
+    registry_prefix = "lgbm"
+
+    def train(self, ctx: TrainingContext) -> Trained:
+        outcome = lightgbm_fit(ctx)
+        return Trained(
+            self.name,
+            LightGBMScorer(outcome.booster, ctx.features),
+            {**outcome.meta, "model_kind": self.name},
+            outcome.booster.model_to_string(),
+        )
+
+    def load(self, record: registry.ModelRecord, settings: Settings) -> Scorer:
+        booster = lgb.Booster(model_file=str(record.model_file))
+        return LightGBMScorer(booster, record.meta["features"])
