@@ -105,8 +105,16 @@ def ingest(
     replace: Annotated[
         bool, typer.Option(help="reload days already loaded from other files")
     ] = False,
+    columns: Annotated[
+        Path | None,
+        typer.Option(
+            help="column mapping YAML (canonical name: export column); "
+            "default: nightrec_columns.yml beside the landing files"
+        ),
+    ] = None,
 ) -> None:
-    """Load landing files into the store (validated; bad rows go to quarantine)."""
+    """Load landing files (and a catalog file beside them) into the store (validated; bad
+    rows go to quarantine)."""
     from rich.progress import Progress
 
     from tasks.ingest.load import ingest_landing
@@ -132,6 +140,7 @@ def ingest(
             published_root=settings.recommendations_dir,
             fault=settings.safety.fault,
             memory_limit_mib=settings.safety.ingest_memory_mib,
+            columns_file=columns,
         )
     stale = sorted({d for r in results for d in r.stale_runs})
     if stale:

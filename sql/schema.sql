@@ -5,7 +5,7 @@ create table if not exists events (
     event_type  varchar   not null,
     ts          timestamp not null,
     quantity    bigint    not null,
-    price       double    not null,
+    price       double,
     order_id    varchar,
     session_id  varchar,
     source      varchar   not null,
@@ -60,3 +60,27 @@ create table if not exists stale_runs (
 
 -- Columns a landing file carried that its adapter does not know (ignored, with a warning).
 alter table ingestions add column if not exists ignored_columns json;
+
+-- Real exports may lack prices: a null price stays null (stores created before allowed none).
+alter table events alter column price drop not null;
+
+-- Rows loaded with a documented default, counted per reason (e.g. defaulted:quantity).
+alter table ingestions add column if not exists defaulted_reasons json;
+
+-- Catalog rows come from a catalog file or are derived from events (sql/catalog.sql).
+alter table catalog add column if not exists brand varchar;
+alter table catalog add column if not exists first_seen timestamp;
+alter table catalog add column if not exists last_seen timestamp;
+alter table catalog add column if not exists origin varchar;
+alter table catalog add column if not exists price_seen_at timestamp;
+
+-- Catalog files loaded, by path: the same file again (checksum) is a no-op.
+create table if not exists catalog_ingestions (
+    source_file   varchar   primary key,
+    sha256        varchar   not null,
+    status        varchar   not null,
+    rows_in       bigint    not null,
+    rows_loaded   bigint    not null,
+    skipped_reasons json    not null,
+    ingested_at   timestamp not null
+);

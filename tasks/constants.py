@@ -18,7 +18,8 @@ ORDER_ID: Final = "order_id"
 SESSION_ID: Final = "session_id"
 
 EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, EVENT_TYPE, TS, QUANTITY, PRICE, ORDER_ID, SESSION_ID)
-REQUIRED_EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, EVENT_TYPE, TS, QUANTITY, PRICE)
+# A landing file must carry these; quantity (default 1) and price (null) may be absent.
+REQUIRED_EVENT_COLUMNS: Final = (USER_ID, ITEM_ID, EVENT_TYPE, TS)
 
 VIEW: Final = "view"
 CART: Final = "cart"
@@ -28,7 +29,14 @@ EVENT_TYPES: Final = (VIEW, CART, PURCHASE)
 # Catalog schema.
 TITLE: Final = "title"
 CATEGORY: Final = "category"
+BRAND: Final = "brand"
 CATALOG_COLUMNS: Final = (ITEM_ID, TITLE, CATEGORY, PRICE)
+# What a catalog file may carry (item_id required) and what the store keeps per item besides.
+CATALOG_FILE_COLUMNS: Final = (ITEM_ID, TITLE, CATEGORY, BRAND, PRICE)
+FIRST_SEEN: Final = "first_seen"
+LAST_SEEN: Final = "last_seen"
+PRICE_SEEN_AT: Final = "price_seen_at"  # ts of the event a derived price comes from
+CATALOG_ORIGIN: Final = "origin"  # file (a catalog file) | events (derived from events)
 
 # Published output schema.
 RANK: Final = "rank"

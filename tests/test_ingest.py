@@ -84,7 +84,7 @@ def test_canonical_contract_violations_are_quarantined_by_expectation(home: Path
         "u1,i1,purchase,2026-01-05 10:05:00,2,2.0,o1,s1",
         ",i2,view,2026-01-05 11:00:00,1,3.0,,s2",  # missing user
         "u2,i2,click,2026-01-05 11:00:00,1,3.0,,s2",  # unknown event type
-        "u2,i2,cart,2026-01-05 11:00:00,-3,3.0,,s2",  # negative quantity
+        "u2,i2,cart,2026-01-05 11:00:00,1,-3.0,,s2",  # negative price
         "u2,i3,view,2026-01-06 00:30:00,1,3.0,,s3",  # belongs to another day
     ]
     path = write(home / "2026-01-05.csv", CANONICAL_HEADER, rows)
@@ -95,7 +95,7 @@ def test_canonical_contract_violations_are_quarantined_by_expectation(home: Path
     assert reasons == [
         (3, "contract:expect_column_values_to_not_be_null:user_id"),
         (4, "contract:expect_column_values_to_be_in_set:event_type"),
-        (5, "contract:expect_column_values_to_be_between:quantity"),
+        (5, "contract:expect_column_values_to_be_between:price"),
         (6, "contract:expect_column_values_to_be_between:ts"),
     ]
 

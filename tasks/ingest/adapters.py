@@ -32,8 +32,22 @@ from tasks.constants import (
 from tasks.ingest.landing import IngestError
 from tasks.validate.contracts import ROW_INDEX
 
-TS_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%m/%d/%Y %H:%M")
+# Timestamps a landing file may carry: naive (taken as is), a bare date (midnight), or zoned
+# (an offset or `Z`: converted to UTC, then stored naive). `%.f` accepts optional fractions.
+TS_FORMATS = (
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%m/%d/%Y %H:%M",
+)
+DATE_FORMATS = ("%Y-%m-%d",)
+ZONED_TS_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
 REASON = "reason"
+# Canonical defaults for real exports (README, "Source adapters").
+DEFAULT_QUANTITY = 1
+DEFAULTED_QUANTITY = "defaulted:quantity"  # quantity null or no quantity column -> 1
+MISSING_PRICE = "missing:price"  # price null or no price column -> stays null
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,11 @@ class AdaptedFile:
     filtered: dict[str, int]
     catalog: pl.DataFrame | None = None
     ignored_columns: list[str] = field(default_factory=list)
+    # Rows of `events` that carry a documented default (_row, reason), e.g. defaulted:quantity;
+    # a row may appear once per reason. Counted over the rows that end up loaded.
+    defaulted: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={ROW_INDEX: pl.Int64, REASON: pl.Utf8})
+    )
 
 
 class SourceAdapter(Protocol):
@@ -72,9 +91,30 @@ def _clean_text(column: str) -> pl.Expr:
 
 
 def _parse_ts(column: str) -> pl.Expr:
+    """Naive, date-only or zoned text -> naive timestamp (zoned ones in UTC); null if none fits."""
+    text = _clean_text(column).str.replace(r"[Zz]$", "+00:00")
+    naive = [text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in TS_FORMATS]
+    dates = [
+        text.str.strptime(pl.Date, fmt, strict=False).cast(pl.Datetime("us"))
+        for fmt in DATE_FORMATS
+    ]
+    zoned = [
+        text.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False).dt.replace_time_zone(None)
+        for fmt in ZONED_TS_FORMATS
+    ]
+    return pl.coalesce([*naive, *dates, *zoned])
+
+
+def _parse_count(column: str) -> pl.Expr:
+    """An integer count; `2.0` (an integral float, as spreadsheets write it) is 2."""
     text = _clean_text(column)
-    return pl.coalesce(
-        [text.str.strptime(pl.Datetime("us"), fmt, strict=False) for fmt in TS_FORMATS]
+    number = text.cast(pl.Float64, strict=False)
+    integral = number.is_finite() & (number == number.round(0)) & (number.abs() < 2**53)
+    return (
+        pl.when(text.cast(pl.Int64, strict=False).is_not_null())
+        .then(text.cast(pl.Int64, strict=False))
+        .when(integral)
+        .then(number.cast(pl.Int64, strict=False))
     )
 
 
@@ -99,17 +139,25 @@ def _split_rejected(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 class CanonicalAdapter:
-    """Landing files already in the canonical schema (the synthetic shop writes these)."""
+    """Landing files in the canonical schema: the synthetic shop, or a real shop's export
+    (through a column mapping). Real exports need not invent values:
+
+    - `quantity` null or absent -> 1 (counted as `defaulted:quantity`); `price` null or absent
+      stays null (counted as `missing:price`);
+    - returns (quantity < 0) and zero quantities are filtered (`return`, `zero_quantity`);
+    - optional `title` / `category` columns feed the catalog of the items seen.
+    """
 
     name = "canonical"
     required_columns = REQUIRED_EVENT_COLUMNS
-    known_columns = EVENT_COLUMNS
+    known_columns = (*EVENT_COLUMNS, TITLE, CATEGORY)
 
     def adapt(self, raw: pl.DataFrame) -> AdaptedFile:
         ignored = _check_columns(self, raw)
-        for optional in (ORDER_ID, SESSION_ID):
+        for optional in (QUANTITY, PRICE, ORDER_ID, SESSION_ID):
             if optional not in raw.columns:
                 raw = raw.with_columns(pl.lit(None, dtype=pl.Utf8).alias(optional))
+        items = [c for c in (TITLE, CATEGORY) if c in raw.columns]
         frame = raw.with_row_index(ROW_INDEX).with_columns(
             pl.col(ROW_INDEX).cast(pl.Int64),
             *(_clean_text(c).alias(f"__raw_{c}") for c in (TS, QUANTITY, PRICE)),
@@ -119,10 +167,11 @@ class CanonicalAdapter:
             _clean_text(ITEM_ID).alias(ITEM_ID),
             _clean_text(EVENT_TYPE).str.to_lowercase().alias(EVENT_TYPE),
             _parse_ts(TS).alias(TS),
-            _clean_text(QUANTITY).cast(pl.Int64, strict=False).alias(QUANTITY),
+            _parse_count(QUANTITY).alias(QUANTITY),
             _clean_text(PRICE).cast(pl.Float64, strict=False).alias(PRICE),
             _clean_text(ORDER_ID).alias(ORDER_ID),
             _clean_text(SESSION_ID).alias(SESSION_ID),
+            *(_clean_text(c).alias(c) for c in items),
         )
         frame = frame.with_columns(
             _first_parse_failure(
@@ -134,11 +183,48 @@ class CanonicalAdapter:
             ).alias(REASON)
         )
         good, rejected = _split_rejected(frame)
+        filter_reason = (
+            pl.when(pl.col(QUANTITY) < 0)
+            .then(pl.lit("return"))
+            .when(pl.col(QUANTITY) == 0)
+            .then(pl.lit("zero_quantity"))
+        )
+        good = good.with_columns(filter_reason.alias("__filter"))
+        counts = good.filter(pl.col("__filter").is_not_null()).group_by("__filter").len()
+        filtered = dict(zip(counts["__filter"].to_list(), counts["len"].to_list(), strict=True))
+        kept = good.filter(pl.col("__filter").is_null())
+        defaulted = pl.concat(
+            [
+                kept.filter(pl.col(QUANTITY).is_null()).select(
+                    ROW_INDEX, pl.lit(DEFAULTED_QUANTITY).alias(REASON)
+                ),
+                kept.filter(pl.col(PRICE).is_null()).select(
+                    ROW_INDEX, pl.lit(MISSING_PRICE).alias(REASON)
+                ),
+            ]
+        )
+        kept = kept.with_columns(pl.col(QUANTITY).fill_null(DEFAULT_QUANTITY))
+        catalog = None
+        if items:
+            catalog = (
+                kept.filter(pl.col(ITEM_ID).is_not_null())
+                .group_by(ITEM_ID, maintain_order=True)
+                .agg(pl.col(c).drop_nulls().last().alias(c) for c in items)
+                .with_columns(
+                    pl.lit(None, dtype=pl.Utf8).alias(c)
+                    for c in (TITLE, CATEGORY)
+                    if c not in items
+                )
+                .with_columns(pl.lit(None, dtype=pl.Float64).alias(PRICE))
+                .select(CATALOG_COLUMNS)
+            )
         return AdaptedFile(
-            events=good.select(*EVENT_COLUMNS, ROW_INDEX),
+            events=kept.select(*EVENT_COLUMNS, ROW_INDEX),
             rejected=rejected,
-            filtered={},
+            filtered={k: int(v) for k, v in sorted(filtered.items())},
+            catalog=catalog,
             ignored_columns=ignored,
+            defaulted=defaulted,
         )
 
 
@@ -235,5 +321,6 @@ def adapter_for(source: str) -> SourceAdapter:
         return ADAPTERS[source]
     except KeyError:
         raise IngestError(
-            f"unknown source {source!r}; choose one of: {', '.join(sorted(ADAPTERS))}"
+            f"unknown source {source!r}; choose one of: {', '.join(sorted(ADAPTERS))}",
+            hint="use --source " + " or ".join(sorted(ADAPTERS)),
         ) from None

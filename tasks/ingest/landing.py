@@ -20,9 +20,25 @@ DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(csv|csv\.gz|parquet|jsonl|jsonl\.
 
 
 class IngestError(NightrecError, ValueError):
-    """A landing file cannot be ingested; the message names the file and the problem."""
+    """A landing file cannot be ingested; the message names the file and the problem.
+
+    `hint` is the one line the CLI prints under the error: a class-level default that a
+    subclass or a single raise (`IngestError(msg, hint=...)`) can override."""
 
     hint = "fix the file and run the command again"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+
+
+class NothingToIngest(IngestError):
+    """The landing path holds no day file to load (empty, wrongly named, or out of range)."""
+
+    hint = "check --path (and --start/--end); day files are named like 2011-08-31.csv"
+
+
+EXAMPLE_DAY_FILE = "2011-08-31.csv"
+HINT_PATH = "check --path"
 
 
 def day_of(path: Path) -> dt.date:
@@ -43,7 +59,7 @@ def find_day_files(
     if landing.is_file():
         return [landing]
     if not landing.is_dir():
-        raise IngestError(f"{landing}: no such file or folder")
+        raise IngestError(f"{landing}: no such file or folder", hint=HINT_PATH)
     folders = [landing, landing / "events"]
     files = [
         p
@@ -64,6 +80,76 @@ def find_day_files(
         by_day[day]
         for day in sorted(by_day)
         if (start is None or day >= start) and (end is None or day <= end)
+    ]
+
+
+def check_range(start: dt.date | None, end: dt.date | None) -> None:
+    """Refuse a range that ends before it starts (before anything is read)."""
+    if start is not None and end is not None and start > end:
+        raise NothingToIngest(
+            f"--start {start} is after --end {end}: the range holds no day",
+            hint="give a --start on or before --end",
+        )
+
+
+def explain_no_day_files(
+    landing: Path, start: dt.date | None = None, end: dt.date | None = None
+) -> NothingToIngest:
+    """Why `find_day_files(landing, start, end)` found nothing, as one line plus a hint."""
+    folders = [f for f in (landing, landing / "events") if f.is_dir()]
+    days = sorted(
+        day_of(p) for folder in folders for p in folder.iterdir() if DAY_FILE.match(p.name)
+    )
+    if days:
+        return NothingToIngest(
+            f"no day files between {start or 'the first day'} and {end or 'the last day'} in "
+            f"{landing}; the folder holds {days[0]}..{days[-1]} ({len(days)} day file(s))",
+            hint=f"pass --start/--end within {days[0]}..{days[-1]}",
+        )
+    others = sorted(
+        p.name
+        for folder in folders
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name not in SIDE_FILES
+        and not CATALOG_FILE.match(p.name)
+    )
+    if others:
+        return NothingToIngest(
+            f"no day files in {landing}: {len(others)} file(s) seen (e.g. {others[0]}) but none "
+            f"named YYYY-MM-DD.csv|csv.gz|parquet|jsonl[.gz]",
+            hint=f"name each day's file after its day, e.g. {EXAMPLE_DAY_FILE}",
+        )
+    return NothingToIngest(
+        f"no landing files in {landing}",
+        hint=f"check --path: it should hold one file per day, e.g. {EXAMPLE_DAY_FILE}",
+    )
+
+
+CATALOG_FILE = re.compile(r"^catalog\.(csv|csv\.gz|parquet|jsonl|jsonl\.gz)$")
+COLUMNS_FILE = "nightrec_columns.yml"
+SIDE_FILES = (COLUMNS_FILE,)
+
+
+def side_folders(landing: Path) -> list[Path]:
+    """Where files beside the day files live (catalog, column mapping): the landing folder
+    (a file's folder) and, when that folder is an `events/` subfolder, its parent."""
+    folder = landing if landing.is_dir() else landing.parent
+    folders = [folder]
+    if folder.name == "events":
+        folders.append(folder.parent)
+    return folders
+
+
+def find_catalog_files(landing: Path) -> list[Path]:
+    """`catalog.<ext>` files beside the day files, in a stable order (loaded in that order)."""
+    return [
+        p
+        for folder in side_folders(landing)
+        if folder.is_dir()
+        for p in sorted(folder.iterdir())
+        if CATALOG_FILE.match(p.name) and p.is_file()
     ]
 
 

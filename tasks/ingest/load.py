@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import shutil
@@ -28,17 +29,34 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from tasks.constants import EVENT_COLUMNS, ITEM_ID
+from tasks.constants import (
+    BRAND,
+    CATALOG_FILE_COLUMNS,
+    CATALOG_ORIGIN,
+    CATEGORY,
+    EVENT_COLUMNS,
+    FIRST_SEEN,
+    ITEM_ID,
+    LAST_SEEN,
+    PRICE,
+    PRICE_SEEN_AT,
+    TITLE,
+    TS,
+)
 from tasks.ingest.adapters import REASON, SourceAdapter, adapter_for
 from tasks.ingest.landing import (
     DEFAULT_CHUNK_BYTES,
     IngestError,
+    check_range,
     day_of,
+    explain_no_day_files,
+    find_catalog_files,
     find_day_files,
     iter_raw_chunks,
     read_raw,
     sha256_of,
 )
+from tasks.ingest.mapping import ColumnMapping, find_mapping
 from tasks.ingest.stale import flag_stale, published_dates
 from tasks.safety.faults import kill_if_armed
 from tasks.store import connect, sql_text
@@ -64,14 +82,19 @@ class IngestionResult:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
     stale_runs: list[str] = field(default_factory=list)  # published run dates now stale
+    # Loaded rows that carry a documented default, per reason (e.g. defaulted:quantity,
+    # missing:price); a row may count under several reasons. Not part of rows_in's sum.
+    defaulted_reasons: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         if self.status == "unchanged":
             return f"{Path(self.file).name}: unchanged (already ingested, same checksum)"
+        defaulted = ", ".join(f"{k} {v:,}" for k, v in self.defaulted_reasons.items())
         return (
             f"{Path(self.file).name}: {self.status}, {self.rows_in:,} rows in = "
             f"{self.rows_loaded:,} loaded + {self.rows_quarantined:,} quarantined + "
             f"{self.rows_filtered:,} filtered"
+            + (f" (with defaults: {defaulted})" if defaulted else "")
         )
 
 
@@ -197,8 +220,8 @@ def _record_ingestion(con: duckdb.DuckDBPyConnection, result: IngestionResult) -
     con.execute(
         "insert or replace into ingestions (source, event_day, source_file, sha256, status, "
         "rows_in, rows_loaded, rows_quarantined, rows_filtered, filtered_reasons, "
-        "quarantine_reasons, ingested_at, ignored_columns) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_localtimestamp(), ?)",
+        "quarantine_reasons, ingested_at, ignored_columns, defaulted_reasons) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_localtimestamp(), ?, ?)",
         [
             result.source,
             result.day,
@@ -212,6 +235,7 @@ def _record_ingestion(con: duckdb.DuckDBPyConnection, result: IngestionResult) -
             json.dumps(result.filtered_reasons),
             json.dumps(result.quarantine_reasons),
             json.dumps(result.ignored_columns),
+            json.dumps(result.defaulted_reasons),
         ],
     )
 
@@ -225,11 +249,53 @@ class _Tally:
     filtered: Counter = field(default_factory=Counter)
     quarantined: Counter = field(default_factory=Counter)
     ignored: list[str] = field(default_factory=list)
-    catalog: pl.DataFrame | None = None  # distinct items so far, first occurrence kept
+    defaulted: Counter = field(default_factory=Counter)
+    catalog: pl.DataFrame | None = None  # the adapter's items so far, first occurrence kept
+    seen: pl.DataFrame | None = None  # per loaded item: first/last seen, last price (and its ts)
 
     def add_catalog(self, catalog: pl.DataFrame) -> None:
         both = catalog if self.catalog is None else pl.concat([self.catalog, catalog])
         self.catalog = both.unique(subset=ITEM_ID, keep="first", maintain_order=True)
+
+    def add_seen(self, events: pl.DataFrame) -> None:
+        frames = [events.select(ITEM_ID, TS, PRICE)]
+        if self.seen is not None:  # carry earlier chunks' aggregate as three rows per item
+            frames += [
+                self.seen.select(ITEM_ID, pl.col(FIRST_SEEN).alias(TS), pl.lit(None).alias(PRICE)),
+                self.seen.select(ITEM_ID, pl.col(LAST_SEEN).alias(TS), pl.lit(None).alias(PRICE)),
+                self.seen.select(ITEM_ID, pl.col("__price_ts").alias(TS), PRICE),
+            ]
+        self.seen = _seen_items(pl.concat(frames, how="vertical_relaxed"))
+
+    def derived_catalog(self) -> pl.DataFrame | None:
+        """The items of the day as catalog rows (origin 'events'): first/last seen, the last
+        price seen (null when none), and the title/category the adapter gave."""
+        if self.seen is None or self.seen.height == 0:
+            return None
+        rows = self.seen.rename({"__price_ts": PRICE_SEEN_AT})
+        if self.catalog is not None:
+            rows = rows.join(self.catalog.select(ITEM_ID, TITLE, CATEGORY), on=ITEM_ID, how="left")
+        return rows.with_columns(
+            *(pl.lit(None, dtype=pl.Utf8).alias(c) for c in (TITLE, CATEGORY) if c not in rows),
+            pl.lit(None, dtype=pl.Utf8).alias(BRAND),
+            pl.lit("events").alias(CATALOG_ORIGIN),
+        ).select(*CATALOG_FILE_COLUMNS, PRICE_SEEN_AT, FIRST_SEEN, LAST_SEEN, CATALOG_ORIGIN)
+
+
+def _seen_items(events: pl.DataFrame) -> pl.DataFrame:
+    """item_id, first_seen, last_seen, price (of the latest event with one), __price_ts."""
+    priced = pl.col(PRICE).is_not_null()
+    return (
+        events.sort(TS, nulls_last=True, maintain_order=True)  # ties: the file's order
+        .group_by(ITEM_ID, maintain_order=True)
+        .agg(
+            pl.col(TS).min().alias(FIRST_SEEN),
+            pl.col(TS).max().alias(LAST_SEEN),
+            pl.col(PRICE).filter(priced).last().alias(PRICE),
+            pl.col(TS).filter(priced).last().alias("__price_ts"),
+        )
+        .sort(ITEM_ID)
+    )
 
 
 def day_bounds(day: dt.date) -> dict[str, dt.datetime]:
@@ -251,7 +317,9 @@ def _stage_chunk(
     tally.ignored.extend(c for c in adapted.ignored_columns if c not in tally.ignored)
     outcome = validate_rows("events", adapted.events, day_bounds(day))
     bad = pl.concat([adapted.rejected, outcome.bad_rows])
-    events = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti").select(EVENT_COLUMNS)
+    loaded = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti")
+    defaulted = adapted.defaulted.join(outcome.bad_rows, on=ROW_INDEX, how="anti")
+    events = loaded.select(EVENT_COLUMNS)
     if raw.height != events.height + bad.height + sum(adapted.filtered.values()):
         raise RuntimeError(f"{params['source_file']}: row accounting broke; a bug in the adapter")
     staged.add("events", events)
@@ -260,6 +328,8 @@ def _stage_chunk(
     tally.rows_loaded += events.height
     tally.filtered.update(adapted.filtered)
     tally.quarantined.update(bad[REASON].to_list())
+    tally.defaulted.update(defaulted[REASON].to_list())
+    tally.add_seen(events)
     if adapted.catalog is not None:
         tally.add_catalog(adapted.catalog)
 
@@ -271,6 +341,7 @@ def _swap_day(
     catalog: pl.DataFrame | None,
     published_root: Path | None,
     fault: str | None,
+    new_items: bool = True,
 ) -> list[dt.date]:
     """Replace the day by its staged rows in one transaction: all of it or nothing. A rejected
     file loads no event; its bad rows stay visible in quarantine. Returns stale run dates."""
@@ -287,7 +358,7 @@ def _swap_day(
         stale: list[dt.date] = []
         if result.status != "rejected":
             if catalog is not None:
-                insert_staged(con, "catalog", catalog, {}, verb="insert or replace")
+                merge_catalog(con, catalog, new_items=new_items, what=result.file)
             stale = flag_stale(
                 con,
                 published_dates(published_root),
@@ -314,6 +385,8 @@ def ingest_file(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     published_root: Path | None = None,
     fault: str | None = None,
+    columns: ColumnMapping | None = None,
+    new_items: bool = True,
 ) -> IngestionResult:
     """Ingest one day file: stream it in chunks, stage the validated rows as Parquet parts,
     then swap the day in with one transaction, so the day is replaced whole or not at all and
@@ -321,7 +394,10 @@ def ingest_file(
     cannot.
 
     `published_root` (the recommendations folder) lets a late or replaced day flag the
-    published run dates that read it as stale."""
+    published run dates that read it as stale. `columns` renames the export's columns first
+    (tasks/ingest/mapping.py). The items of the day's events are merged into the catalog
+    (first/last seen, last price); `new_items=False` (the source has a catalog file) adds no
+    item the catalog lacks, it only updates the ones it has."""
     adapter = adapter_for(source)
     day = day_of(path)
     root = staging_root(con)
@@ -333,6 +409,8 @@ def ingest_file(
             root,
         )
     checksum = sha256_of(path)
+    if columns is not None:  # the same file read through another mapping is other content
+        checksum = hashlib.sha256(f"{checksum}:{columns.fingerprint()}".encode()).hexdigest()
     previous = _previous(con, source, day)
     loaded_before = previous is not None and previous[2] != "rejected"
     if loaded_before:
@@ -341,17 +419,20 @@ def ingest_file(
         if not replace:
             raise IngestError(
                 f"{path}: day {day} is already loaded from {previous[1]} with other content; "
-                "pass --replace to reload the day"
+                "pass --replace to reload the day",
+                hint="pass --replace to reload the day",
             )
     params = {"source": source, "event_day": day, "source_file": str(path)}
     tally = _Tally()
     staged = _Staged(root / source / day.isoformat())
     try:
         for raw in iter_raw_chunks(path, chunk_bytes):
+            if columns is not None:
+                raw = columns.apply(raw, path)
             try:
                 _stage_chunk(staged, adapter, raw, day, params, tally)
             except IngestError as exc:
-                raise IngestError(f"{path}: {exc}") from exc
+                raise IngestError(f"{path}: {exc}", hint=exc.hint) from exc
             kill_if_armed(fault, "mid_ingest")
         if tally.ignored:
             log.warning("%s: ignoring unknown column(s) %s", path, ", ".join(tally.ignored))
@@ -373,12 +454,15 @@ def ingest_file(
             filtered_reasons=dict(sorted(tally.filtered.items())),
             quarantine_reasons=dict(sorted(tally.quarantined.items())),
             ignored_columns=tally.ignored,
+            defaulted_reasons=dict(sorted(tally.defaulted.items())),
         )
         kill_if_armed(fault, "before_ingest_swap")
         stale: list[dt.date] = []
         # A rejected replacement changes nothing: the previous load of the day stays as it was.
         if not (status == "rejected" and loaded_before):
-            stale = _swap_day(con, staged, result, tally.catalog, published_root, fault)
+            stale = _swap_day(
+                con, staged, result, tally.derived_catalog(), published_root, fault, new_items
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if status == "rejected":
@@ -414,13 +498,25 @@ def ingest_landing(
     published_root: Path | None = None,
     fault: str | None = None,
     memory_limit_mib: int | None = None,
+    columns_file: Path | None = None,
 ) -> list[IngestionResult]:
-    """Ingest every day file under `landing` within [start, end], in day order (see
-    `ingest_file` for the keyword arguments)."""
-    adapter_for(source)  # fail on an unknown source before touching the store
+    """Ingest the catalog file(s) beside the day files, then every day file under `landing`
+    within [start, end], in day order (see `ingest_file` for the keyword arguments).
+
+    `columns_file` is a column mapping (tasks/ingest/mapping.py); without it a
+    `nightrec_columns.yml` beside the landing files is used when there is one. Raises
+    NothingToIngest (before touching the store) when no day file is there to load."""
+    check_range(start, end)
+    adapter = adapter_for(source)  # fail on an unknown source before touching the store
     files = find_day_files(landing, start, end)
+    if not files:
+        raise explain_no_day_files(landing, start, end)
+    mapping = find_mapping(landing, adapter.known_columns, columns_file)
+    catalogs = find_catalog_files(landing)
     results: list[IngestionResult] = []
     with connect(db_path, memory_limit_mib=memory_limit_mib) as con:
+        for catalog_path in catalogs:
+            log.info(ingest_catalog_file(con, catalog_path).summary())
         for done, path in enumerate(files, start=1):
             result = ingest_file(
                 con,
@@ -431,6 +527,8 @@ def ingest_landing(
                 chunk_bytes=chunk_bytes,
                 published_root=published_root,
                 fault=fault,
+                columns=mapping,
+                new_items=not catalogs,
             )
             results.append(result)
             if on_file is not None:
@@ -438,18 +536,172 @@ def ingest_landing(
     return results
 
 
-def ingest_catalog(db_path: Path, path: Path) -> int:
-    """Load a catalog file (item_id, title, category, price); newer rows replace older ones."""
-    raw = read_raw(path)
-    missing = [c for c in ("item_id", "title", "category", "price") if c not in raw.columns]
-    if missing:
-        raise IngestError(f"{path}: missing required column(s) {', '.join(missing)}")
-    catalog = raw.with_columns(pl.col("price").cast(pl.Float64, strict=False))
-    with connect(db_path) as con:
-        con.register("staged_catalog", catalog.to_arrow())
-        con.execute(f"insert or replace into catalog {sql_text('catalog')}")
+CATALOG_MERGE_COLUMNS = (
+    ITEM_ID,
+    TITLE,
+    CATEGORY,
+    PRICE,
+    "updated_at",
+    BRAND,
+    FIRST_SEEN,
+    LAST_SEEN,
+    CATALOG_ORIGIN,
+    PRICE_SEEN_AT,
+)
+
+
+def merge_catalog(
+    con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, new_items: bool = True, what: str = ""
+) -> None:
+    """Merge catalog rows (one per item; CATALOG_FILE_COLUMNS, first/last seen, origin) into
+    the `catalog` table through sql/catalog.sql: a file's values win over derived ones.
+    `new_items=False` drops derived rows of items the catalog does not hold (with a warning)."""
+    if rows.height == 0:
+        return
+    con.register("staged_catalog", rows.to_arrow())
+    try:
+        if not new_items:
+            (unknown,) = con.execute(
+                "select count(*) from staged_catalog s anti join catalog c using (item_id)"
+            ).fetchone()
+            if unknown:
+                log.warning(
+                    "%s: %d item(s) of the events are not in the catalog file; "
+                    "they are left out of the catalog (no recommendation will name them)",
+                    Path(what).name or "events",
+                    unknown,
+                )
+        con.execute(
+            f"insert or replace into catalog ({', '.join(CATALOG_MERGE_COLUMNS)}) "
+            f"{sql_text('catalog')}",
+            {"new_items": new_items},
+        )
+    finally:
         con.unregister("staged_catalog")
-    return catalog.height
+
+
+@dataclass(frozen=True)
+class CatalogResult:
+    """What happened to one catalog file; rows_in = rows_loaded + sum(skipped_reasons)."""
+
+    file: str
+    sha256: str
+    status: str  # loaded | unchanged
+    rows_in: int = 0
+    rows_loaded: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        name = Path(self.file).name
+        if self.status == "unchanged":
+            return f"{name}: unchanged (already ingested, same checksum)"
+        skipped = f" ({self.skipped_reasons} skipped)" if self.skipped_reasons else ""
+        return f"{name}: {self.status}, {self.rows_loaded:,} of {self.rows_in:,} items{skipped}"
+
+
+def _catalog_rows(path: Path) -> tuple[pl.DataFrame, int, Counter]:
+    """A catalog file as merge rows (origin 'file'), its row count and the rows skipped."""
+    raw = read_raw(path)
+    if ITEM_ID not in raw.columns:
+        raise IngestError(
+            f"{path}: missing required column {ITEM_ID} for a catalog file "
+            f"(found: {', '.join(raw.columns) or 'none'})",
+            hint=f"a catalog file needs {ITEM_ID}; {', '.join(CATALOG_FILE_COLUMNS[1:])} are "
+            "optional",
+        )
+    skipped: Counter = Counter()
+    frame = raw.with_columns(
+        (pl.col(c).str.strip_chars() if c in raw.columns else pl.lit(None, dtype=pl.Utf8)).alias(c)
+        for c in CATALOG_FILE_COLUMNS
+    ).with_columns(
+        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c)
+        for c in CATALOG_FILE_COLUMNS
+    )
+    frame = frame.with_columns(pl.col(PRICE).cast(pl.Float64, strict=False).alias("__price"))
+    bad_price = frame.filter(pl.col(PRICE).is_not_null() & pl.col("__price").is_null()).height
+    if bad_price:
+        skipped["not_a_number:price (price left null)"] = bad_price
+    no_id = frame.filter(pl.col(ITEM_ID).is_null()).height
+    if no_id:
+        skipped["missing:item_id"] = no_id
+    kept = frame.filter(pl.col(ITEM_ID).is_not_null())
+    unique = kept.unique(subset=ITEM_ID, keep="last", maintain_order=True)
+    if kept.height > unique.height:
+        skipped["duplicate:item_id (last row kept)"] = kept.height - unique.height
+    rows = unique.select(
+        ITEM_ID,
+        TITLE,
+        CATEGORY,
+        BRAND,
+        pl.col("__price").alias(PRICE),
+        pl.lit(None, dtype=pl.Datetime("us")).alias(PRICE_SEEN_AT),
+        pl.lit(None, dtype=pl.Datetime("us")).alias(FIRST_SEEN),
+        pl.lit(None, dtype=pl.Datetime("us")).alias(LAST_SEEN),
+        pl.lit("file").alias(CATALOG_ORIGIN),
+    )
+    return rows, raw.height, skipped
+
+
+def ingest_catalog_file(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogResult:
+    """Load one catalog file (item_id required; title, category, brand, price optional) into
+    `catalog`, idempotently: the same file again (checksum) is a no-op, recorded in
+    `catalog_ingestions`. Its values win over rows derived from events."""
+    checksum = sha256_of(path)
+    key = str(path.resolve())
+    previous = con.execute(
+        "select sha256 from catalog_ingestions where source_file = ?", [key]
+    ).fetchone()
+    if previous is not None and previous[0] == checksum:
+        return CatalogResult(str(path), checksum, "unchanged")
+    rows, rows_in, skipped = _catalog_rows(path)
+    # A price that did not parse leaves the row loaded (price null): not a skipped row.
+    rows_skipped = sum(n for r, n in skipped.items() if not r.startswith("not_a_number"))
+    result = CatalogResult(
+        str(path),
+        checksum,
+        "loaded",
+        rows_in,
+        rows_in - rows_skipped,
+        dict(sorted(skipped.items())),
+    )
+    con.execute("begin transaction")
+    try:
+        merge_catalog(con, rows)
+        con.execute(
+            "insert or replace into catalog_ingestions (source_file, sha256, status, rows_in, "
+            "rows_loaded, skipped_reasons, ingested_at) "
+            "values (?, ?, ?, ?, ?, ?, current_localtimestamp())",
+            [
+                key,
+                checksum,
+                result.status,
+                rows_in,
+                result.rows_loaded,
+                json.dumps(result.skipped_reasons),
+            ],
+        )
+        con.execute("commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            con.execute("rollback")
+        raise
+    return result
+
+
+def ingest_catalog(db_path: Path, path: Path) -> int:
+    """Load a catalog file into the store at `db_path` (see `ingest_catalog_file`); returns
+    the number of items loaded (0 when the file was already loaded)."""
+    with connect(db_path) as con:
+        return ingest_catalog_file(con, path).rows_loaded
+
+
+def ingest_catalogs(db_path: Path, landing: Path) -> list[CatalogResult]:
+    """Load the catalog file(s) beside the day files under `landing` (none: nothing to do)."""
+    paths = find_catalog_files(landing)
+    if not paths:
+        return []
+    with connect(db_path) as con:
+        return [ingest_catalog_file(con, p) for p in paths]
 
 
 def result_record(result: IngestionResult) -> dict:

@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 
 from tasks.constants import EVENT_COLUMNS
-from tasks.ingest.adapters import adapter_for
+from tasks.ingest.adapters import REASON, adapter_for
 from tasks.ingest.landing import IngestError
 from tasks.ingest.load import day_bounds, insert_staged
 from tasks.ingest.stale import flag_stale, published_dates
@@ -123,6 +123,9 @@ def _replay_day(
     outcome = validate_rows("events", adapted.events, day_bounds(day))
     bad = pl.concat([adapted.rejected, outcome.bad_rows])
     events = adapted.events.join(outcome.bad_rows, on=ROW_INDEX, how="anti")
+    defaulted_now = Counter(
+        adapted.defaulted.join(outcome.bad_rows, on=ROW_INDEX, how="anti")[REASON].to_list()
+    )
     number_of = pl.DataFrame({ROW_INDEX: range(len(numbers)), "row_number": numbers}).cast(
         {ROW_INDEX: pl.Int64}
     )
@@ -152,21 +155,25 @@ def _replay_day(
                 [source, day],
             ).fetchall()
         )
-        (filtered_json,) = con.execute(
-            "select filtered_reasons from ingestions where source = ? and event_day = ?",
+        filtered_json, defaulted_json = con.execute(
+            "select filtered_reasons, defaulted_reasons from ingestions "
+            "where source = ? and event_day = ?",
             [source, day],
         ).fetchone()
         filtered = Counter(json.loads(filtered_json)) + Counter(adapted.filtered)
+        defaulted = Counter(json.loads(defaulted_json or "{}")) + defaulted_now
         con.execute(
             "update ingestions set rows_loaded = rows_loaded + ?, "
             "rows_quarantined = ?, rows_filtered = rows_filtered + ?, "
-            "filtered_reasons = ?, quarantine_reasons = ? where source = ? and event_day = ?",
+            "filtered_reasons = ?, quarantine_reasons = ?, defaulted_reasons = ? "
+            "where source = ? and event_day = ?",
             [
                 len(loaded),
                 sum(open_reasons.values()),
                 filtered_n,
                 json.dumps(dict(sorted(filtered.items()))),
                 json.dumps(open_reasons),
+                json.dumps(dict(sorted(defaulted.items()))),
                 source,
                 day,
             ],

@@ -6,13 +6,12 @@ import datetime as dt
 import logging
 
 from tasks.ingest.landing import find_day_files
-from tasks.ingest.load import ingest_catalog, ingest_landing, result_record
+from tasks.ingest.load import ingest_catalogs, ingest_landing, result_record
 from tasks.progress import stage_task
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
 
 log = logging.getLogger("nightrec.ingest")
-CATALOG_NAMES = ("catalog.csv", "catalog.parquet")
 
 
 def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
@@ -21,9 +20,8 @@ def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
     if landing is None:
         log.info("no landing folder configured: using the store as it is")
         return []
-    for name in CATALOG_NAMES:
-        if (landing / name).is_file():
-            ingest_catalog(settings.db_path, landing / name)
+    for catalog in ingest_catalogs(settings.db_path, landing):
+        log.info(catalog.summary())
     if not find_day_files(landing, run_date, run_date):
         log.warning("no landing file for %s under %s: running on earlier days", run_date, landing)
         return []
