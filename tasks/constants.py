@@ -51,3 +51,8 @@ MANIFEST_NAME: Final = "_manifest.json"
 DEFAULT_K: Final = 10
 EVAL_KS: Final = (10, 20)
 DEFAULT_HORIZON_DAYS: Final = 30
+
+# 16 MiB: the peak memory of ingestion grows by about 20 MiB per MiB of chunk (Polars frames,
+# pandas copies for the contract) while larger chunks are no faster
+# (benchmarks/results/ingest_memory_chunks.md).
+DEFAULT_CHUNK_BYTES = 16 * 2**20

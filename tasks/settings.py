@@ -20,8 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from tasks.constants import DEFAULT_HORIZON_DAYS, DEFAULT_K
-from tasks.ingest.landing import DEFAULT_CHUNK_BYTES
+from tasks.constants import DEFAULT_CHUNK_BYTES, DEFAULT_HORIZON_DAYS, DEFAULT_K
 
 
 class CandidateSettings(BaseModel):

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import polars as pl
 
+from tasks.constants import DEFAULT_CHUNK_BYTES
 from tasks.errors import NightrecError
 
 DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(csv|csv\.gz|parquet|jsonl|jsonl\.gz)$")
@@ -161,10 +162,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-# 16 MiB: the peak memory of ingestion grows by about 20 MiB per MiB of chunk (Polars frames,
-# pandas copies for the contract) while larger chunks are no faster
-# (benchmarks/results/ingest_memory_chunks.md).
-DEFAULT_CHUNK_BYTES = 16 * 2**20
 PARQUET_BATCH_ROWS = 256 * 1024
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

@@ -34,6 +34,7 @@ from tasks.constants import (
     CATALOG_FILE_COLUMNS,
     CATALOG_ORIGIN,
     CATEGORY,
+    DEFAULT_CHUNK_BYTES,
     EVENT_COLUMNS,
     FIRST_SEEN,
     ITEM_ID,
@@ -45,7 +46,6 @@ from tasks.constants import (
 )
 from tasks.ingest.adapters import REASON, SourceAdapter, adapter_for
 from tasks.ingest.landing import (
-    DEFAULT_CHUNK_BYTES,
     IngestError,
     check_range,
     day_of,
