@@ -1,6 +1,6 @@
 """Backfill 14 days of Online Retail through the nightly deployment, kill it half-way, rerun.
 
-A real Prefect server and `nightrec serve` run on loopback (`flows/local_stack.py`). The
+A real Prefect server and `nightrec serve` run on loopback (`tests/local_stack.py`). The
 backfill CLI (`nightrec backfill --via-deployment`) is started; once half the dates are
 complete and the next date's flow run is running, the backfill CLI AND the serving process
 (with that flow run's subprocess) are killed with SIGKILL. `serve` is restarted and the same
@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test harness
 
+from local_stack import REPO, local_stack
 from machine import describe
 
-from flows.local_stack import REPO, local_stack
 from tasks.ingest.load import ingest_landing
 from tasks.locks import holder_alive, run_date_lock_path
 from tasks.publish.writer import is_complete, read_manifest

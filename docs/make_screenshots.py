@@ -1,7 +1,7 @@
 """Screenshots of the Prefect UI for the README: the nightly deployment, and a completed
 nightly run with its report artifact. Needs Chromium (Debian: `apt-get install chromium`).
 
-A synthetic shop is served by a throw-away local stack (`flows/local_stack.py`); one nightly
+A synthetic shop is served by a throw-away local stack (`tests/local_stack.py`); one nightly
 run is triggered through the API with a run date, then headless Chromium takes the pictures.
 
     .venv/bin/python docs/make_screenshots.py [--chromium /usr/bin/chromium]
@@ -19,8 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test harness
 
-from flows.local_stack import local_stack, wait_until
+from local_stack import local_stack, wait_until
+
 from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 

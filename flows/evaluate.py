@@ -8,12 +8,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, task
+from prefect import flow
 from pydantic import BaseModel, Field
 
 from tasks.evaluate.backtest import run_backtest
 from tasks.evaluate.report import write_report
 from tasks.features.snapshot import Snapshot, snapshot_task
+from tasks.progress import log_to_prefect, stage_task
 from tasks.settings import load_settings
 
 
@@ -29,8 +30,7 @@ class EvaluateParams(BaseModel):
     )
 
 
-@task(name="backtest")
-def backtest_task(snapshot: Snapshot, as_of: dt.datetime, params: EvaluateParams) -> dict[str, Any]:
+def backtest(snapshot: Snapshot, as_of: dt.datetime, params: EvaluateParams) -> dict[str, Any]:
     settings = load_settings(
         home=Path(params.home) if params.home else None, horizon_days=params.horizon_days
     )
@@ -46,8 +46,12 @@ def backtest_task(snapshot: Snapshot, as_of: dt.datetime, params: EvaluateParams
     return {**result.as_dict(), "report": str(report)}
 
 
+backtest_task = stage_task("backtest", backtest)
+
+
 @flow(name="evaluate", flow_run_name="evaluate-{params.as_of}")
 def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
+    log_to_prefect()
     settings = load_settings(home=Path(params.home) if params.home else None)
     as_of = dt.datetime.combine(params.as_of, dt.time())
     work_dir = settings.work_dir / f"evaluate-{uuid.uuid4().hex[:8]}"

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import polars as pl
 import pytest
+from local_stack import REPO, LocalStack, local_stack, wait_until
 
-from flows.local_stack import REPO, LocalStack, local_stack, wait_until
 from tasks.locks import run_date_lock
 from tasks.publish.writer import MANIFEST_NAME, partition_dir
 from tasks.synth.tiny import TINY_K, TINY_PROTOCOL_ENV, TINY_SHOP, stage_tiny_shop

@@ -5,6 +5,7 @@ baseline on the same customers, with a bootstrap interval on the difference."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,9 @@ BASELINES = {
     "item-kNN": item_knn,
     "EASE": ease,
 }
+
+
+log = logging.getLogger("nightrec.evaluate")
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,14 @@ def run_backtest(
     users = evaluated_users(events, as_of, horizon)
     truth = truth_window(events, as_of, horizon)
     wanted = [MODEL_KEY, *(kind for kind in kinds if kind != MODEL_KEY)]
+    log.info(
+        "backtest at %s: training %s on events before it; %s evaluated customers",
+        f"{as_of:%Y-%m-%d}",
+        ", ".join(wanted),
+        f"{users.len():,}",
+    )
     trained = train_models(wanted, train, catalog, as_of, settings)
+    log.info("backtest: scoring the models and %d baselines", len(BASELINES))
     wide = settings.model_copy(update={"k": k_max})
     recs = {
         kind: recommend_with(model.scorer, train, catalog, users, as_of, wide)
@@ -108,6 +119,7 @@ def run_backtest(
         for name, method_recs in recs.items()
         for k in EVAL_KS
     }
+    log.info("backtest: %d bootstrap resamples per metric", n_resamples)
     intervals = {
         name: {
             f"{metric}@{k}": list(

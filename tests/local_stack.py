@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # tests/ is one level below the repository
 
 
 @dataclass
