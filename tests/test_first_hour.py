@@ -153,3 +153,17 @@ def test_8_a_flow_runs_logs_reach_the_prefect_api(
         messages = [entry.message for entry in client.read_logs(flow_run, limit=200)]
     assert "choose-model: done in" in " ".join(messages), messages
     assert any(m.startswith("lightgbm round ") for m in messages), messages
+
+
+@pytest.mark.flow
+def test_tune_without_as_of_tunes_on_what_the_store_holds(home: Path) -> None:
+    """The store's data ends in the past (the tiny shop's last day is months before today):
+    `tune` takes its as-of from the newest event, not from the wall clock."""
+    stage_tiny_shop(home, home / "landing", RUN_DATE)
+    env = {**TINY_PROTOCOL_ENV, "NIGHTREC_TUNE__VALIDATION_FOLDS": "1"}
+    args = ["tune", "--study", "past", "--model", "lightgbm", "--trials", "3", "--parallel", "1"]
+    result = nightrec(*args, home=home, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"--as-of not given: using the store's newest event day, {RUN_DATE}" in result.stderr
+    assert "3 complete" in result.stdout, result.stdout
+    assert "Registered lgbm-" in result.stdout, result.stdout
