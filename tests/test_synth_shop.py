@@ -30,9 +30,9 @@ from tasks.schema import EVENTS_SCHEMA
 from tasks.synth.shop import (
     BAD_QUANTITY,
     BAD_TIMESTAMP,
-    MALFORMED_KINDS,
     GROCERY_CATALOG_COLUMNS,
     GROCERY_CATALOG_SCHEMA,
+    MALFORMED_KINDS,
     MISSING_USER_ID,
     TS_FORMAT,
     UNKNOWN_EVENT_TYPE,
