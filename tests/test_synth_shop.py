@@ -580,3 +580,14 @@ def test_priced_grocery_files_pass_the_canonical_adapter(tmp_path: Path) -> None
     adapted = [adapter.adapt(read_raw(p)) for p in report.files]
     assert sum(a.rejected.height for a in adapted) == 0
     assert sum(a.events.height for a in adapted) == shop.events.height
+
+
+def test_demo_refuses_an_unknown_shop_before_any_work(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--shop", "bakery", "--home", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "unknown shop 'bakery': use web or grocery" in result.output
+    assert not any(tmp_path.iterdir())  # nothing generated, nothing written
