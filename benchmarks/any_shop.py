@@ -211,6 +211,28 @@ def manifest_facts(
     return facts
 
 
+def store_facts(db_path: Path) -> dict[str, Any]:
+    """Rows in the store's tables after the commands (read-only; absent tables say so)."""
+    if not db_path.exists():
+        return {"store": "absent"}
+    import duckdb
+
+    facts: dict[str, Any] = {}
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        for table in ("events", "catalog", "quarantine", "ingestions"):
+            try:
+                facts[f"store.{table} rows"] = con.execute(
+                    f"select count(*) from {table}"  # table names from the fixed list above
+                ).fetchall()[0][0]
+            except duckdb.Error as exc:
+                facts[f"store.{table} rows"] = f"error: {str(exc).splitlines()[0]}"
+        if isinstance(facts["store.catalog rows"], int):
+            facts["store.catalog rows with price"] = con.execute(
+                "select count(price) from catalog"
+            ).fetchall()[0][0]
+    return facts
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -222,7 +244,7 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         "# Any shop: a synthetic grocery chain, run as the README says",
         "",
-        f"Command: `{result['command']}`",
+        f"Command (in the repository root): `{result['command']}`",
         "",
         f"Run at {result['started']} UTC; code `{result['code_version']}`.",
         "",
@@ -410,11 +432,14 @@ def main() -> int:
     load_after = os.getloadavg()
 
     recs, manifest = published(home, run_date)
-    facts = manifest_facts(recs, manifest, known)
+    facts = {**manifest_facts(recs, manifest, known), **store_facts(home / "nightrec.duckdb")}
     k = int(manifest.get("k", 10)) if manifest else 10
     evaluation = evaluate(events, shop.catalog, recs, as_of, args.horizon, k, args.seed)
     result = {
-        "command": " ".join(shlex.quote(a) for a in ["benchmarks/any_shop.py", *sys.argv[1:]]),
+        "command": " ".join(
+            shlex.quote(a)
+            for a in ["PYTHONPATH=.", "python", "benchmarks/any_shop.py", *sys.argv[1:]]
+        ),
         "started": started,
         "code_version": _git_rev(),
         "machine": {
