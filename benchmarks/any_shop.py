@@ -416,7 +416,7 @@ def main() -> int:
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # task states in the log: where a killed run was
     }
     env.pop("NIGHTREC_CONFIG", None)
     cli = [args.python, "-m", "flows.cli"]
