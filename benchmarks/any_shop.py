@@ -371,6 +371,7 @@ def main() -> int:
     if home.exists():
         parser.error(f"{home} exists: use a fresh --work so NIGHTREC_HOME starts empty")
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
+    code_version = _git_rev()  # at the start: the code the commands ran
     load_before = os.getloadavg()
 
     t0 = time.monotonic()
@@ -443,7 +444,7 @@ def main() -> int:
             for a in ["PYTHONPATH=.", "python", "benchmarks/any_shop.py", *sys.argv[1:]]
         ),
         "started": started,
-        "code_version": _git_rev(),
+        "code_version": code_version,
         "machine": {
             **describe(),
             "platform.machine": platform.machine(),
@@ -487,7 +488,9 @@ def _git_rev() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         return rev + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
