@@ -11,7 +11,9 @@ from prefect import flow
 from pydantic import BaseModel, Field, model_validator
 
 from flows.nightly import NightlyParams, nightly_flow, run_settings
+from tasks.errors import DegradedRun
 from tasks.ingest.stale import stale_dates
+from tasks.progress import log_to_prefect
 from tasks.publish.writer import is_complete
 
 log = logging.getLogger("nightrec.flow")
@@ -26,6 +28,7 @@ class BackfillParams(BaseModel):
     landing_dir: str | None = None
     source: str | None = None
     home: str | None = None
+    allow_degraded: bool | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> BackfillParams:
@@ -42,12 +45,18 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
     """One nightly run per day, oldest first (a retrain depends on earlier days); a day whose
     published output is complete is skipped unless `force` or flagged stale."""
     days = params.days()
+    log_to_prefect()
     rows: list[dict[str, Any]] = []
     first = run_settings(NightlyParams(home=params.home))
     stale = set(stale_dates(first.db_path))  # inputs changed after these days were published
+    degraded: list[str] = []
     for i, day in enumerate(days, start=1):
         nightly = NightlyParams(
-            run_date=day, landing_dir=params.landing_dir, source=params.source, home=params.home
+            run_date=day,
+            landing_dir=params.landing_dir,
+            source=params.source,
+            home=params.home,
+            allow_degraded=params.allow_degraded,
         )
         settings = run_settings(nightly)
         if day in stale:
@@ -59,12 +68,16 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
             log.info("[%d/%d] %s already complete: skipped", i, len(days), day)
             continue
         started = time.perf_counter()
-        manifest = nightly_flow(nightly)
+        try:
+            manifest, state = nightly_flow(nightly), "completed"
+        except DegradedRun as exc:  # published; the later days still run, the end says so
+            manifest, state = exc.result, "degraded"
+            degraded.append(f"{day}: {'; '.join(manifest['degraded'])}")
         seconds = time.perf_counter() - started
         rows.append(
             {
                 "run_date": day.isoformat(),
-                "state": "completed",
+                "state": state,
                 "rows": manifest["rows"],
                 "users": manifest["users"],
                 "model_version": manifest["model_version"],
@@ -72,5 +85,7 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
                 "seconds": round(seconds, 2),
             }
         )
-        log.info("[%d/%d] %s done in %.1f s", i, len(days), day, seconds)
+        log.info("[%d/%d] %s %s in %.1f s", i, len(days), day, state, seconds)
+    if degraded:
+        raise DegradedRun(f"{len(degraded)} of {len(days)} day(s) degraded: {degraded[0]}", rows)
     return rows

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
+from flows.console import (
+    HomeOption,
+    configure_logging,
+    console,
+    day_option,
+    out,
+    settings_for,
+    table,
+)
 from flows.ops_cli import backfill_via_deployment_cli, serve, server
 from flows.safety_cli import drill, quarantine_app
+from tasks.errors import NightrecError, PrefectStartTimeout
 
 app = typer.Typer(
     help="nightrec: nightly recommendations from shop event logs (DuckDB + Prefect).",
@@ -31,54 +37,18 @@ app.add_typer(quarantine_app, name="quarantine")
 app.command()(drill)
 app.command()(server)
 app.command()(serve)
-console = Console(stderr=True)
-# Wide enough for the metric tables when the output is piped to a file.
-out = Console(width=None if sys.stdout.isatty() else 160)
-
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="data root (default: $NIGHTREC_HOME or ./var)")
-]
 
 
-def _configure_logging() -> None:
-    """Prefect logs every task state at INFO; the CLI shows its own progress instead."""
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
-    logger = logging.getLogger("nightrec")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+@app.callback()
+def _global_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also show libraries' INFO logs and traces")
+    ] = False,
+) -> None:
+    configure_logging(verbose)
 
 
-def _settings(home: Path | None, **overrides: Any):
-    from tasks.settings import load_settings
-
-    return load_settings(home=home, **overrides)
-
-
-def _table(title: str, rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=title)
-    columns: list[str] = []
-    for row in rows:
-        columns.extend(c for c in row if c not in columns)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_fmt(row.get(c, "")) for c in columns))
-    return table
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value)
-
-
-def _metrics_table(validation: dict[str, Any]) -> Table:
+def _metricstable(validation: dict[str, Any]) -> Table:
     k = validation["k"]
     names = ("ndcg", "recall", "map", "hitrate", "precision")
     rows = [
@@ -89,7 +59,7 @@ def _metrics_table(validation: dict[str, Any]) -> Table:
         f"Validation: as-of {validation['as_of'][:10]}, H={validation['horizon_days']} days, "
         f"K={k}, {validation['users']:,} users"
     )
-    return _table(title, rows)
+    return table(title, rows)
 
 
 @app.command()
@@ -120,7 +90,7 @@ def demo(
 
     if shop not in ("web", "grocery"):
         raise typer.BadParameter(f"unknown shop {shop!r}: use web or grocery", param_hint="--shop")
-    settings = _settings(home)
+    settings = settings_for(home)
     if shop == "grocery":
         config = GroceryShopConfig(
             n_customers=customers or 300, n_items=items or 5_000, days=days, seed=seed
@@ -137,12 +107,12 @@ def demo(
             backfill_days,
             on_file=lambda i, n, _r: progress.update(bar, completed=i, total=n),
         )
-    out.print(_table("Nightly runs", result.backfill))
+    out.print(table("Nightly runs", result.backfill))
     out.print(
         f"Recommendations: {settings.recommendations_dir.resolve()}/run_date={result.last_day}/"
     )
     if result.validation:
-        out.print(_metrics_table(result.validation))
+        out.print(_metricstable(result.validation))
 
 
 @app.command()
@@ -150,10 +120,8 @@ def ingest(
     source: Annotated[str, typer.Option(help="source adapter: canonical | online-retail")],
     path: Annotated[Path, typer.Option(help="folder of YYYY-MM-DD.<ext> files, or one file")],
     home: HomeOption = None,
-    start: Annotated[
-        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="first day")
-    ] = None,
-    end: Annotated[dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="last day")] = None,
+    start: Annotated[dt.date | None, day_option("first day")] = None,
+    end: Annotated[dt.date | None, day_option("last day")] = None,
     replace: Annotated[
         bool, typer.Option(help="reload days already loaded from other files")
     ] = False,
@@ -163,7 +131,7 @@ def ingest(
 
     from tasks.ingest.load import ingest_landing
 
-    settings = _settings(home)
+    settings = settings_for(home)
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"ingesting {path}", total=None)
 
@@ -176,8 +144,8 @@ def ingest(
             source,
             path,
             max_bad_share=settings.max_bad_share,
-            start=start.date() if start else None,
-            end=end.date() if end else None,
+            start=start,
+            end=end,
             replace=replace,
             on_file=on_file,
             chunk_bytes=settings.safety.chunk_bytes,
@@ -192,12 +160,44 @@ def ingest(
         key: sum(getattr(r, key) for r in results)
         for key in ("rows_in", "rows_loaded", "rows_quarantined", "rows_filtered")
     }
-    out.print(_table(f"Ingested {len(results)} file(s) from {source}", [totals]))
+    out.print(table(f"Ingested {len(results)} file(s) from {source}", [totals]))
+
+
+AllowDegradedOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-degraded",
+        help="exit 0 even when a fallback served (default: settings.allow_degraded)",
+    ),
+]
+
+
+def _preflight(settings: Any, run_date: dt.date) -> None:
+    """A run with nothing to recommend from fails here, before Prefect starts; with a landing
+    folder the flow checks again after ingesting the day."""
+    from tasks.ops.inputs import check_input, read_input_state
+
+    state = read_input_state(settings.db_path, run_date)
+    safety = settings.safety
+    check_input(state, safety.max_input_age_days, safety.allow_stale_input, str(settings.db_path))
+
+
+def _newest_event_day(settings: Any) -> dt.date:
+    from tasks.ops.inputs import NoInput, read_input_state
+
+    state = read_input_state(settings.db_path, dt.date.max - dt.timedelta(days=1))
+    if state.watermark is None:
+        raise NoInput(f"no events in {settings.db_path}: nothing to recommend")
+    console.print(f"--date not given: the store's newest event day, {state.watermark:%Y-%m-%d}")
+    return state.watermark.date()
 
 
 @app.command()
 def run(
-    date: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="run date D")],
+    date: Annotated[
+        dt.date | None,
+        day_option("run date D, inclusive: events up to the end of D (default: newest event day)"),
+    ] = None,
     home: HomeOption = None,
     landing: Annotated[Path | None, typer.Option(help="landing folder to ingest D from")] = None,
     source: Annotated[str | None, typer.Option(help="source adapter of the landing files")] = None,
@@ -207,29 +207,43 @@ def run(
     device: Annotated[
         str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
     ] = None,
+    allow_degraded: AllowDegradedOption = False,
 ) -> None:
     """Run the nightly flow for one date (uses events before D + 1 day)."""
+    settings = settings_for(home, landing_dir=landing, source=source)
     from flows.nightly import NightlyParams, nightly_flow
+    from tasks.errors import DegradedRun
 
-    settings = _settings(home, landing_dir=landing, source=source)
-    manifest = nightly_flow(
-        NightlyParams(
-            run_date=date.date(),
-            retrain=retrain,
-            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
-            source=settings.source,
-            home=str(settings.home),
-            device=device,
-        )
+    params = NightlyParams(  # checks the options before anything runs
+        run_date=date,
+        retrain=retrain,
+        landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+        source=settings.source,
+        home=str(settings.home),
+        device=device,
+        allow_degraded=allow_degraded or None,
     )
-    summary = {k: manifest[k] for k in ("run_date", "rows", "users", "model_version", "retrained")}
-    out.print(_table("Nightly run", [summary]))
+    if date is None:
+        params = params.model_copy(update={"run_date": _newest_event_day(settings)})
+    if settings.landing_dir is None:
+        _preflight(settings, params.run_date)
+    try:
+        manifest = nightly_flow(params)
+    except DegradedRun as exc:
+        _print_run(exc.result)
+        raise
+    _print_run(manifest)
+
+
+def _print_run(manifest: dict[str, Any]) -> None:
+    keys = ("run_date", "rows", "users", "model_version", "retrained", "status")
+    out.print(table("Nightly run", [{k: manifest.get(k, "") for k in keys}]))
 
 
 @app.command()
 def backfill(
-    start: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="first run date")],
-    end: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="last run date")],
+    start: Annotated[dt.date, day_option("first run date")],
+    end: Annotated[dt.date, day_option("last run date")],
     home: HomeOption = None,
     landing: Annotated[
         Path | None, typer.Option(help="landing folder to ingest each day from")
@@ -249,36 +263,39 @@ def backfill(
             min=1, help="dates run at once with --via-deployment (retraining dates alone)"
         ),
     ] = None,
+    allow_degraded: AllowDegradedOption = False,
 ) -> None:
-    """Run the nightly flow for every day from START to END, oldest first; resumable."""
+    """Run the nightly flow for every day from START to END (both inclusive), oldest first;
+    resumable."""
     from flows.backfill import BackfillParams, backfill_flow
+    from tasks.errors import DegradedRun
 
-    settings = _settings(home, landing_dir=landing, source=source)
+    settings = settings_for(home, landing_dir=landing, source=source)
     if via_deployment:
         if concurrency is not None:
             settings.ops.backfill_concurrency = concurrency
-        backfill_via_deployment_cli(
-            settings, BackfillParams(start=start.date(), end=end.date()), force
-        )
+        backfill_via_deployment_cli(settings, BackfillParams(start=start, end=end), force)
         return
-    rows = backfill_flow(
-        BackfillParams(
-            start=start.date(),
-            end=end.date(),
-            force=force,
-            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
-            source=settings.source,
-            home=str(settings.home),
-        )
+    params = BackfillParams(
+        start=start,
+        end=end,
+        force=force,
+        landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+        source=settings.source,
+        home=str(settings.home),
+        allow_degraded=allow_degraded or None,
     )
-    out.print(_table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
+    try:
+        rows = backfill_flow(params)
+    except DegradedRun as exc:
+        out.print(table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", exc.result))
+        raise
+    out.print(table(f"Backfill {start:%Y-%m-%d}..{end:%Y-%m-%d}", rows))
 
 
 @app.command()
 def evaluate(
-    as_of: Annotated[
-        dt.datetime, typer.Option("--as-of", formats=["%Y-%m-%d"], help="as-of date T")
-    ],
+    as_of: Annotated[dt.date, day_option("as-of date T", "--as-of")],
     horizon: Annotated[int, typer.Option(help="truth window H in days")] = 30,
     home: HomeOption = None,
     kind: Annotated[
@@ -292,11 +309,11 @@ def evaluate(
     """Backtest at T: the rankers (LightGBM, neural, blend) beside every baseline."""
     from flows.evaluate import EvaluateParams, evaluate_flow
 
-    settings = _settings(home)
+    settings = settings_for(home)
     choice = {"kinds": kind} if kind else {}
     result = evaluate_flow(
         EvaluateParams(
-            as_of=as_of.date(),
+            as_of=as_of,
             horizon_days=horizon,
             home=str(settings.home),
             device=device,
@@ -319,7 +336,7 @@ def evaluate(
             for method, metrics in result["metrics"].items()
         ]
         out.print(
-            _table(f"as-of {as_of:%Y-%m-%d}, H={horizon}, K={k}, {result['users']:,} users", rows)
+            table(f"as-of {as_of:%Y-%m-%d}, H={horizon}, K={k}, {result['users']:,} users", rows)
         )
     diff = result["ndcg@10_difference"]
     out.print(
@@ -345,8 +362,8 @@ def tune(
         float | None, typer.Option(help="seconds after which no new trial starts")
     ] = None,
     as_of: Annotated[
-        dt.datetime | None,
-        typer.Option("--as-of", formats=["%Y-%m-%d"], help="tune on windows before T (today)"),
+        dt.date | None,
+        day_option("tune on windows before T (today)", "--as-of"),
     ] = None,
     space: Annotated[
         Path | None, typer.Option(help="search space YAML (default: tasks/tune/spaces/MODEL.yml)")
@@ -362,21 +379,21 @@ def tune(
     from prefect.task_runners import ThreadPoolTaskRunner
 
     from flows.tune import TuneParams, tune_flow
-    from tasks.tune.objective import OBJECTIVES
+    from tasks.tune.objectives import OBJECTIVES
     from tasks.tune.space import load_space
 
     # An unknown model or a space it cannot search fails before Prefect starts.
     objective = OBJECTIVES.get(model)
     objective.check_space(load_space(space or objective.default_space()))
     optuna_logging.set_verbosity(optuna_logging.WARNING)  # the CLI prints its own summary
-    settings = _settings(home)
+    settings = settings_for(home)
     params = TuneParams(
         study=study,
         model=model,
         search=search,
         trials=trials,
         timeout_s=timeout,
-        as_of=as_of.date() if as_of else None,
+        as_of=as_of,
         space=str(space) if space else None,
         register_best=register,
         parallel=parallel,
@@ -394,7 +411,7 @@ def tune(
         "default value": info.get("default_value") or "",
         "stopped": info["stopped_because"],
     }
-    out.print(_table(f"Study {study} ({model}, {search})", [row]))
+    out.print(table(f"Study {study} ({model}, {search})", [row]))
     if best:
         out.print(f"Best parameters: {best['params']}")
     if info.get("registered"):
@@ -409,7 +426,7 @@ def models_list(home: HomeOption = None) -> None:
     """Registered models, oldest first; the champion is marked."""
     from tasks.rank import registry
 
-    settings = _settings(home)
+    settings = settings_for(home, writable=False)
     champion = registry.champion_state(settings.models_dir)["champion"]
     rows = []
     for record in registry.list_models(settings.models_dir):
@@ -426,7 +443,7 @@ def models_list(home: HomeOption = None) -> None:
             }
         )
     out.print(
-        _table(f"Models in {settings.models_dir}", rows) if rows else "no models registered yet"
+        table(f"Models in {settings.models_dir}", rows) if rows else "no models registered yet"
     )
 
 
@@ -435,7 +452,7 @@ def models_promote(version: str, home: HomeOption = None) -> None:
     """Make VERSION the champion."""
     from tasks.rank import registry
 
-    record = registry.promote(_settings(home).models_dir, version)
+    record = registry.promote(settings_for(home).models_dir, version)
     out.print(f"champion is now {record.version}")
 
 
@@ -444,74 +461,48 @@ def models_rollback(home: HomeOption = None) -> None:
     """Restore the previous champion."""
     from tasks.rank import registry
 
-    record = registry.rollback(_settings(home).models_dir)
+    record = registry.rollback(settings_for(home).models_dir)
     out.print(f"champion rolled back to {record.version}")
 
 
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
+PREFECT_START_FAILURE = "Timed out while attempting to connect to ephemeral Prefect API server"
 
-    from flows.deployment_backfill import DeploymentMissing
-    from flows.prefect_api import ApiUnreachable
-    from tasks.ingest.landing import IngestError
-    from tasks.locks import LockBusy
-    from tasks.rank.neural.train import DeviceError
-    from tasks.rank.registry import RegistryError
-    from tasks.store import StoreError
-    from tasks.tune.errors import TUNE_ERRORS
-    from tasks.validate.contracts import ContractError
-    from tasks.validate.run_report import ContractViolation
 
-    return (
-        IngestError,
-        StoreError,
-        RegistryError,
-        ContractError,
-        ValidationError,
-        LockBusy,
-        ApiUnreachable,
-        DeploymentMissing,
-        DeviceError,
-        ContractViolation,
-        *TUNE_ERRORS,
+def _fail(message: str, hint: str, code: int) -> None:
+    # Plain writes: a terminal-width wrap would split the one line in two.
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    sys.stderr.write(f"error: {first}\n")
+    sys.stderr.write(f"hint: {hint}\n")
+    sys.exit(code)
+
+
+def _validation_message(exc: Exception) -> str:
+    """Name the field: "device: Input should be ..." (pydantic's ValidationError)."""
+    return "; ".join(
+        ": ".join([".".join(map(str, e["loc"])), e["msg"]]) if e["loc"] else e["msg"]
+        for e in exc.errors()  # type: ignore[attr-defined]
     )
 
 
-HINTS = {
-    "IngestError": "fix the file (or pass --replace) and run the command again",
-    "BadShareError": "inspect quarantined rows, fix the file, ingest again",
-    "StoreError": "check NIGHTREC_HOME and that no other nightrec run holds the store",
-    "RegistryError": "see `nightrec models list`",
-    "ContractError": "fix the contract under data_contracts/",
-    "ValidationError": "check the command's options (`nightrec COMMAND --help`)",
-    "RunInProgress": "wait for that run to finish; its output is the one that lands",
-    "LockBusy": "wait for the other nightrec process to finish",
-    "ApiUnreachable": "`nightrec server` in another terminal, then `nightrec serve`",
-    "DeploymentMissing": "`nightrec serve` registers the deployments",
-    "DeviceError": "use --device auto or cpu (or NIGHTREC_NEURAL__DEVICE=auto)",
-    "ContractViolation": "read the validation report named above; yesterday's output is intact",
-    "TuneError": "see `nightrec tune --help`",
-    "SpaceError": "fix the search space YAML (see tasks/tune/spaces/)",
-    "ObjectiveUnavailable": "tune a model that exists: --model lightgbm, neural or blend",
-    "NotEnoughWindows": "tune at a later --as-of or with fewer tune.validation_folds",
-}
-
-
 def main() -> None:
-    _configure_logging()
+    """The error boundary: a user error is two lines (error, hint) and exit 2, a degraded run
+    exit 3; anything else is a bug and keeps its trace. Imports nothing heavy."""
     try:
-        app()
-    except _known_errors() as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if type(exc).__name__ == "ValidationError":
-            message = "; ".join(  # name the field: "device: Input should be ..."
-                ": ".join([".".join(map(str, e["loc"])), e["msg"]]) if e["loc"] else e["msg"]
-                for e in exc.errors()  # type: ignore[attr-defined]
-            )
-        # Plain writes: a terminal-width wrap would split the one line in two.
-        sys.stderr.write(f"error: {message}\n")
-        sys.stderr.write(f"hint: {HINTS.get(type(exc).__name__, 'see nightrec --help')}\n")
-        sys.exit(2)
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        _fail("aborted", "run the command again", 130)
+    except typer.TyperException as exc:  # click's usage errors: bad option, bad value
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        _fail(message, "see `nightrec COMMAND --help`", getattr(exc, "exit_code", 2))
+    except NightrecError as exc:
+        _fail(str(exc) or type(exc).__name__, exc.hint, exc.exit_code)
+    except Exception as exc:
+        if type(exc).__name__ == "ValidationError" and type(exc).__module__.startswith("pydantic"):
+            _fail(_validation_message(exc), "check the command's options or settings", 2)
+        if PREFECT_START_FAILURE in str(exc):
+            _fail(str(PrefectStartTimeout(str(exc))), PrefectStartTimeout.hint, 2)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from prefect.states import Crashed
 from deployments.nightly import NAME as NIGHTLY_DEPLOYMENT
 from deployments.nightly import default_run_parameters
 from flows.nightly import nightly_flow
+from tasks.errors import NightrecError
 from tasks.locks import holder_alive, run_date_lock_path
 from tasks.ops.backfill_plan import plan_waves
 from tasks.publish.writer import is_complete, read_manifest
@@ -43,8 +44,10 @@ POLL_SECONDS = 2.0
 ORPHANED = "Orphaned"
 
 
-class DeploymentMissing(RuntimeError):
+class DeploymentMissing(NightrecError, RuntimeError):
     """The nightly deployment is not registered with the Prefect API."""
+
+    hint = "`nightrec serve` registers the deployments"
 
 
 def deployment_name() -> str:

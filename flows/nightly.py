@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow
+from prefect import flow, task
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
@@ -17,7 +17,10 @@ from tasks.features.snapshot import snapshot_task
 from tasks.ingest.stale import clear_stale_task
 from tasks.ingest.task import ingest_day_task
 from tasks.locks import run_date_lock
+from tasks.ops.inputs import check_input, snapshot_input_state
 from tasks.ops.run_report import report_task
+from tasks.ops.run_status import enforce_status_task, run_fields
+from tasks.progress import log_to_prefect
 from tasks.publish.writer import publish_task, recover_task
 from tasks.rank.task import choose_model_task, score_task
 from tasks.settings import Settings, load_settings
@@ -26,6 +29,7 @@ from tasks.validate.run_report import report_path
 from tasks.validate.task import check_topk_task
 
 log = logging.getLogger("nightrec.flow")
+check_input_task = task(name="check-input")(check_input)
 
 
 class NightlyParams(BaseModel):
@@ -41,6 +45,9 @@ class NightlyParams(BaseModel):
     device: Literal["auto", "cpu", "cuda"] | None = Field(
         None, description="where the neural ranker trains and scores (default: settings)"
     )
+    allow_degraded: bool | None = Field(
+        None, description="a fallback publish counts as success (default: settings)"
+    )
 
 
 def run_settings(params: NightlyParams) -> Settings:
@@ -48,6 +55,7 @@ def run_settings(params: NightlyParams) -> Settings:
         landing_dir=Path(params.landing_dir) if params.landing_dir else None,
         source=params.source,
         home=Path(params.home) if params.home else None,
+        allow_degraded=params.allow_degraded,
     )
     if params.device is None:
         return settings
@@ -63,6 +71,7 @@ def _run_id(run_date: dt.date) -> str:
 @flow(name="nightly", flow_run_name="nightly-{params.run_date}", log_prints=True)
 def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Recommend for every known customer as of the end of `run_date`."""
+    log_to_prefect()
     if params.run_date is None:
         params = params.model_copy(update={"run_date": dt.date.today() - dt.timedelta(days=1)})
     settings = run_settings(params)
@@ -78,8 +87,14 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
     recover_task(settings.recommendations_dir, params.run_date)
     ingested = ingest_day_task(settings, params.run_date)
     snapshot = snapshot_task(settings, cutoff_of(params.run_date), work_dir)
+    input_note = check_input_task(
+        snapshot_input_state(snapshot, params.run_date),
+        settings.safety.max_input_age_days,
+        settings.safety.allow_stale_input,
+        "the run's snapshot",
+    )
     choice = choose_model_task(settings, snapshot, params.retrain)
-    scored = score_task(settings, snapshot, choice.version, work_dir, report)
+    scored = score_task(settings, snapshot, choice, work_dir, report)
     check_topk_task(settings, snapshot, scored.recs_path, report)
     manifest = publish_task(
         scored.recs_path,
@@ -88,17 +103,7 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
         run_id,
         scored.model_version,
         settings.k,
-        {
-            "cutoff": snapshot.cutoff.isoformat(),
-            "input_events": snapshot.n_events,
-            "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
-            "retrained": choice.retrained,
-            "model_choice": choice.reason,
-            "model_kind": scored.model_kind,
-            "model_fallback": scored.fallback,
-            "validation_report": str(report),
-            "ingested": ingested,
-        },
+        run_fields(snapshot, choice, scored, ingested, report, [input_note] if input_note else []),
         settings.safety.fault,
     )
     clear_stale_task(settings.db_path, params.run_date)
@@ -112,4 +117,5 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
         manifest["model_version"],
         scored.fallback or choice.reason,
     )
+    enforce_status_task(manifest, settings.allow_degraded)
     return manifest

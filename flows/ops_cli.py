@@ -5,23 +5,20 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+
+from flows import console as cli
+from flows.console import HomeOption
 
 if TYPE_CHECKING:
     from flows.backfill import BackfillParams
     from tasks.settings import Settings
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="data root (default: $NIGHTREC_HOME or ./var)")
-]
-
 
 def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, force: bool) -> None:
     """`nightrec backfill --via-deployment`: progress lines, the table, exit 1 on failures."""
-    from flows import cli
     from flows.prefect_api import use_api
 
     url = use_api(settings)
@@ -40,7 +37,7 @@ def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, forc
     cli.console.print(f"backfill of {len(days)} date(s) through {url}")
     rows = backfill_via_deployment(settings, days, force, on_done)
     cli.out.print(
-        cli._table(f"Backfill {params.start}..{params.end} via the nightly deployment", rows)
+        cli.table(f"Backfill {params.start}..{params.end} via the nightly deployment", rows)
     )
     failed = [r["run_date"] for r in rows if r["state"] not in ("Completed", "skipped (complete)")]
     if failed:
@@ -51,10 +48,9 @@ def backfill_via_deployment_cli(settings: Settings, params: BackfillParams, forc
 
 def server(home: HomeOption = None) -> None:
     """Start the Prefect server and UI on this host (127.0.0.1:4200 by default, no analytics)."""
-    from flows import cli
     from flows.prefect_api import server_command
 
-    settings = cli._settings(home)
+    settings = cli.settings_for(home)
     argv, env = server_command(settings)
     cli.console.print(f"Prefect UI on http://{settings.ops.server_host}:{settings.ops.server_port}")
     os.execve(argv[0], argv, env)  # the server owns the terminal from here; Ctrl-C stops it
@@ -62,10 +58,9 @@ def server(home: HomeOption = None) -> None:
 
 def serve(home: HomeOption = None) -> None:
     """Serve nightrec's deployments (nightly schedule, manual runs, backfill); no worker needed."""
-    from flows import cli
     from flows.prefect_api import use_api
 
-    settings = cli._settings(home)
+    settings = cli.settings_for(home)
     url = use_api(settings)
     # Served runs log to the UI: nightrec's own loggers too, at INFO.
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"

@@ -8,11 +8,14 @@ import sys
 
 import httpx
 
+from tasks.errors import NightrecError
 from tasks.settings import Settings
 
 
-class ApiUnreachable(RuntimeError):
+class ApiUnreachable(NightrecError, RuntimeError):
     """No Prefect server answers at the configured address."""
+
+    hint = "`nightrec server` in another terminal, then `nightrec serve`"
 
 
 def server_command(settings: Settings) -> tuple[list[str], dict[str, str]]:

@@ -10,16 +10,14 @@ from typing import Annotated
 
 import typer
 
+from flows import console as cli
+from flows.console import HomeOption, day_option
+
 quarantine_app = typer.Typer(
     help="Quarantined rows: list them by reason, replay them after a fix.", no_args_is_help=True
 )
 
-HomeOption = Annotated[
-    Path | None, typer.Option("--home", help="data root (default: $NIGHTREC_HOME or ./var)")
-]
-DayOption = Annotated[
-    dt.datetime | None, typer.Option("--day", formats=["%Y-%m-%d"], help="only this event day")
-]
+DayOption = Annotated[dt.date | None, day_option("only this event day", "--day")]
 ReasonOption = Annotated[str | None, typer.Option(help="only this reason (as `list` shows it)")]
 SourceOption = Annotated[str | None, typer.Option(help="only this source adapter")]
 
@@ -33,18 +31,17 @@ def quarantine_list(
     rows: Annotated[int, typer.Option(help="also show this many raw rows")] = 0,
 ) -> None:
     """Open quarantined rows counted by source, day and reason (and a few raw rows)."""
-    from flows import cli
     from tasks.ingest.quarantine import quarantine_rows, quarantine_summary
 
-    settings = cli._settings(home)
-    filters = {"source": source, "reason": reason, "day": day.date() if day else None}
+    settings = cli.settings_for(home)
+    filters = {"source": source, "reason": reason, "day": day}
     summary = quarantine_summary(settings.db_path, **filters)
     if not summary:
         cli.out.print("no quarantined rows")
         return
-    cli.out.print(cli._table(f"Quarantine in {settings.db_path}", summary))
+    cli.out.print(cli.table(f"Quarantine in {settings.db_path}", summary))
     if rows:
-        cli.out.print(cli._table("Rows", quarantine_rows(settings.db_path, **filters, limit=rows)))
+        cli.out.print(cli.table("Rows", quarantine_rows(settings.db_path, **filters, limit=rows)))
 
 
 @quarantine_app.command("replay")
@@ -56,15 +53,14 @@ def quarantine_replay(
 ) -> None:
     """Re-validate quarantined rows (after a fix of the contract or the adapter) and load
     those that now pass; the day's counts stay exact and published days are flagged stale."""
-    from flows import cli
     from tasks.ingest.quarantine import replay_quarantine
 
-    settings = cli._settings(home)
+    settings = cli.settings_for(home)
     results = replay_quarantine(
         settings.db_path,
         source=source,
         reason=reason,
-        day=day.date() if day else None,
+        day=day,
         published_root=settings.recommendations_dir,
     )
     rows = [
@@ -79,7 +75,7 @@ def quarantine_replay(
         }
         for r in results
     ]
-    cli.out.print(cli._table("Quarantine replay", rows) if rows else "nothing to replay")
+    cli.out.print(cli.table("Quarantine replay", rows) if rows else "nothing to replay")
 
 
 def drill(
@@ -94,20 +90,17 @@ def drill(
     ] = None,
 ) -> None:
     """Scripted failure scenarios, each in a scratch home; a table of expected vs observed."""
-    # The drill starts Prefect's ephemeral server once; on a busy machine that takes longer
-    # than Prefect's default wait. Set before Prefect is imported (it reads settings then).
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    from flows import cli
-    from tasks.safety.drill import run_drill, to_markdown
+    cli.settings_for(None)  # Prefect's start-up wait, set before Prefect is imported
+    from flows.drill import run_drill, to_markdown
 
     rows = run_drill(home, scenario, on_done=lambda row: cli.console.print(row.line()))
-    cli.out.print(cli._table("Drill", [r.as_row() for r in rows]))
+    cli.out.print(cli.table("Drill", [r.as_row() for r in rows]))
     if record is not None:
         title = (
             f"# nightrec drill\n\n`nightrec drill --record {record}` on "
             f"{dt.date.today()}, {platform.platform()}, {os.cpu_count()} cores "
             "(shared machine: seconds are noisy). Each scenario runs in its own scratch home "
-            "on the tiny synthetic shop of the flow tests (tasks/safety/drill.py)."
+            "on the tiny synthetic shop of the flow tests (flows/drill.py)."
         )
         record.write_text(to_markdown(rows, title))
         cli.out.print(f"recorded in {record}")

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from tasks.features.snapshot import snapshot_task
 from tasks.settings import load_settings
-from tasks.tune.objective import OBJECTIVES
+from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.report import default_trial
 from tasks.tune.runner import drive_study
 from tasks.tune.space import load_space

@@ -15,15 +15,21 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from tasks.errors import NightrecError
+
 POLL_SECONDS = 0.2
 
 
-class LockBusy(RuntimeError):
+class LockBusy(NightrecError, RuntimeError):
     """Another process holds the lock; the message names it."""
+
+    hint = "wait for the other nightrec process to finish"
 
 
 class RunInProgress(LockBusy):
     """A nightly run for the same date is already running."""
+
+    hint = "wait for that run to finish; its output is the one that lands"
 
 
 def _holder(path: Path) -> str:

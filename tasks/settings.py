@@ -125,6 +125,12 @@ class OpsSettings(BaseModel):
     backfill_concurrency: int = Field(
         1, ge=1, description="dates a backfill through the deployment runs at once"
     )
+    prefect_start_timeout_s: int = Field(
+        180,
+        ge=1,
+        description="how long a command waits for Prefect's ephemeral API server to start "
+        "(Prefect's own default, 20 s, is too short on a busy machine)",
+    )
     orphan_after_s: float = Field(
         60.0,
         gt=0,
@@ -159,6 +165,15 @@ FaultPoint = Literal[
 class SafetySettings(BaseModel):
     """Contracts at the run's boundaries, streaming limits and the crash-drill hook."""
 
+    max_input_age_days: int = Field(
+        2,
+        ge=0,
+        description="a run fails when its newest event is more than this many days before "
+        "the run date (a feed that stopped)",
+    )
+    allow_stale_input: bool = Field(
+        False, description="publish on a stale input anyway (recorded in manifest and report)"
+    )
     forbidden_items: list[str] = Field(
         default_factory=list, description="items the published top-K must never contain"
     )
@@ -223,6 +238,11 @@ class Settings(BaseSettings):
     seed: int = 42
     max_bad_share: float = Field(
         0.05, ge=0, le=1, description="share of bad rows that rejects a file"
+    )
+    allow_degraded: bool = Field(
+        False,
+        description="exit 0 (flow run Completed) when a run published something other than "
+        "its model's lists (a fallback): recorded either way",
     )
     landing_dir: Path | None = None
     source: str = "canonical"

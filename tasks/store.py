@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 
+from tasks.errors import NightrecError
 from tasks.locks import LockBusy, file_lock, store_lock_path
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -19,8 +20,10 @@ SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 STORE_LOCK_TIMEOUT_S = 300.0
 
 
-class StoreError(RuntimeError):
+class StoreError(NightrecError, RuntimeError):
     """The store cannot be opened or used; the message says what to do."""
+
+    hint = "check NIGHTREC_HOME and that no other nightrec run holds the store"
 
 
 @cache

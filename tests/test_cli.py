@@ -116,3 +116,24 @@ def test_commands_that_need_the_prefect_api_say_so_in_one_line(
         "start one with `nightrec server` or set PREFECT_API_URL"
     )
     assert lines[1] == "hint: `nightrec server` in another terminal, then `nightrec serve`"
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["tune"], ["ingest"], ["demo"]])
+def test_help_imports_no_pipeline_library(command: list[str]) -> None:
+    probe = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        "sys.argv = ['nightrec', *sys.argv[1:], '--help']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "heavy = ('torch', 'lightgbm', 'polars', 'prefect', 'great_expectations', 'duckdb')\n"
+        "print(','.join(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", f"--help imported {result.stderr.strip()}"

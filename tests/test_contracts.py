@@ -130,9 +130,29 @@ def test_per_customer_aggregates_by_hand() -> None:
         ),
         (
             "unknown customer",
-            lambda r: r.with_columns(pl.col("user_id").replace("u2", "u9")),
+            lambda r: pl.concat(
+                [r, r.filter(pl.col("user_id") == "u2").with_columns(pl.lit("u9").alias("user_id"))]
+            ),
             {},
             {f"{ROWS}expect_column_values_to_be_in_set:user_id"},
+        ),
+        (
+            "a known customer without a list",
+            lambda r: r.filter(pl.col("user_id") != "u2"),
+            {},
+            {
+                f"{PER}expect_column_values_to_be_between:rows",
+                f"{PER}expect_column_pair_values_to_be_equal:rows+expected_rows",
+            },
+        ),
+        (
+            "nothing published at all",
+            lambda r: r.head(0),
+            {},
+            {
+                f"{PER}expect_column_values_to_be_between:rows",
+                f"{PER}expect_column_pair_values_to_be_equal:rows+expected_rows",
+            },
         ),
         (
             "forbidden item",

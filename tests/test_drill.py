@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.drill import SCENARIOS, run_drill, to_markdown
 from tasks.ingest.landing import IngestError
-from tasks.safety.drill import SCENARIOS, run_drill, to_markdown
 
 
 def test_bad_rows_scenario_passes_with_no_row_lost(tmp_path: Path) -> None:
@@ -27,7 +27,8 @@ def test_corrupt_model_falls_back_to_the_baseline_and_says_so(
     (row,) = run_drill(tmp_path, ["corrupt model file"])
     assert row.passed and row.rows_lost == 0, row.observed
     assert "published 175 rows with baseline-repurchase" in row.observed
-    assert "unusable (LightGBMError)" in row.observed
+    assert "status degraded" in row.observed
+    assert "failed (LightGBMError: Unknown model format" in row.observed
 
 
 def test_unknown_scenario_is_refused(tmp_path: Path) -> None:

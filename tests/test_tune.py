@@ -19,7 +19,8 @@ from optuna.trial import TrialState
 from tune_objectives import DEFAULTS, quadratic, register_quadratic, unregister_quadratic
 
 from tasks.settings import load_settings
-from tasks.tune.objective import OBJECTIVES, ObjectiveUnavailable
+from tasks.tune.objective import ObjectiveUnavailable
+from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.space import SpaceError, load_space
 from tasks.tune.study import (
     REQUEUED_ATTR,

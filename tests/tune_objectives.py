@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.tune.objective import OBJECTIVES, TrialOutcome
+from tasks.tune.objective import TrialOutcome
+from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.space import SearchSpace, SpaceError
 
 OPTIMUM = {"x": 0.3, "y": -0.2}

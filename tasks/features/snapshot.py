@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
-from prefect import task
 
 from tasks.constants import TS
+from tasks.progress import stage_task
 from tasks.settings import Settings
 from tasks.store import connect, sql_text
 
@@ -46,4 +46,4 @@ def take_snapshot(settings: Settings, cutoff: dt.datetime, work_dir: Path) -> Sn
     return Snapshot(events_path, catalog_path, cutoff, events.height, watermark)
 
 
-snapshot_task = task(name="snapshot")(take_snapshot)
+snapshot_task = stage_task("snapshot", take_snapshot)

@@ -14,11 +14,15 @@ from typing import BinaryIO
 
 import polars as pl
 
+from tasks.errors import NightrecError
+
 DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})\.(csv|csv\.gz|parquet|jsonl|jsonl\.gz)$")
 
 
-class IngestError(ValueError):
+class IngestError(NightrecError, ValueError):
     """A landing file cannot be ingested; the message names the file and the problem."""
+
+    hint = "fix the file and run the command again"
 
 
 def day_of(path: Path) -> dt.date:

@@ -78,6 +78,8 @@ class IngestionResult:
 class BadShareError(IngestError):
     """Too many rows of a file broke the contract; the file was not loaded."""
 
+    hint = "inspect quarantined rows (`nightrec quarantine list`), fix the file, ingest again"
+
 
 def _previous(con: duckdb.DuckDBPyConnection, source: str, day: dt.date) -> tuple | None:
     return con.execute(

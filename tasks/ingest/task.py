@@ -5,10 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from prefect import task
-
 from tasks.ingest.landing import find_day_files
 from tasks.ingest.load import ingest_catalog, ingest_landing, result_record
+from tasks.progress import stage_task
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
 
@@ -46,4 +45,4 @@ def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
     return [result_record(r) for r in results]
 
 
-ingest_day_task = task(name="ingest-day")(ingest_run_day)
+ingest_day_task = stage_task("ingest-day", ingest_run_day)

@@ -23,6 +23,18 @@ def _validation_of(models_dir: Path, model_version: str) -> dict[str, Any] | Non
         return None  # the baseline has no registry entry
 
 
+def _status_lines(manifest: dict[str, Any]) -> list[str]:
+    """A degraded run says so first: what was served instead of the model, and why."""
+    lines = []
+    if manifest.get("degraded"):
+        lines += ["## DEGRADED: not the model's lists for everyone", ""]
+        lines += [f"- {reason}" for reason in manifest["degraded"]]
+        lines.append("")
+    if manifest.get("notes"):
+        lines += ["Notes:", "", *(f"- {note}" for note in manifest["notes"]), ""]
+    return lines
+
+
 def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | None) -> str:
     """Markdown: what was published (rows, users, items, by source) and the model's metrics."""
     lines = [
@@ -36,6 +48,7 @@ def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | Non
         "",
         f"Model choice: {manifest.get('model_choice', '')}.",
         "",
+        *_status_lines(manifest),
         "| source | rows |",
         "| --- | --- |",
         *(f"| {name} | {rows:,} |" for name, rows in manifest["rows_by_source"].items()),

@@ -29,6 +29,7 @@ from tasks.constants import (
     RUN_ID,
     USER_ID,
 )
+from tasks.progress import stage_task
 from tasks.safety.faults import kill_if_armed
 
 PART_NAME = "part-00000.parquet"
@@ -150,5 +151,5 @@ def publish_from(
     return publish(recs, root, run_date, run_id, model_version, k, extra, fault)
 
 
-publish_task = task(name="publish")(publish_from)
+publish_task = stage_task("publish", publish_from)
 recover_task = task(name="recover-partition")(recover_partition)

@@ -165,7 +165,7 @@ def _neural_text(prep: Preprocessor, arch: Architecture) -> str:
     return json.dumps({"preprocessor": json.loads(prep.to_json()), "architecture": arch.as_dict()})
 
 
-def _with_list_key(frames: list[pl.DataFrame], max_len: int = 0) -> pl.DataFrame:
+def with_list_key(frames: list[pl.DataFrame], max_len: int = 0) -> pl.DataFrame:
     frame = pl.concat(frames).with_columns(
         (pl.col(USER_ID) + pl.lit("@") + pl.col("_as_of").cast(pl.Utf8)).alias(LIST_KEY)
     )
@@ -203,9 +203,9 @@ def fit_neural(
     tuning trial scores it there and may stop it)."""
     cfg = settings.neural
     train, valid, refit = (
-        _with_list_key(frames[1:], cfg.train_list_len),
-        _with_list_key(frames[:1]),
-        _with_list_key(frames[:-1], cfg.train_list_len),
+        with_list_key(frames[1:], cfg.train_list_len),
+        with_list_key(frames[:1]),
+        with_list_key(frames[:-1], cfg.train_list_len),
     )
     prep = fit_preprocessor(train, features, events, cfg.user_buckets, cfg.seq_len)
     arch = architecture(prep.n_dense, prep.n_items, cfg)
@@ -301,7 +301,7 @@ def train_models(
     if "blend" in kinds:
         assert lgbm_outcome is not None and lgbm_outcome.early_booster is not None
         lgbm_early = LightGBMScorer(lgbm_outcome.early_booster, features)
-        valid = _with_list_key(frames[:1])
+        valid = with_list_key(frames[:1])
         weight, tried = blending.choose_weight(
             valid.get_column(LIST_KEY),
             lgbm.predict(lgbm_outcome.early_booster, valid, features),

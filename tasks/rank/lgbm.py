@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import lightgbm as lgb
@@ -49,11 +50,28 @@ def _dataset(
     )
 
 
+log = logging.getLogger("nightrec.rank")
+
+
 @dataclass(frozen=True)
 class FitResult:
     booster: lgb.Booster
     best_iteration: int
     valid_ndcg10: float | None
+
+
+PROGRESS_EVERY_ROUNDS = 50
+
+
+def _log_progress(env: lgb.callback.CallbackEnv) -> None:
+    """One line every PROGRESS_EVERY_ROUNDS rounds: round / cap and the validation NDCG."""
+    done = env.iteration + 1
+    if done % PROGRESS_EVERY_ROUNDS and done != env.end_iteration:
+        return
+    scores = ", ".join(
+        f"{name} {metric} {value:.4f}" for name, metric, value, _ in env.evaluation_result_list
+    )
+    log.info("lightgbm round %d/%d%s", done, env.end_iteration, f": {scores}" if scores else "")
 
 
 def fit(
@@ -69,7 +87,7 @@ def fit(
     train_set = _dataset(train, features)
     rounds = num_boost_round or cfg.num_boost_round
     if valid is None:
-        booster = lgb.train(params, train_set, num_boost_round=rounds)
+        booster = lgb.train(params, train_set, num_boost_round=rounds, callbacks=[_log_progress])
         return FitResult(booster, rounds, None)
     valid_set = _dataset(valid, features, reference=train_set)
     booster = lgb.train(
@@ -78,7 +96,10 @@ def fit(
         num_boost_round=rounds,
         valid_sets=[valid_set],
         valid_names=["valid"],
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+        callbacks=[
+            lgb.early_stopping(cfg.early_stopping_rounds, verbose=False),
+            _log_progress,
+        ],
     )
     best = booster.best_iteration or rounds
     return FitResult(booster, best, float(booster.best_score["valid"]["ndcg@10"]))

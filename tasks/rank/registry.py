@@ -17,13 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import NightrecError
+
 CHAMPION_FILE = "champion.json"
 META_FILE = "meta.json"
 MODEL_FILE = "model.txt"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(NightrecError, RuntimeError):
     """The registry has no such model, or a model folder is damaged."""
+
+    hint = "see `nightrec models list`"
 
 
 @dataclass(frozen=True)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import polars as pl
-from prefect import task
 
 from tasks.baselines.recommenders import repurchase
 from tasks.candidates.generate import popular_items
 from tasks.constants import ITEM_ID, REC_SOURCE
 from tasks.features.snapshot import Snapshot
+from tasks.progress import stage_task
 from tasks.rank import registry
 from tasks.rank.dataset import known_users
 from tasks.rank.gate import promotion_gate
@@ -36,16 +34,6 @@ from tasks.validate.run_report import ContractViolation, enforce
 
 log = logging.getLogger("nightrec.rank")
 BASELINE_VERSION = "baseline-repurchase"
-# What a damaged or incompatible model file raises while loading or scoring (LightGBM, torch).
-UNUSABLE_MODEL = (
-    registry.RegistryError,
-    lgb.basic.LightGBMError,
-    OSError,
-    KeyError,
-    ValueError,
-    RuntimeError,
-    pickle.UnpicklingError,
-)
 
 
 @dataclass(frozen=True)
@@ -53,6 +41,9 @@ class ModelChoice:
     version: str | None  # None: no model could be trained, publish the baseline
     retrained: bool
     reason: str
+    # Why the run cannot serve a model of its own (training failed, too little history, the
+    # gate refused a first model); None when it can.
+    problem: str | None = None
 
 
 def choose_model(
@@ -68,7 +59,7 @@ def choose_model(
     due = newest is None or age_days >= settings.ranker.retrain_every_days
     if retrain is False or (retrain is None and not due):
         if serving is None:
-            return ModelChoice(None, False, "no model: baseline")
+            return ModelChoice(None, False, "no model: baseline", problem="no model trained yet")
         return ModelChoice(serving.version, False, f"newest model is {age_days} day(s) old")
     kind = resolve_kind(settings)
     # The serving champion's tuned parameters (LightGBM's and the network's) carry over to its
@@ -85,14 +76,20 @@ def choose_model(
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
         if serving is None:
-            return ModelChoice(None, False, f"{exc}: baseline")
+            return ModelChoice(None, False, f"{exc}: baseline", problem=str(exc))
         return ModelChoice(serving.version, False, f"kept {serving.version}: {exc}")
     except Exception as exc:  # a failing ranker must not stop the night: serve what we have
         log.exception("training the ranker failed")
-        failure = f"ranker training failed ({type(exc).__name__}: {exc})"
+        failure = f"ranker training failed ({type(exc).__name__}: {_first_line(exc)})"
         if serving is None:
-            return ModelChoice(None, False, f"{failure}: baseline")
-        return ModelChoice(serving.version, False, f"{failure}; kept champion {serving.version}")
+            return ModelChoice(None, False, f"{failure}: baseline", problem=failure)
+        # The champion still serves, but tonight's retrain did not happen: say so.
+        return ModelChoice(
+            serving.version,
+            False,
+            f"{failure}; kept champion {serving.version}",
+            problem=failure,
+        )
     if carried:
         assert serving is not None
         trained.meta.update({**carried, TUNED_FROM_KEY: serving.version})
@@ -107,7 +104,8 @@ def choose_model(
         registry.promote(models_dir, record.version)
         return ModelChoice(record.version, True, f"promoted: {decision.reason}")
     if serving is None:
-        return ModelChoice(None, True, f"{record.version} rejected ({decision.reason}): baseline")
+        rejected = f"{record.version} rejected by the gate ({decision.reason})"
+        return ModelChoice(None, True, f"{rejected}: baseline", problem=rejected)
     return ModelChoice(
         serving.version, True, f"{record.version} rejected ({decision.reason}); kept champion"
     )
@@ -119,6 +117,11 @@ class ScoreOutcome:
     model_version: str  # the model that scored, or BASELINE_VERSION
     model_kind: str | None  # lightgbm | neural | blend; None for the baseline
     fallback: str | None  # why the chosen model was not used, when it was not
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def allowed_items(catalog: pl.DataFrame, forbidden: list[str]) -> pl.Series:
@@ -164,15 +167,16 @@ def _fallbacks(settings: Settings, snapshot: Snapshot, chosen: str | None) -> li
 def score_users(
     settings: Settings,
     snapshot: Snapshot,
-    model_version: str | None,
+    choice: ModelChoice,
     work_dir: Path,
     report: Path,
 ) -> ScoreOutcome:
     """Top-K for every known user as of the cutoff; written to `work_dir/recs.parquet`.
 
     The feature table is checked against its contract (recorded in `report`) before scoring.
-    A model that cannot be loaded or fails to score falls back to the champion, then to the
-    repurchase baseline; the outcome says which model scored and why.
+    A model that cannot be loaded or fails to score (a damaged file, a candidate source out of
+    memory, anything but bad features) falls back to the champion, then to the repurchase
+    baseline; the outcome says which model scored and why it was not the chosen one.
     """
     events, catalog = snapshot.events(), snapshot.catalog()
     users = known_users(events, snapshot.cutoff)
@@ -183,7 +187,7 @@ def score_users(
         enforce(report, "features", [validate_features(frame)])
 
     recs, used, kind, failures = None, BASELINE_VERSION, None, []
-    for version in _fallbacks(settings, snapshot, model_version):
+    for version in _fallbacks(settings, snapshot, choice.version):
         try:
             record = registry.load(settings.models_dir, version)
             scorer = load_scorer(record, settings)
@@ -201,17 +205,20 @@ def score_users(
             break
         except ContractViolation:
             raise  # bad features stop the run; no other model would fix them
-        except UNUSABLE_MODEL as exc:
-            log.error("model %s cannot score (%s); falling back", version, exc)
-            failures.append(f"{version} unusable ({type(exc).__name__})")
+        except Exception as exc:  # whatever broke, the customers still get a list
+            log.error("model %s cannot score (%s); falling back", version, _first_line(exc))
+            failures.append(f"{version} failed ({type(exc).__name__}: {_first_line(exc)})")
     if recs is None:  # the baseline reads no features, so there are none to check
         kill_if_armed(settings.safety.fault, "mid_scoring")
         recs = _baseline(settings, events, users, snapshot.cutoff, allowed)
     path = work_dir / "recs.parquet"
     recs.write_parquet(path)
-    fallback = f"{'; '.join(failures)}: scored with {used}" if failures else None
+    reasons = [*failures]
+    if choice.version is None and choice.problem:
+        reasons.insert(0, choice.problem)
+    fallback = f"{'; '.join(reasons)}: scored with {used}" if reasons else None
     return ScoreOutcome(path, used, kind, fallback)
 
 
-choose_model_task = task(name="choose-model")(choose_model)
-score_task = task(name="score")(score_users)
+choose_model_task = stage_task("choose-model", choose_model)
+score_task = stage_task("score", score_users)

@@ -124,7 +124,8 @@ def training_windows(
     dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
-    for as_of in dates:
+    for i, as_of in enumerate(dates, start=1):
+        log.info("training window %d/%d: as-of %s", i, len(dates), f"{as_of:%Y-%m-%d}")
         users = known_buyers(events, as_of)
         frame = groups_with_positives(
             labelled_frame(

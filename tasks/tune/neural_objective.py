@@ -41,7 +41,7 @@ from tasks.features.snapshot import Snapshot
 from tasks.rank import lgbm, registry
 from tasks.rank.dataset import LABEL
 from tasks.rank.gate import promotion_gate
-from tasks.rank.kinds import LIST_KEY, _with_list_key, fit_neural, register_trained, train_models
+from tasks.rank.kinds import LIST_KEY, fit_neural, register_trained, train_models, with_list_key
 from tasks.rank.neural import blend as blending
 from tasks.rank.neural.data import Preprocessor, build_tensors
 from tasks.rank.neural.train import predict, resolve_device
@@ -55,11 +55,11 @@ from tasks.rank.params import (
 from tasks.rank.topk import top_k
 from tasks.rank.train import keyed
 from tasks.settings import NeuralSettings, Settings
-from tasks.tune.lgbm_objective import (
+from tasks.tune.folds import (
     FINGERPRINT_FILE,
-    _fingerprint,
     build_windows,
     replace_cached,
+    windows_fingerprint,
 )
 from tasks.tune.objective import SPACES_DIR, PruneHook, TrialOutcome
 from tasks.tune.space import SearchSpace, SpaceError
@@ -172,7 +172,7 @@ class BlendEpochScorer(EpochScorer):
 
     def __init__(self, fold: FoldData, settings: Settings, device: torch.device) -> None:
         super().__init__(fold, settings, device)
-        self.valid = _with_list_key(fold.windows[:1])
+        self.valid = with_list_key(fold.windows[:1])
         self.lgbm_valid = pl.read_parquet(fold.folder / LGBM_VALID_FILE)[SCORE].to_numpy()
         self.lgbm_score = pl.read_parquet(fold.folder / LGBM_SCORE_FILE)[SCORE].to_numpy()
         self._valid_t = None
@@ -219,7 +219,7 @@ class NeuralObjective:
         return settings.neural.model_dump()
 
     def fingerprint(self, settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
-        return {**_fingerprint(settings, snapshot), "objective": self.model}
+        return {**windows_fingerprint(settings, snapshot), "objective": self.model}
 
     def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
         events = snapshot.events().filter(pl.col(TS) < snapshot.cutoff)

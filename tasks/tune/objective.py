@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from tasks.errors import NightrecError
 from tasks.features.snapshot import Snapshot
 from tasks.settings import Settings
 from tasks.tune.space import SearchSpace
@@ -22,8 +23,10 @@ from tasks.tune.space import SearchSpace
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 
 
-class ObjectiveUnavailable(LookupError):
+class ObjectiveUnavailable(NightrecError, LookupError):
     """No objective is registered under that model name (or its code is not there yet)."""
+
+    hint = "tune a model that exists: --model lightgbm, neural or blend"
 
 
 class PruneHook(Protocol):
@@ -95,32 +98,3 @@ class ObjectiveRegistry:
         raise ObjectiveUnavailable(
             f"--model {name}: no such model to tune (known: {', '.join(self.names())})"
         )
-
-
-def _lightgbm() -> Objective:
-    from tasks.tune.lgbm_objective import LightGBMObjective
-
-    return LightGBMObjective()
-
-
-def _neural() -> Objective:
-    from tasks.tune.neural_objective import NeuralObjective
-
-    return NeuralObjective()
-
-
-def _blend() -> Objective:
-    from tasks.tune.neural_objective import BlendObjective
-
-    return BlendObjective()
-
-
-def default_registry() -> ObjectiveRegistry:
-    registry = ObjectiveRegistry()
-    registry.register("lightgbm", _lightgbm)
-    registry.register("neural", _neural)
-    registry.register("blend", _blend)
-    return registry
-
-
-OBJECTIVES = default_registry()

@@ -22,11 +22,15 @@ from optuna.distributions import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.errors import NightrecError
+
 Scalar = int | float | str | bool
 
 
-class SpaceError(ValueError):
+class SpaceError(NightrecError, ValueError):
     """A search space file is missing, malformed or does not fit the model."""
+
+    hint = "fix the search space YAML (see tasks/tune/spaces/)"
 
 
 class ParamSpec(BaseModel):

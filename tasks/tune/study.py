@@ -30,6 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from tasks.errors import NightrecError
 from tasks.tune.space import SearchSpace
 
 Search = Literal["grid", "bayes"]
@@ -41,8 +42,10 @@ DEFAULTS_ATTR = "default_params"
 REQUEUED_ATTR = "requeued_from"
 
 
-class TuneError(RuntimeError):
+class TuneError(NightrecError, RuntimeError):
     """A study cannot be created, resumed or run; the message says what to do."""
+
+    hint = "see `nightrec tune --help`"
 
 
 class AskTellGridSampler(GridSampler):

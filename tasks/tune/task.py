@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.features.snapshot import Snapshot
 from tasks.settings import Settings
-from tasks.tune.objective import OBJECTIVES
+from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.report import publish_artifact, write_report
 
 

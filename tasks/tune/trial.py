@@ -19,7 +19,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.settings import Settings
-from tasks.tune.objective import OBJECTIVES
+from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.study import Search, make_pruner, storage
 
 log = logging.getLogger("nightrec.tune")

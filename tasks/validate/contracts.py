@@ -20,12 +20,16 @@ from typing import Any
 import polars as pl
 import yaml
 
+from tasks.errors import NightrecError
+
 CONTRACTS_DIR = Path(__file__).resolve().parents[2] / "data_contracts"
 ROW_INDEX = "_row"
 
 
-class ContractError(ValueError):
+class ContractError(NightrecError, ValueError):
     """A contract file is malformed."""
+
+    hint = "fix the contract under data_contracts/"
 
 
 @dataclass(frozen=True)

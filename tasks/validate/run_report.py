@@ -12,11 +12,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tasks.errors import NightrecError
 from tasks.validate.contracts import SuiteReport
 
 
-class ContractViolation(RuntimeError):
+class ContractViolation(NightrecError, RuntimeError):
     """Output of a stage broke its contract; the run stops before publishing."""
+
+    hint = "read the validation report named above; yesterday's output is intact"
 
 
 def report_path(validation_dir: Path, run_date: dt.date, run_id: str) -> Path:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from prefect import task
 
 from tasks.constants import ITEM_ID
 from tasks.features.snapshot import Snapshot
+from tasks.progress import stage_task
 from tasks.rank.dataset import known_users
 from tasks.settings import Settings
 from tasks.validate.run_report import enforce
@@ -28,4 +28,4 @@ def check_topk(settings: Settings, snapshot: Snapshot, recs_path: Path, report: 
     enforce(report, "top_k", reports)
 
 
-check_topk_task = task(name="check-top-k")(check_topk)
+check_topk_task = stage_task("check-top-k", check_topk)

@@ -12,26 +12,33 @@ from tasks.validate.contracts import SuiteReport, check_frame
 TABLE = "recommendations"
 
 
-def per_customer(recs: pl.DataFrame, expected_rows: int) -> pl.DataFrame:
-    """One row per customer with the counts the multi-row rules look at.
+def per_customer(
+    recs: pl.DataFrame, expected_rows: int, known_users: Iterable[str] = ()
+) -> pl.DataFrame:
+    """One row per customer with the counts the multi-row rules look at; a known customer
+    without any row counts 0 rows (so a run that lost customers, or all of them, fails).
 
     Rows are taken in rank order (ties by item id keep this deterministic); `rank_errors`
     counts rows whose rank differs from their position, `score_increases` counts rows whose
     score is higher than the row above.
     """
     ordered = recs.sort(USER_ID, RANK, ITEM_ID)
-    return (
-        ordered.group_by(USER_ID, maintain_order=True)
-        .agg(
-            pl.len().cast(pl.Int64).alias("rows"),
-            (pl.len() - pl.col(ITEM_ID).n_unique()).cast(pl.Int64).alias("duplicate_items"),
-            (pl.col(RANK).cast(pl.Int64) != pl.int_range(1, pl.len() + 1))
-            .sum()
-            .cast(pl.Int64)
-            .alias("rank_errors"),
-            (pl.col(SCORE).diff() > 0).sum().cast(pl.Int64).alias("score_increases"),
-        )
-        .with_columns(pl.lit(expected_rows, dtype=pl.Int64).alias("expected_rows"))
+    counts = ordered.group_by(USER_ID, maintain_order=True).agg(
+        pl.len().cast(pl.Int64).alias("rows"),
+        (pl.len() - pl.col(ITEM_ID).n_unique()).cast(pl.Int64).alias("duplicate_items"),
+        (pl.col(RANK).cast(pl.Int64) != pl.int_range(1, pl.len() + 1))
+        .sum()
+        .cast(pl.Int64)
+        .alias("rank_errors"),
+        (pl.col(SCORE).diff() > 0).sum().cast(pl.Int64).alias("score_increases"),
+    )
+    known = pl.DataFrame({USER_ID: sorted(set(known_users))}, schema={USER_ID: pl.Utf8})
+    missing = known.join(counts, on=USER_ID, how="anti").with_columns(
+        pl.lit(0, dtype=pl.Int64).alias(c)
+        for c in ("rows", "duplicate_items", "rank_errors", "score_increases")
+    )
+    return pl.concat([counts, missing]).with_columns(
+        pl.lit(expected_rows, dtype=pl.Int64).alias("expected_rows")
     )
 
 
@@ -42,18 +49,20 @@ def validate_topk(
     known_users: Iterable[str],
     forbidden_items: Iterable[str] = (),
 ) -> list[SuiteReport]:
-    """Row rules and per-customer rules of the top-K; exactly K where the catalog allows."""
+    """Row rules and per-customer rules of the top-K: every known customer gets exactly K rows
+    where the catalog allows (so an empty output never passes)."""
+    known = set(known_users)
     catalog = set(catalog_items)
     forbidden = sorted(set(forbidden_items))
     allowed = len(catalog - set(forbidden))
     parameters = {
         "k": k,
         "catalog_items": sorted(catalog),
-        "known_users": sorted(set(known_users)),
+        "known_users": sorted(known),
         "forbidden_items": forbidden,
     }
     rows = check_frame(TABLE, recs, parameters)
     customers = check_frame(
-        TABLE, per_customer(recs, min(k, allowed)), {"k": k}, aggregate="per_customer"
+        TABLE, per_customer(recs, min(k, allowed), known), {"k": k}, aggregate="per_customer"
     )
     return [rows, customers]

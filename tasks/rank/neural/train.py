@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks.errors import NightrecError
 from tasks.rank.neural.data import ListTensors
 from tasks.rank.neural.model import Architecture, ListRanker, listwise_loss, ndcg_at
 from tasks.settings import NeuralSettings
@@ -26,8 +27,10 @@ EVAL_K = 10
 GRAD_CLIP = 5.0
 
 
-class DeviceError(RuntimeError):
+class DeviceError(NightrecError, RuntimeError):
     """The configured device is not available on this machine."""
+
+    hint = "use --device auto or cpu (or NIGHTREC_NEURAL__DEVICE=auto)"
 
 
 class CheckpointMismatch(RuntimeError):
@@ -229,7 +232,13 @@ def fit(
                 best_weights = model.state_dict()
             state["epoch"] = epoch
             state["history"] = [*state["history"], record]
-            log.info("epoch %s", record)
+            log.info(
+                "network epoch %d/%d: loss %.4f%s",
+                epoch,
+                max_epochs,
+                record["loss"],
+                f", valid NDCG@10 {record['valid_ndcg10']:.4f}" if "valid_ndcg10" in record else "",
+            )
             if checkpoint is not None:
                 _save_checkpoint(
                     checkpoint,

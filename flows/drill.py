@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from tasks.errors import DegradedRun
 from tasks.ingest.landing import IngestError, find_day_files, read_raw
 from tasks.ingest.load import BadShareError, ingest_catalog, ingest_landing
 from tasks.publish.writer import is_complete, partition_dir, read_manifest
@@ -112,18 +113,21 @@ def _ingest(s: Scratch, end: dt.date, start: dt.date | None = None, **kw) -> lis
 
 
 def _nightly(s: Scratch, day: dt.date, retrain: bool | None = None) -> dict:
+    """The run's manifest; a degraded run (published, flow failed) gives its manifest too."""
     from flows.nightly import NightlyParams, nightly_flow
 
+    params = NightlyParams(
+        run_date=day,
+        retrain=retrain,
+        landing_dir=str(s.landing),
+        source="canonical",
+        home=str(s.home),
+    )
     with scoped_env(s.env):
-        return nightly_flow(
-            NightlyParams(
-                run_date=day,
-                retrain=retrain,
-                landing_dir=str(s.landing),
-                source="canonical",
-                home=str(s.home),
-            )
-        )
+        try:
+            return nightly_flow(params)
+        except DegradedRun as exc:
+            return exc.result
 
 
 def _cli(s: Scratch, args: list[str], extra_env: dict[str, str] | None = None, **kw):
@@ -133,7 +137,7 @@ def _cli(s: Scratch, args: list[str], extra_env: dict[str, str] | None = None, *
         env=env,
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[1],
         **kw,
     )
 
@@ -181,9 +185,14 @@ def corrupt_model(s: Scratch) -> Outcome:
     manifest = _nightly(s, RUN_DATE, retrain=False)
     observed = (
         f"{first['model_version']} corrupted; published {manifest['rows']} rows with "
-        f"{manifest['model_version']} (fallback: {manifest['model_fallback']})"
+        f"{manifest['model_version']}, status {manifest['status']} "
+        f"(fallback: {manifest['model_fallback']})"
     )
-    ok = manifest["model_version"] == "baseline-repurchase" and bool(manifest["model_fallback"])
+    ok = (
+        manifest["model_version"] == "baseline-repurchase"
+        and bool(manifest["model_fallback"])
+        and manifest["status"] == "degraded"
+    )
     return observed, rows_lost(s, [PREVIOUS, RUN_DATE]), ok and is_complete(s.recs, RUN_DATE)
 
 
@@ -331,7 +340,7 @@ def bad_rows_above_threshold(s: Scratch) -> Outcome:
 
 SCENARIOS: dict[str, tuple[str, Callable[[Scratch], Outcome]]] = {
     "corrupt model file": (
-        "run completes with the baseline; manifest names the fallback",
+        "baseline published, run marked degraded (exit 3); manifest names the fallback",
         corrupt_model,
     ),
     "missing landing day": (
