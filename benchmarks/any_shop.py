@@ -348,6 +348,12 @@ def main() -> int:
         default=GroceryShopConfig.null_price_share,
         help="share of items without a price (0 isolates the other failures)",
     )
+    parser.add_argument(
+        "--run-landing",
+        action="store_true",
+        help="run as `run --date D --retrain --landing DIR --source canonical` (the run's own "
+        "ingest of D, which also loads catalog.csv)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per command")
     parser.add_argument("--max-rss-gib", type=float, default=12.0, help="kill a command above")
     parser.add_argument("--python", default=sys.executable, help="interpreter of the CLI")
@@ -426,7 +432,11 @@ def main() -> int:
     ingest = ["ingest", "--source", "canonical", "--path", str(landing), "--end", str(run_date)]
     steps = [
         Step("ingest", [*cli, *ingest]),
-        Step("run", [*cli, "run", "--date", str(run_date), "--retrain"]),
+        Step(
+            "run",
+            [*cli, "run", "--date", str(run_date), "--retrain"]
+            + (["--landing", str(landing), "--source", "canonical"] if args.run_landing else []),
+        ),
     ]
     for step in steps:
         run_step(step, env, work, args.timeout, args.max_rss_gib)
