@@ -91,14 +91,13 @@ def demo(
     if shop not in ("web", "grocery"):
         raise typer.BadParameter(f"unknown shop {shop!r}: use web or grocery", param_hint="--shop")
     settings = settings_for(home)
+    customers = 300 if customers is None else customers
     if shop == "grocery":
-        config = GroceryShopConfig(
-            n_customers=customers or 300, n_items=items or 5_000, days=days, seed=seed
-        )
+        items = 5_000 if items is None else items
+        config = GroceryShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
     else:
-        config = SynthShopConfig(
-            n_customers=customers or 300, n_items=items or 250, days=days, seed=seed
-        )
+        items = 250 if items is None else items
+        config = SynthShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("ingesting landing files", total=None)
         result = run_demo(
