@@ -65,9 +65,20 @@ def _metricstable(validation: dict[str, Any]) -> Table:
 @app.command()
 def demo(
     home: HomeOption = None,
+    shop: Annotated[
+        str,
+        typer.Option(
+            help="web: views, carts and purchases in sessions; grocery: a chain's weekly "
+            "baskets (purchases only, long-tail catalog with brands, some items unpriced)"
+        ),
+    ] = "web",
     days: Annotated[int, typer.Option(help="days of synthetic history")] = 120,
-    customers: Annotated[int, typer.Option(help="synthetic customers")] = 300,
-    items: Annotated[int, typer.Option(help="synthetic catalog size")] = 250,
+    customers: Annotated[
+        int | None, typer.Option(help="synthetic customers (default: web 300, grocery 300)")
+    ] = None,
+    items: Annotated[
+        int | None, typer.Option(help="synthetic catalog size (default: web 250, grocery 5000)")
+    ] = None,
     backfill_days: Annotated[int, typer.Option(help="last days to run nightly")] = 3,
     seed: Annotated[int, typer.Option(help="seed of the synthetic shop")] = 7,
 ) -> None:
@@ -75,10 +86,18 @@ def demo(
     from rich.progress import Progress
 
     from flows.demo import run_demo
-    from tasks.synth.shop import SynthShopConfig
+    from tasks.synth.shop import GroceryShopConfig, SynthShopConfig
 
+    if shop not in ("web", "grocery"):
+        raise typer.BadParameter(f"unknown shop {shop!r}: use web or grocery", param_hint="--shop")
     settings = settings_for(home)
-    config = SynthShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
+    customers = 300 if customers is None else customers
+    if shop == "grocery":
+        items = 5_000 if items is None else items
+        config = GroceryShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
+    else:
+        items = 250 if items is None else items
+        config = SynthShopConfig(n_customers=customers, n_items=items, days=days, seed=seed)
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task("ingesting landing files", total=None)
         result = run_demo(

@@ -13,7 +13,7 @@ from flows.backfill import BackfillParams, backfill_flow
 from tasks.ingest.load import IngestionResult, ingest_catalog, ingest_landing
 from tasks.rank import registry
 from tasks.settings import Settings
-from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.synth.shop import GroceryShopConfig, ShopConfig, generate_shop, write_landing
 
 log = logging.getLogger("nightrec.demo")
 DEMO_SOURCE = "canonical"
@@ -29,18 +29,23 @@ class DemoResult:
 
 def run_demo(
     settings: Settings,
-    config: SynthShopConfig,
+    config: ShopConfig,
     backfill_days: int,
     on_file: Callable[[int, int, IngestionResult], None] | None = None,
 ) -> DemoResult:
-    """Generate the shop, ingest all but its last days, then backfill those nightly."""
+    """Generate the shop, ingest all but its last days, then backfill those nightly.
+
+    A GroceryShopConfig makes a grocery chain (landing/grocery) instead of the web shop.
+    """
     shop = generate_shop(config)
-    landing = settings.home / "landing" / "synthetic"
+    grocery = isinstance(config, GroceryShopConfig)
+    landing = settings.home / "landing" / ("grocery" if grocery else "synthetic")
     report = write_landing(shop, landing)
     last_day = config.start + dt.timedelta(days=config.days - 1)
     first_run = last_day - dt.timedelta(days=backfill_days - 1)
     log.info(
-        "synthetic shop: %s customers, %s items, %s events over %s days in %s",
+        "synthetic %s shop: %s customers, %s items, %s events over %s days in %s",
+        "grocery" if grocery else "web",
         config.n_customers,
         config.n_items,
         f"{shop.events.height:,}",

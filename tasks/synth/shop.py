@@ -4,6 +4,11 @@ Why: `nightrec demo` and the tests need a shop whose signal is known (taste cate
 re-order cadence, weekly rhythm, a view -> cart -> purchase funnel) so that a pipeline that
 learns it can be checked, and bad rows whose count is known so that quarantine can be checked.
 Everything is drawn from one numpy Generator seeded by the config: same config, same shop.
+
+Two shapes: `SynthShopConfig` is a small web shop (sessions of views, carts and purchases);
+`GroceryShopConfig` is a grocery chain (weekly trips of 10-30 lines, purchases only, a large
+long-tail catalog with brands, per-household staples, some items without a price), the shape
+of a real chain's export. `generate_shop` and `write_landing` take either.
 """
 
 from __future__ import annotations
@@ -114,8 +119,8 @@ class SyntheticShop:
     """A generated shop: clean canonical events (sorted by ts) and the catalog."""
 
     events: pl.DataFrame  # EVENT_COLUMNS, typed as EVENTS_SCHEMA
-    catalog: pl.DataFrame  # CATALOG_COLUMNS, typed as CATALOG_SCHEMA
-    config: SynthShopConfig
+    catalog: pl.DataFrame  # CATALOG_COLUMNS (grocery: GROCERY_CATALOG_COLUMNS), typed
+    config: ShopConfig
 
 
 @dataclass(frozen=True)
@@ -516,8 +521,13 @@ def _events(
     return events.select(EVENT_COLUMNS).cast(EVENTS_SCHEMA)
 
 
-def generate_shop(config: SynthShopConfig) -> SyntheticShop:
-    """Draw a whole shop from config.seed: catalog, customers, sessions, staples, events."""
+def generate_shop(config: ShopConfig) -> SyntheticShop:
+    """Draw a whole shop from config.seed: catalog, customers, sessions, staples, events.
+
+    A GroceryShopConfig draws a grocery chain instead (see `_generate_grocery`).
+    """
+    if isinstance(config, GroceryShopConfig):
+        return _generate_grocery(config)
     rng = np.random.default_rng(config.seed)
     catalog = _build_catalog(config, rng)
     customers = _build_customers(config, rng)
@@ -530,10 +540,384 @@ def generate_shop(config: SynthShopConfig) -> SyntheticShop:
     return SyntheticShop(events=events, catalog=catalog.frame, config=config)
 
 
+# --- grocery chain -------------------------------------------------------------------------
+
+BRAND = "brand"  # the grocery catalog's extra column (item_id, title, category, brand, price)
+GROCERY_CATALOG_COLUMNS = (ITEM_ID, TITLE, CATEGORY, BRAND, PRICE)
+GROCERY_CATALOG_SCHEMA = {
+    ITEM_ID: pl.Utf8,
+    TITLE: pl.Utf8,
+    CATEGORY: pl.Utf8,
+    BRAND: pl.Utf8,
+    PRICE: pl.Float64,
+}
+# Staple categories: bought by most households on most trips, each in its own brand.
+STAPLE_CATEGORIES = (
+    "milk", "bread", "eggs", "bananas", "butter", "cheese", "yogurt", "juice", "coffee",
+    "cereal", "chicken", "potatoes", "tomatoes", "apples", "toilet paper",
+)  # fmt: skip
+DEPARTMENTS = (
+    "bakery", "dairy", "produce", "meat", "frozen", "pantry", "snacks", "drinks", "household",
+    "personal care", "baby", "pet", "deli", "seafood", "canned", "baking", "spices",
+    "breakfast", "sweets", "wine",
+)  # fmt: skip
+BRAND_HEADS = (
+    "North", "Green", "Sun", "Oak", "River", "Gold", "Blue", "Red", "Fair", "Farm", "Hill",
+    "Maple", "Stone", "Silver", "Bright", "Old", "True", "Wild", "Pure", "Happy",
+)  # fmt: skip
+BRAND_TAILS = (
+    "field", "valley", "fresh", "acre", "dale", "brook", "crest", "way", "land", "wood",
+    "ridge", "meadow", "haven", "bay", "farm", "grove", "leaf", "mill", "harvest", "spring",
+)  # fmt: skip
+GROCERY_CATEGORY_SIZE_SIGMA = 1.0  # lognormal spread of category sizes: a few huge aisles
+GROCERY_DEMAND_SIGMA = 1.0  # lognormal spread of category demand between non-staple aisles
+STAPLE_DEMAND = 4.0  # demand of a staple aisle relative to a median aisle
+GROCERY_ZIPF_EXPONENT = 1.2  # item popularity within a category: most items are long tail
+GROCERY_TASTE_CONCENTRATION = 60.0  # Dirichlet concentration around the chain's demand
+GROCERY_ACTIVITY_SIGMA = 0.5  # lognormal spread of trips per week between households
+MAIN_TRIP_SHARE = 0.8  # share of a household's trips on its own weekday (the weekly shop)
+MAX_MAIN_TRIP_PROB = 0.95
+STAPLE_ADOPTION = 0.35  # chance a household buys a given staple category at all
+PERSONAL_STAPLES = 1.5  # Poisson mean of extra staples from the household's own aisles
+STAPLE_BUY_BETA = (4.0, 2.0)  # per-household chance to buy a staple on a trip: ~0.67
+REPERTOIRE_BASE = 20  # items a household habitually picks from, at least
+REPERTOIRE_EXTRA = 60.0  # Poisson mean of repertoire items beyond the base
+REPERTOIRE_SHARE = 0.55  # share of non-staple lines from the repertoire (the rest explore)
+BASKET_MEAN_RANGE = (12.0, 24.0)  # uniform range of a household's mean basket size
+BASKET_SD = 3.0  # sd of a trip's basket size around its household's mean
+BASKET_OVERSAMPLE = 6  # extra draws per trip so that duplicates rarely leave a basket short
+GROCERY_EXTRA_QUANTITY = 0.35  # Poisson mean of units beyond one of a line
+GROCERY_STAPLE_EXTRA_QUANTITY = 0.6
+GROCERY_PRICE_LOG_MEAN = 1.1  # median aisle price ~ exp(1.1) = 3
+GROCERY_PRICE_SIGMA = 0.6
+PROMO_SHARE = 0.12  # lines bought on promotion
+PROMO_FACTOR = 0.8  # price paid on promotion, relative to the catalog price
+# Store opening hours: the shop opens at 7 and closes at 22.
+GROCERY_HOUR_WEIGHTS = (0, 0, 0, 0, 0, 0, 0, 2, 4, 6, 7, 8, 8, 7, 6, 6, 8, 10, 11, 9, 6, 3, 0, 0)
+# Weekday of a household's weekly shop, Monday first: Saturday is the busiest day.
+MAIN_WEEKDAY_WEIGHTS = (1.0, 0.9, 1.0, 1.1, 1.4, 2.0, 1.2)
+
+
+@dataclass(frozen=True)
+class GroceryShopConfig:
+    """Size, calendar and seed of a synthetic grocery chain (purchases only).
+
+    The defaults are about the size of a real chain's year: 2.5k households, 68k products,
+    roughly 1.5 million order lines.
+    """
+
+    n_customers: int = 2_500  # households
+    n_items: int = 68_000
+    n_categories: int = 300  # aisles; the first len(STAPLE_CATEGORIES) are the staples
+    n_brands: int = 1_500
+    start: dt.date = dt.date(2025, 1, 6)
+    days: int = 365
+    seed: int = 7
+    trips_per_week: float = 0.65  # mean over households
+    basket_min: int = 10
+    basket_max: int = 30
+    null_price_share: float = 0.10  # items without a price (catalog and events)
+    malformed_rows_per_day: float = 0.0  # a real export: clean unless asked
+
+    def __post_init__(self) -> None:
+        """Fail on a config that cannot make a grocery shop, before any work is done."""
+        if self.n_customers < 1 or self.days < 1 or self.n_brands < 1:
+            raise ValueError("n_customers, n_brands and days must be at least 1")
+        if self.n_categories <= len(STAPLE_CATEGORIES):
+            raise ValueError(f"n_categories must be more than {len(STAPLE_CATEGORIES)}")
+        if self.n_items < self.n_categories:
+            raise ValueError("n_items must be at least n_categories (no empty category)")
+        if not 1 <= self.basket_min <= self.basket_max:
+            raise ValueError("need 1 <= basket_min <= basket_max")
+        if self.n_items < 4 * self.basket_max:
+            raise ValueError("n_items must be at least 4 x basket_max (baskets of distinct items)")
+        if not self.trips_per_week > 0:
+            raise ValueError("trips_per_week must be positive")
+        if not 0.0 <= self.null_price_share <= 1.0:
+            raise ValueError("null_price_share must be within [0, 1]")
+        if not self.malformed_rows_per_day >= 0:
+            raise ValueError("malformed_rows_per_day must be zero or more")
+
+
+ShopConfig = SynthShopConfig | GroceryShopConfig
+
+
+def _grocery_catalog(config: GroceryShopConfig, rng: np.random.Generator) -> _Catalog:
+    """Aisles of lognormal size, Zipf popularity within an aisle, brands, some null prices."""
+    n, k = config.n_items, config.n_categories
+    size_weight = rng.lognormal(0.0, GROCERY_CATEGORY_SIZE_SIGMA, k)
+    category = np.concatenate(
+        [np.arange(k), rng.choice(k, n - k, p=size_weight / size_weight.sum())]
+    )
+    category = rng.permutation(category)
+    aisle_median = np.exp(rng.normal(GROCERY_PRICE_LOG_MEAN, GROCERY_PRICE_SIGMA, k))
+    price = aisle_median[category] * rng.lognormal(0.0, ITEM_PRICE_SIGMA, n)
+    price = np.maximum(np.round(price, 2), 0.1)
+
+    by_category = np.argsort(category, kind="stable")
+    sizes = np.bincount(category, minlength=k)
+    # Zipf weights by a random rank within the aisle, without a (aisles x widest) matrix.
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    aisle = category[by_category]
+    position = np.empty(n)  # place of each sorted item among all, by (aisle, random key)
+    position[np.argsort(aisle + rng.random(n), kind="stable")] = np.arange(n)
+    weight = (position - offsets[aisle] + 1.0) ** -GROCERY_ZIPF_EXPONENT
+    cum = np.cumsum(weight)
+    ends = np.cumsum(sizes) - 1
+    totals = cum[ends]
+    before = np.concatenate([[0.0], totals[:-1]])
+    share = (cum - before[aisle]) / (totals - before)[aisle]
+    share[ends] = 1.0
+    popularity_cdf = share + aisle
+
+    brand = rng.integers(0, config.n_brands, n)
+    no_price = rng.random(n) < config.null_price_share
+    heads, tails = len(BRAND_HEADS), len(BRAND_TAILS)
+    brand_names = [
+        f"{BRAND_HEADS[b % heads]}{BRAND_TAILS[(b // heads) % tails]}"
+        + (f" {b // (heads * tails) + 1}" if b >= heads * tails else "")
+        for b in range(config.n_brands)
+    ]
+    category_names = [
+        STAPLE_CATEGORIES[c]
+        if c < len(STAPLE_CATEGORIES)
+        else f"{DEPARTMENTS[c % len(DEPARTMENTS)]} {c + 1:03d}"
+        for c in range(k)
+    ]
+    ids = _ids("p", np.arange(n), _width(n, 5))
+    brands = pl.Series(BRAND, brand_names, dtype=pl.Utf8).gather(brand)
+    aisles = pl.Series(CATEGORY, category_names, dtype=pl.Utf8).gather(category)
+    frame = pl.DataFrame({ITEM_ID: ids, BRAND: brands, CATEGORY: aisles}).select(
+        ITEM_ID,
+        (pl.col(BRAND) + " " + pl.col(CATEGORY) + " #" + pl.col(ITEM_ID).str.slice(1)).alias(TITLE),
+        CATEGORY,
+        BRAND,
+        pl.Series(PRICE, np.where(no_price, np.nan, price)).fill_nan(None),
+    )
+    return _Catalog(
+        frame.cast(GROCERY_CATALOG_SCHEMA), category, price, by_category, popularity_cdf
+    )
+
+
+def _grocery_demand(config: GroceryShopConfig, rng: np.random.Generator) -> np.ndarray:
+    """The chain's demand share per aisle: staple aisles well above the rest."""
+    demand = rng.lognormal(0.0, GROCERY_DEMAND_SIGMA, config.n_categories)
+    demand[: len(STAPLE_CATEGORIES)] = STAPLE_DEMAND
+    return demand / demand.sum()
+
+
+def _households(
+    config: GroceryShopConfig, demand: np.ndarray, rng: np.random.Generator
+) -> _Customers:
+    """Tastes scattered around the chain's demand; `rate` is trips per week."""
+    n = config.n_customers
+    taste = rng.dirichlet(GROCERY_TASTE_CONCENTRATION * config.n_categories * demand, n)
+    taste = np.nan_to_num(taste, nan=0.0)
+    taste[taste.sum(axis=1) == 0] = demand  # guard against an all-underflow draw
+    sigma = GROCERY_ACTIVITY_SIGMA
+    rate = config.trips_per_week * rng.lognormal(-(sigma**2) / 2, sigma, n)
+    return _Customers(taste, _grouped_cdf(taste), rate)
+
+
+def _trips(
+    config: GroceryShopConfig, households: _Customers, rng: np.random.Generator
+) -> pl.DataFrame:
+    """One row per trip: household, day, basket size, second of the day.
+
+    A household does its weekly shop on its own weekday (most weeks) and tops up on others.
+    """
+    n = config.n_customers
+    main_day = rng.choice(7, n, p=np.asarray(MAIN_WEEKDAY_WEIGHTS) / sum(MAIN_WEEKDAY_WEIGHTS))
+    main_prob = np.minimum(MAIN_TRIP_SHARE * households.rate, MAX_MAIN_TRIP_PROB)
+    topup_per_day = np.maximum(households.rate - main_prob, 0.0) / 7.0
+    weekday = (config.start.weekday() + np.arange(config.days)) % 7
+    u = rng.random((config.days, n))
+    is_main = weekday[:, None] == main_day[None, :]
+    went = np.where(is_main, u < main_prob[None, :], u < topup_per_day[None, :])
+    day, household = np.nonzero(went)
+    basket_mean = rng.uniform(*BASKET_MEAN_RANGE, n)
+    size = np.rint(basket_mean[household] + rng.normal(0.0, BASKET_SD, household.size))
+    size = np.clip(size, config.basket_min, config.basket_max)
+    hours = np.asarray(GROCERY_HOUR_WEIGHTS, dtype=float)
+    hour = rng.choice(24, size=household.size, p=hours / hours.sum())
+    second = hour * 3600 + rng.integers(0, 3600, household.size)
+    return pl.DataFrame(
+        {
+            "trip": np.arange(household.size, dtype=np.int64),
+            "customer": household.astype(np.int64),
+            "day": day.astype(np.int64),
+            "size": size.astype(np.int64),
+            "second": second.astype(np.int64),
+        }
+    )
+
+
+def _grocery_staples(
+    config: GroceryShopConfig,
+    households: _Customers,
+    catalog: _Catalog,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Each household's staples (customer, item, chance per trip): one brand per staple aisle
+    it buys, plus a few personal ones from its own aisles."""
+    n, s = config.n_customers, len(STAPLE_CATEGORIES)
+    adopts = rng.random((n, s)) < STAPLE_ADOPTION
+    customer, aisle = np.nonzero(adopts)
+    personal = rng.poisson(PERSONAL_STAPLES, n)
+    own = np.repeat(np.arange(n), personal)
+    customer = np.concatenate([customer, own])
+    aisle = np.concatenate([aisle, _draw_categories(households, own, rng)])
+    item = _draw_items(catalog, aisle, rng)
+    chance = rng.beta(*STAPLE_BUY_BETA, customer.size)
+    return (
+        pl.DataFrame({"customer": customer.astype(np.int64), "item": item.astype(np.int64)})
+        .with_columns(pl.Series("chance", chance))
+        .unique(subset=["customer", "item"], keep="first", maintain_order=True)
+        .sort("customer", "item")
+    )
+
+
+def _repertoires(
+    config: GroceryShopConfig,
+    households: _Customers,
+    catalog: _Catalog,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Items each household habitually picks from: (items by household, offset, count)."""
+    count = REPERTOIRE_BASE + rng.poisson(REPERTOIRE_EXTRA, config.n_customers)
+    customer = np.repeat(np.arange(config.n_customers), count)
+    item = _draw_items(catalog, _draw_categories(households, customer, rng), rng)
+    offset = np.concatenate([[0], np.cumsum(count)[:-1]])
+    return item, offset, count
+
+
+def _basket_lines(
+    trips: pl.DataFrame,
+    staples: pl.DataFrame,
+    repertoire: tuple[np.ndarray, np.ndarray, np.ndarray],
+    households: _Customers,
+    catalog: _Catalog,
+    rng: np.random.Generator,
+) -> pl.DataFrame:
+    """Distinct items of every trip, exactly `size` of them: staples first, then fill lines.
+
+    Fill lines come from the household's repertoire or, to explore, from its aisles by item
+    popularity. Draws that repeat an item already in the basket are dropped and redrawn.
+    """
+    staple_lines = trips.select("trip", "customer").join(
+        staples, on="customer", how="inner", maintain_order="left"
+    )
+    bought = pl.Series(rng.random(staple_lines.height)) < staple_lines["chance"]
+    staple_lines = staple_lines.filter(bought)
+    lines = _keep_basket(
+        staple_lines.select(
+            "trip",
+            "item",
+            pl.lit(True).alias("staple"),
+            pl.Series("order", rng.random(staple_lines.height)),
+        ),
+        trips,
+    )
+    items, offset, count = repertoire
+    sizes = trips["size"].to_numpy()
+    customer_of = trips["customer"].to_numpy()
+    for _ in range(100):  # a round rarely leaves a basket short; a few rounds fill it
+        have = np.bincount(lines["trip"].to_numpy(), minlength=trips.height)
+        need = np.maximum(sizes - have, 0)
+        if not need.any():
+            break
+        draws = np.where(need > 0, need + BASKET_OVERSAMPLE, 0)
+        trip = np.repeat(np.arange(trips.height), draws)
+        customer = customer_of[trip]
+        habitual = rng.random(trip.size) < REPERTOIRE_SHARE
+        picked = items[offset[customer] + (rng.random(trip.size) * count[customer]).astype(int)]
+        explored = _draw_items(catalog, _draw_categories(households, customer, rng), rng)
+        fill = pl.DataFrame(
+            {
+                "trip": trip.astype(np.int64),
+                "item": np.where(habitual, picked, explored).astype(np.int64),
+                "staple": np.zeros(trip.size, dtype=bool),
+                "order": 1.0 + rng.random(trip.size),
+            }
+        )
+        lines = _keep_basket(
+            pl.concat([lines, fill]).unique(
+                subset=["trip", "item"], keep="first", maintain_order=True
+            ),
+            trips,
+        )
+    short = int((np.bincount(lines["trip"].to_numpy(), minlength=trips.height) < sizes).sum())
+    if short:
+        raise RuntimeError(f"{short} grocery baskets could not be filled with distinct items")
+    return lines.drop("order")
+
+
+def _keep_basket(lines: pl.DataFrame, trips: pl.DataFrame) -> pl.DataFrame:
+    """The first `size` lines of each trip by `order`; kept lines then come before new draws."""
+    return (
+        lines.sort("trip", "order", maintain_order=True)
+        .with_columns(pl.int_range(pl.len()).over("trip").alias("_n"))
+        .join(trips.select("trip", "size"), on="trip", how="left", maintain_order="left")
+        .filter(pl.col("_n") < pl.col("size"))
+        .drop("_n", "size")
+        .with_columns(pl.lit(0.0).alias("order"))
+    )
+
+
+def _generate_grocery(config: GroceryShopConfig) -> SyntheticShop:
+    """Draw a grocery chain from config.seed: catalog, households, trips and their baskets."""
+    rng = np.random.default_rng(config.seed)
+    catalog = _grocery_catalog(config, rng)
+    households = _households(config, _grocery_demand(config, rng), rng)
+    trips = _trips(config, households, rng)
+    staples = _grocery_staples(config, households, catalog, rng)
+    repertoire = _repertoires(config, households, catalog, rng)
+    lines = _basket_lines(trips, staples, repertoire, households, catalog, rng)
+
+    extra = np.where(
+        lines["staple"].to_numpy(), GROCERY_STAPLE_EXTRA_QUANTITY, GROCERY_EXTRA_QUANTITY
+    )
+    item = lines["item"].to_numpy()
+    list_price = catalog.frame[PRICE].to_numpy()[item]  # NaN where the item has no price
+    promo = rng.random(lines.height) < PROMO_SHARE
+    paid = np.round(np.where(promo, list_price * PROMO_FACTOR, list_price), 2)
+    base = np.datetime64(config.start, "us")
+    timed = (
+        trips.with_columns(
+            (pl.lit(base) + pl.duration(seconds=pl.col("day") * SECONDS_PER_DAY + pl.col("second")))
+            .cast(pl.Datetime("us"))
+            .alias(TS)
+        )
+        .sort(TS, "customer", "trip")
+        .with_row_index("order_rank")
+        .with_columns(_id_expr("o", "order_rank", _width(trips.height, 7)).alias(ORDER_ID))
+        .select("trip", "customer", TS, ORDER_ID)
+    )
+    events = (
+        lines.with_columns(
+            pl.Series(QUANTITY, 1 + rng.poisson(extra), dtype=pl.Int64),
+            pl.Series(PRICE, paid, dtype=pl.Float64).fill_nan(None),
+        )
+        .join(timed, on="trip", how="left", maintain_order="left")
+        .with_columns(
+            _id_expr("h", "customer", _width(config.n_customers, 5)).alias(USER_ID),
+            _id_expr("p", "item", _width(config.n_items, 5)).alias(ITEM_ID),
+            pl.lit(PURCHASE).alias(EVENT_TYPE),
+            pl.lit(None, pl.Utf8).alias(SESSION_ID),
+        )
+        .sort(TS, ORDER_ID, ITEM_ID)
+    )
+    return SyntheticShop(
+        events=events.select(EVENT_COLUMNS).cast(EVENTS_SCHEMA),
+        catalog=catalog.frame,
+        config=config,
+    )
+
+
 # --- landing files -------------------------------------------------------------------------
 
 
-def _as_text(events: pl.DataFrame, config: SynthShopConfig) -> pl.DataFrame:
+def _as_text(events: pl.DataFrame, config: ShopConfig) -> pl.DataFrame:
     """Events as the text a landing file holds, with their day index and in-day position."""
     start = dt.datetime.combine(config.start, dt.time())
     return events.select(
@@ -550,11 +934,15 @@ def _as_text(events: pl.DataFrame, config: SynthShopConfig) -> pl.DataFrame:
 
 
 def _malformed(shop: SyntheticShop, good_per_day: np.ndarray) -> pl.DataFrame:
-    """Bad rows per day file: a Poisson count, each a view with exactly one field broken.
+    """Bad rows per day file: a Poisson count, each a view (a grocery shop: a purchase) with
+    exactly one field broken.
 
     Drawn from a second stream of the seed so the clean shop does not depend on them.
     """
     config = shop.config
+    grocery = isinstance(config, GroceryShopConfig)
+    user_prefix = "h" if grocery else "u"
+    event_type = PURCHASE if grocery else VIEW
     rng = np.random.default_rng([config.seed, MALFORMED_SEED_TAG])
     counts = rng.poisson(config.malformed_rows_per_day, config.days)
     day = np.repeat(np.arange(config.days), counts)
@@ -565,17 +953,16 @@ def _malformed(shop: SyntheticShop, good_per_day: np.ndarray) -> pl.DataFrame:
     when = np.datetime64(config.start, "s") + (day * SECONDS_PER_DAY + second).astype(
         "timedelta64[s]"
     )
-    prices = shop.catalog[PRICE].to_numpy()
     frame = pl.DataFrame(
         {
             USER_ID: _ids(
-                "u", rng.integers(0, config.n_customers, n), _width(config.n_customers, 5)
+                user_prefix, rng.integers(0, config.n_customers, n), _width(config.n_customers, 5)
             ),
             ITEM_ID: shop.catalog[ITEM_ID].gather(item),
-            EVENT_TYPE: pl.Series([VIEW] * n, dtype=pl.Utf8),
+            EVENT_TYPE: pl.Series([event_type] * n, dtype=pl.Utf8),
             TS: pl.Series(when.astype("datetime64[us]")).dt.strftime(TS_FORMAT),
             QUANTITY: pl.Series(["1"] * n, dtype=pl.Utf8),
-            PRICE: pl.Series(prices[item]).cast(pl.Utf8),
+            PRICE: shop.catalog[PRICE].gather(item).cast(pl.Utf8),  # empty when unpriced
             ORDER_ID: pl.Series([None] * n, dtype=pl.Utf8),
             SESSION_ID: pl.Series([None] * n, dtype=pl.Utf8),
             "_day": day.astype(np.int64),
@@ -605,6 +992,9 @@ def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
 def write_landing(shop: SyntheticShop, landing_dir: Path) -> LandingReport:
     """Writes landing_dir/catalog.csv and landing_dir/events/YYYY-MM-DD.csv, one per day.
 
+    The catalog keeps the shop's columns (a grocery catalog adds `brand`); a missing price is
+    an empty cell, in the catalog and in the event files, as real exports write it.
+
     Every day of the range gets a file (possibly header-only). Malformed rows are mixed in
     at random positions. Day files in landing_dir/events outside this shop's range are
     removed, so the folder holds exactly this shop and re-running yields the same content.
@@ -613,7 +1003,9 @@ def write_landing(shop: SyntheticShop, landing_dir: Path) -> LandingReport:
     events_dir = Path(landing_dir) / "events"
     events_dir.mkdir(parents=True, exist_ok=True)
     catalog_path = Path(landing_dir) / "catalog.csv"
-    _write_atomic(shop.catalog.select(CATALOG_COLUMNS), catalog_path)
+    grocery = isinstance(config, GroceryShopConfig)
+    columns = GROCERY_CATALOG_COLUMNS if grocery else CATALOG_COLUMNS
+    _write_atomic(shop.catalog.select(columns), catalog_path)
 
     good = _as_text(shop.events, config)
     good_per_day = np.bincount(good["_day"].to_numpy(), minlength=config.days)
