@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from tasks.constants import (
+    BRAND,
     CART,
     CATALOG_COLUMNS,
     CATEGORY,
@@ -542,7 +543,6 @@ def generate_shop(config: ShopConfig) -> SyntheticShop:
 
 # --- grocery chain -------------------------------------------------------------------------
 
-BRAND = "brand"  # the grocery catalog's extra column (item_id, title, category, brand, price)
 GROCERY_CATALOG_COLUMNS = (ITEM_ID, TITLE, CATEGORY, BRAND, PRICE)
 GROCERY_CATALOG_SCHEMA = {
     ITEM_ID: pl.Utf8,
