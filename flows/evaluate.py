@@ -16,6 +16,7 @@ from tasks.evaluate.report import write_report
 from tasks.features.snapshot import Snapshot, snapshot_task
 from tasks.progress import log_to_prefect, stage_task
 from tasks.settings import load_settings
+from tasks.timeutil import start_of
 
 
 class EvaluateParams(BaseModel):
@@ -53,7 +54,7 @@ backtest_task = stage_task("backtest", backtest)
 def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
     log_to_prefect()
     settings = load_settings(home=Path(params.home) if params.home else None)
-    as_of = dt.datetime.combine(params.as_of, dt.time())
+    as_of = start_of(params.as_of)
     work_dir = settings.work_dir / f"evaluate-{uuid.uuid4().hex[:8]}"
     # The snapshot reaches to the end of the truth window; the backtest cuts training at T.
     snapshot = snapshot_task(settings, as_of + dt.timedelta(days=params.horizon_days), work_dir)

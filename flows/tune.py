@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from tasks.features.snapshot import snapshot_task
 from tasks.ops.inputs import newest_event_day
 from tasks.settings import load_settings
+from tasks.timeutil import start_of
 from tasks.tune.objectives import OBJECTIVES
 from tasks.tune.report import default_trial
 from tasks.tune.runner import drive_study
@@ -81,7 +82,7 @@ def tune_flow(params: TuneParams) -> dict[str, Any]:
     # data ends in the past would have no labelled windows before today).
     as_of = params.as_of or newest_event_day(settings.db_path) + dt.timedelta(days=1)
     params = params.model_copy(update={"study": params.study.replace("{as_of}", as_of.isoformat())})
-    cutoff = dt.datetime.combine(as_of, dt.time())
+    cutoff = start_of(as_of)
     folder = study_dir(settings.tuning_dir, params.study)
     spec = StudySpec(
         params.study,

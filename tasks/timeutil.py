@@ -16,6 +16,18 @@ def age_days(as_of: dt.datetime, column: str = TS) -> pl.Expr:
     return (pl.lit(as_of) - pl.col(column)).dt.total_seconds() / SECONDS_PER_DAY
 
 
+def start_of(day: dt.date) -> dt.datetime:
+    """The instant `day` begins: the cutoff of an exclusive date (`--as-of T` sees events
+    before T)."""
+    return dt.datetime.combine(day, dt.time())
+
+
 def cutoff_of(run_date: dt.date) -> dt.datetime:
-    """A run for day D sees events strictly before D + 1 day (DESIGN.md)."""
-    return dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time())
+    """The cutoff of an inclusive run date: a run for day D sees events strictly before
+    D + 1 day (DESIGN.md)."""
+    return start_of(run_date + dt.timedelta(days=1))
+
+
+def events_before(events: pl.DataFrame, cutoff: dt.datetime) -> pl.DataFrame:
+    """The events a computation at `cutoff` may see: strictly before it, never at it."""
+    return events.filter(pl.col(TS) < cutoff)

@@ -33,7 +33,8 @@ from tasks.evaluate.metrics import (
     per_user_metrics,
     ranking_metrics,
 )
-from tasks.evaluate.protocol import evaluated_users, events_before, truth_window
+from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.timeutil import events_before
 
 AS_OF = datetime(2011, 9, 1)
 LOG2_3 = math.log2(3)

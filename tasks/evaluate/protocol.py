@@ -15,11 +15,6 @@ import polars as pl
 from tasks.constants import DEFAULT_HORIZON_DAYS, EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
 
 
-def events_before(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    """Training events: strictly before `as_of`, so nothing at T leaks into training."""
-    return events.filter(pl.col(TS) < as_of)
-
-
 def _window(as_of: datetime, horizon_days: int) -> tuple[datetime, datetime]:
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
