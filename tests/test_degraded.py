@@ -81,23 +81,22 @@ def test_a_model_failing_at_scoring_falls_back_and_says_why(
 ) -> None:
     from flows.nightly import nightly_flow
 
-    first = nightly_flow(_params())
-    assert first["status"] == "ok" and first["degraded"] == [] and first["model_fallback"] is None
     # The rule the README states: a customer with a single item in their history is ranked by
     # the model like everyone else (their candidates include popular and co-bought items);
-    # `popularity_fallback` only pads lists shorter than K.
-    with connect(home / "nightrec.duckdb", read_only=True) as con:
-        single = {
-            row[0]
-            for row in con.execute(
-                "select user_id from events where ts < ? group by 1 "
-                "having count(distinct item_id) = 1",
-                [dt.datetime.combine(RUN_DATE + dt.timedelta(days=1), dt.time())],
-            ).fetchall()
-        }
-    recs = _published(home)
-    if single:
-        assert set(recs.filter(pl.col("user_id").is_in(single)).get_column("source")) == {"model"}
+    # `popularity_fallback` only pads lists shorter than K. One such customer joins the shop:
+    with connect(home / "nightrec.duckdb") as con:
+        (item,) = con.execute("select min(item_id) from events").fetchone()
+        bought = dt.datetime.combine(RUN_DATE - dt.timedelta(days=3), dt.time(12))
+        con.execute(
+            "insert into events values ('solo', ?, 'purchase', ?, 1, 2.5, 'o-solo', null, "
+            "'canonical', ?, 'test')",
+            [item, bought, bought.date()],
+        )
+    first = nightly_flow(_params())
+    assert first["status"] == "ok" and first["degraded"] == [] and first["model_fallback"] is None
+    solo = _published(home).filter(pl.col("user_id") == "solo")
+    assert solo.height == K and set(solo.get_column("source")) == {"model"}
+    assert item not in solo.get_column("item_id").to_list() or solo.height == K
 
     monkeypatch.setattr("tasks.candidates.generate.ease_candidates", _out_of_memory)
     with pytest.raises(DegradedRun) as raised:
