@@ -1,4 +1,4 @@
--- catalog: one row per item, merged into the table (`insert or replace`, see tasks/ingest/load.py).
+-- catalog: one row per item, merged into the table (`insert or replace`, from tasks/ingest/load.py).
 -- Reads the registered frame `staged_catalog` (item_id, title, category, brand, price,
 -- price_seen_at, first_seen, last_seen, origin) with at most one row per item. A row comes from a catalog
 -- file (origin 'file') or is derived from a day's events (origin 'events').
@@ -10,6 +10,10 @@
 --     late does not overwrite a newer price); a price from a file has no `price_seen_at` and
 --     stays until a file changes it;
 --   * first_seen / last_seen only widen.
+insert or replace into catalog (
+    item_id, title, category, price, updated_at, brand, first_seen, last_seen, origin,
+    price_seen_at
+)
 with staged as (
     select
         cast(item_id as varchar)      as item_id,

@@ -1,5 +1,10 @@
 -- events: one canonical event per row, loaded from the validated rows of one landing file.
--- Parameters: $source, $event_day, $source_file. Reads the registered frame `staged_events`.
+-- Parameters: $source, $event_day, $source_file. Reads the registered frame (or Parquet view)
+-- `staged_events`.
+insert into events (
+    user_id, item_id, event_type, ts, quantity, price, order_id, session_id,
+    source, event_day, source_file
+)
 with staged as (
     select * from staged_events
 ),

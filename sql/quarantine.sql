@@ -1,5 +1,9 @@
 -- quarantine: rows of a landing file that broke the contract, with the reason and the raw row.
--- Parameters: $source, $event_day, $source_file. Reads the registered frame `staged_quarantine`.
+-- Parameters: $source, $event_day, $source_file. Reads the registered frame (or Parquet view)
+-- `staged_quarantine`.
+insert into quarantine (
+    source, event_day, source_file, row_number, reason, payload, quarantined_at, replayed_at
+)
 with staged as (
     select * from staged_quarantine
 )

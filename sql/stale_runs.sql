@@ -1,5 +1,7 @@
 -- stale_runs: published run dates that read events of a day that was loaded after they ran.
 -- Parameters: $source, $event_day, $reason. Reads the registered frame `published_dates`.
+-- A date flagged again is replaced (its newest reason wins).
+insert or replace into stale_runs (run_date, source, event_day, reason, flagged_at)
 with published as (
     select cast(run_date as date) as run_date from published_dates
 ),

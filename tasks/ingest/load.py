@@ -106,8 +106,7 @@ class BadShareError(IngestError):
 
 def _previous(con: duckdb.DuckDBPyConnection, source: str, day: dt.date) -> tuple | None:
     return con.execute(
-        "select sha256, source_file, status from ingestions where source = ? and event_day = ?",
-        [source, day],
+        sql_text("ingestion_previous"), {"source": source, "event_day": day}
     ).fetchone()
 
 
@@ -125,19 +124,31 @@ def _payloads(raw: pl.DataFrame, bad: pl.DataFrame, offset: int) -> pl.DataFrame
     )
 
 
+# Tables loaded from staged rows. Each has its own `sql/<table>.sql` (an insert that reads
+# `staged_<table>`); a table name is checked against this fixed tuple before it names a file
+# or a registered view, and it is never formatted into SQL.
+STAGED_TABLES = ("events", "quarantine")
+
+
+def _staged_table(table: str) -> str:
+    if table not in STAGED_TABLES:
+        raise ValueError(f"no staged insert for table {table!r} (one of {STAGED_TABLES})")
+    return table
+
+
 def insert_staged(
     con: duckdb.DuckDBPyConnection,
     table: str,
     frame: pl.DataFrame,
     params: dict,
-    verb: str = "insert",
 ) -> None:
     """Insert `frame` into `table` through `sql/<table>.sql` (which reads `staged_<table>`)."""
+    table = _staged_table(table)
     if frame.height == 0:
         return
     con.register(f"staged_{table}", frame.to_arrow())
     try:
-        con.execute(f"{verb} into {table} {sql_text(table)}", params)
+        con.execute(sql_text(table), params)
     finally:
         con.unregister(f"staged_{table}")
 
@@ -150,11 +161,12 @@ def insert_parts(
 ) -> None:
     """Insert staged Parquet `parts` into `table` through `sql/<table>.sql`, streamed by DuckDB
     within its memory cap (the parts are read as the view `staged_<table>`)."""
+    table = _staged_table(table)
     if not parts:
         return
     con.register(f"staged_{table}", con.read_parquet([str(p) for p in parts]))
     try:
-        con.execute(f"insert into {table} {sql_text(table)}", params)
+        con.execute(sql_text(table), params)
     finally:
         con.unregister(f"staged_{table}")
 
@@ -180,9 +192,7 @@ def staging_root(con: duckdb.DuckDBPyConnection) -> Path:
     """Where ingestion into this store stages its chunks: `staging/ingest-<store>/` beside
     the store file (in NIGHTREC_HOME). Only the store's one writer uses it (DuckDB admits one
     writing process per file), so whatever it holds when an ingestion starts is left over."""
-    (db_file,) = con.execute(
-        "select path from duckdb_databases() where database_name = current_database()"
-    ).fetchone()
+    (db_file,) = con.execute(sql_text("store_file")).fetchone()
     if db_file is None:  # an in-memory store
         return Path(tempfile.gettempdir()) / f"nightrec-ingest-{id(con)}"
     db_path = Path(db_file)
@@ -218,25 +228,22 @@ class _Staged:
 
 def _record_ingestion(con: duckdb.DuckDBPyConnection, result: IngestionResult) -> None:
     con.execute(
-        "insert or replace into ingestions (source, event_day, source_file, sha256, status, "
-        "rows_in, rows_loaded, rows_quarantined, rows_filtered, filtered_reasons, "
-        "quarantine_reasons, ingested_at, ignored_columns, defaulted_reasons) "
-        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, current_localtimestamp(), ?, ?)",
-        [
-            result.source,
-            result.day,
-            result.file,
-            result.sha256,
-            result.status,
-            result.rows_in,
-            result.rows_loaded,
-            result.rows_quarantined,
-            result.rows_filtered,
-            json.dumps(result.filtered_reasons),
-            json.dumps(result.quarantine_reasons),
-            json.dumps(result.ignored_columns),
-            json.dumps(result.defaulted_reasons),
-        ],
+        sql_text("ingestions"),
+        {
+            "source": result.source,
+            "event_day": result.day,
+            "source_file": result.file,
+            "sha256": result.sha256,
+            "status": result.status,
+            "rows_in": result.rows_in,
+            "rows_loaded": result.rows_loaded,
+            "rows_quarantined": result.rows_quarantined,
+            "rows_filtered": result.rows_filtered,
+            "filtered_reasons": json.dumps(result.filtered_reasons),
+            "quarantine_reasons": json.dumps(result.quarantine_reasons),
+            "ignored_columns": json.dumps(result.ignored_columns),
+            "defaulted_reasons": json.dumps(result.defaulted_reasons),
+        },
     )
 
 
@@ -334,6 +341,11 @@ def _stage_chunk(
         tally.add_catalog(adapted.catalog)
 
 
+# The day's rows of each table a swap replaces: one SQL file per table, so that no table name
+# is formatted into SQL.
+DAY_CLEARS = ("events_clear_day", "quarantine_clear_day", "ingestions_clear_day")
+
+
 def _swap_day(
     con: duckdb.DuckDBPyConnection,
     staged: _Staged,
@@ -346,11 +358,11 @@ def _swap_day(
     """Replace the day by its staged rows in one transaction: all of it or nothing. A rejected
     file loads no event; its bad rows stay visible in quarantine. Returns stale run dates."""
     params = {"source": result.source, "event_day": result.day, "source_file": result.file}
-    key = [result.source, result.day]
+    key = {"source": result.source, "event_day": result.day}
     con.execute("begin transaction")
     try:
-        for table in ("events", "quarantine", "ingestions"):
-            con.execute(f"delete from {table} where source = ? and event_day = ?", key)
+        for clear_day in DAY_CLEARS:
+            con.execute(sql_text(clear_day), key)
         if result.status != "rejected":
             insert_parts(con, "events", staged.parts["events"], params)
         insert_parts(con, "quarantine", staged.parts["quarantine"], params)
@@ -536,20 +548,6 @@ def ingest_landing(
     return results
 
 
-CATALOG_MERGE_COLUMNS = (
-    ITEM_ID,
-    TITLE,
-    CATEGORY,
-    PRICE,
-    "updated_at",
-    BRAND,
-    FIRST_SEEN,
-    LAST_SEEN,
-    CATALOG_ORIGIN,
-    PRICE_SEEN_AT,
-)
-
-
 def merge_catalog(
     con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, new_items: bool = True, what: str = ""
 ) -> None:
@@ -561,9 +559,7 @@ def merge_catalog(
     con.register("staged_catalog", rows.to_arrow())
     try:
         if not new_items:
-            (unknown,) = con.execute(
-                "select count(*) from staged_catalog s anti join catalog c using (item_id)"
-            ).fetchone()
+            (unknown,) = con.execute(sql_text("catalog_unknown_items")).fetchone()
             if unknown:
                 log.warning(
                     "%s: %d item(s) of the events are not in the catalog file; "
@@ -571,11 +567,7 @@ def merge_catalog(
                     Path(what).name or "events",
                     unknown,
                 )
-        con.execute(
-            f"insert or replace into catalog ({', '.join(CATALOG_MERGE_COLUMNS)}) "
-            f"{sql_text('catalog')}",
-            {"new_items": new_items},
-        )
+        con.execute(sql_text("catalog"), {"new_items": new_items})
     finally:
         con.unregister("staged_catalog")
 
@@ -648,9 +640,7 @@ def ingest_catalog_file(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogRe
     `catalog_ingestions`. Its values win over rows derived from events."""
     checksum = sha256_of(path)
     key = str(path.resolve())
-    previous = con.execute(
-        "select sha256 from catalog_ingestions where source_file = ?", [key]
-    ).fetchone()
+    previous = con.execute(sql_text("catalog_ingestion_previous"), {"source_file": key}).fetchone()
     if previous is not None and previous[0] == checksum:
         return CatalogResult(str(path), checksum, "unchanged")
     rows, rows_in, skipped = _catalog_rows(path)
@@ -668,17 +658,15 @@ def ingest_catalog_file(con: duckdb.DuckDBPyConnection, path: Path) -> CatalogRe
     try:
         merge_catalog(con, rows)
         con.execute(
-            "insert or replace into catalog_ingestions (source_file, sha256, status, rows_in, "
-            "rows_loaded, skipped_reasons, ingested_at) "
-            "values (?, ?, ?, ?, ?, ?, current_localtimestamp())",
-            [
-                key,
-                checksum,
-                result.status,
-                rows_in,
-                result.rows_loaded,
-                json.dumps(result.skipped_reasons),
-            ],
+            sql_text("catalog_ingestions"),
+            {
+                "source_file": key,
+                "sha256": checksum,
+                "status": result.status,
+                "rows_in": rows_in,
+                "rows_loaded": result.rows_loaded,
+                "skipped_reasons": json.dumps(result.skipped_reasons),
+            },
         )
         con.execute("commit")
     except BaseException:

@@ -23,7 +23,7 @@ from tasks.ingest.adapters import REASON, adapter_for
 from tasks.ingest.landing import IngestError
 from tasks.ingest.load import day_bounds, insert_staged
 from tasks.ingest.stale import flag_stale, published_dates
-from tasks.store import connect
+from tasks.store import connect, sql_text
 from tasks.validate.contracts import ROW_INDEX, validate_rows
 
 REPLAYABLE = ("loaded", "replaced")  # a rejected file is re-ingested whole, not replayed
@@ -40,28 +40,17 @@ class ReplayResult:
     stale_runs: list[str]
 
 
-def _filters(source: str | None, reason: str | None, day: dt.date | None) -> tuple[str, list]:
-    clauses, args = ["q.replayed_at is null"], []
-    for column, value in (("q.source", source), ("q.reason", reason), ("q.event_day", day)):
-        if value is not None:
-            clauses.append(f"{column} = ?")
-            args.append(value)
-    return " and ".join(clauses), args
+def _filters(source: str | None, reason: str | None, day: dt.date | None) -> dict:
+    """The optional filters of the quarantine queries, bound as parameters (None: any)."""
+    return {"source": source, "reason": reason, "event_day": day}
 
 
 def quarantine_summary(
     db_path: Path, source: str | None = None, reason: str | None = None, day: dt.date | None = None
 ) -> list[dict]:
     """Open (not replayed) quarantined rows counted by source, day and reason."""
-    where, args = _filters(source, reason, day)
     with connect(db_path) as con:
-        rows = con.execute(
-            "select q.source, q.event_day, q.reason, count(*) as n, "
-            "any_value(i.status) as file_status "
-            "from quarantine q left join ingestions i using (source, event_day) "
-            f"where {where} group by all order by 1, 2, 3",
-            args,
-        ).fetchall()
+        rows = con.execute(sql_text("quarantine_summary"), _filters(source, reason, day)).fetchall()
     return [
         {"source": s, "day": d.isoformat(), "reason": r, "rows": n, "file": status}
         for s, d, r, n, status in rows
@@ -76,12 +65,9 @@ def quarantine_rows(
     limit: int = 20,
 ) -> list[dict]:
     """The first `limit` open rows, with their raw row."""
-    where, args = _filters(source, reason, day)
     with connect(db_path) as con:
         rows = con.execute(
-            "select q.source, q.event_day, q.row_number, q.reason, q.payload from quarantine q "
-            f"where {where} order by 1, 2, 3 limit ?",
-            [*args, limit],
+            sql_text("quarantine_rows"), {**_filters(source, reason, day), "limit": limit}
         ).fetchall()
     return [
         {"source": s, "day": d.isoformat(), "row": n, "reason": r, "payload": p}
@@ -106,15 +92,8 @@ def _replay_day(
     reason: str | None,
     published: list[dt.date],
 ) -> ReplayResult:
-    query = (
-        "select row_number, payload, source_file from quarantine "
-        "where source = ? and event_day = ? and replayed_at is null"
-    )
-    args: list = [source, day]
-    if reason is not None:
-        query += " and reason = ?"
-        args.append(reason)
-    rows = con.execute(query + " order by row_number", args).fetchall()
+    day_key = {"source": source, "event_day": day}
+    rows = con.execute(sql_text("quarantine_open"), {**day_key, "reason": reason}).fetchall()
     if not rows:
         return ReplayResult(source, day, 0, 0, 0, 0, [])
     numbers = [r[0] for r in rows]
@@ -137,46 +116,29 @@ def _replay_day(
     try:
         insert_staged(con, "events", events.select(EVENT_COLUMNS), params)
         done = sorted(set(numbers) - set(still.get_column("row_number").to_list()))
-        con.execute(
-            "update quarantine set replayed_at = current_localtimestamp() "
-            "where source = ? and event_day = ? and row_number in (select unnest(?))",
-            [source, day, done],
-        )
+        con.execute(sql_text("quarantine_replayed"), {**day_key, "row_numbers": done})
         for number, new_reason in still.iter_rows():
             con.execute(
-                "update quarantine set reason = ? "
-                "where source = ? and event_day = ? and row_number = ?",
-                [new_reason, source, day, number],
+                sql_text("quarantine_reason"),
+                {**day_key, "reason": new_reason, "row_number": number},
             )
-        open_reasons = dict(
-            con.execute(
-                "select reason, count(*) from quarantine where source = ? and event_day = ? "
-                "and replayed_at is null group by reason order by reason",
-                [source, day],
-            ).fetchall()
-        )
+        open_reasons = dict(con.execute(sql_text("quarantine_open_reasons"), day_key).fetchall())
         filtered_json, defaulted_json = con.execute(
-            "select filtered_reasons, defaulted_reasons from ingestions "
-            "where source = ? and event_day = ?",
-            [source, day],
+            sql_text("ingestion_reasons"), day_key
         ).fetchone()
         filtered = Counter(json.loads(filtered_json)) + Counter(adapted.filtered)
         defaulted = Counter(json.loads(defaulted_json or "{}")) + defaulted_now
         con.execute(
-            "update ingestions set rows_loaded = rows_loaded + ?, "
-            "rows_quarantined = ?, rows_filtered = rows_filtered + ?, "
-            "filtered_reasons = ?, quarantine_reasons = ?, defaulted_reasons = ? "
-            "where source = ? and event_day = ?",
-            [
-                len(loaded),
-                sum(open_reasons.values()),
-                filtered_n,
-                json.dumps(dict(sorted(filtered.items()))),
-                json.dumps(open_reasons),
-                json.dumps(dict(sorted(defaulted.items()))),
-                source,
-                day,
-            ],
+            sql_text("ingestions_replayed"),
+            {
+                **day_key,
+                "loaded": len(loaded),
+                "quarantined": sum(open_reasons.values()),
+                "filtered": filtered_n,
+                "filtered_reasons": json.dumps(dict(sorted(filtered.items()))),
+                "quarantine_reasons": json.dumps(open_reasons),
+                "defaulted_reasons": json.dumps(dict(sorted(defaulted.items()))),
+            },
         )
         stale = (
             flag_stale(con, published, source, day, f"day {day}: quarantine replayed")
@@ -206,13 +168,8 @@ def replay_quarantine(
     published_root: Path | None = None,
 ) -> list[ReplayResult]:
     """Replay open quarantined rows of loaded days (one transaction per day)."""
-    where, args = _filters(source, reason, day)
     with connect(db_path) as con:
-        days = con.execute(
-            "select distinct q.source, q.event_day, i.status from quarantine q "
-            f"join ingestions i using (source, event_day) where {where} order by 1, 2",
-            args,
-        ).fetchall()
+        days = con.execute(sql_text("quarantine_days"), _filters(source, reason, day)).fetchall()
         rejected = [f"{s} {d}" for s, d, status in days if status not in REPLAYABLE]
         if rejected and len(rejected) == len(days):
             raise IngestError(

@@ -45,10 +45,7 @@ def flag_stale(
         return []
     con.register("published_dates", pl.DataFrame({"run_date": affected}).to_arrow())
     try:
-        con.execute(
-            f"insert or replace into stale_runs {sql_text('stale_runs')}",
-            {"source": source, "event_day": day, "reason": reason},
-        )
+        con.execute(sql_text("stale_runs"), {"source": source, "event_day": day, "reason": reason})
     finally:
         con.unregister("published_dates")
     return affected
@@ -59,13 +56,13 @@ def stale_dates(db_path: Path) -> list[dt.date]:
     if not db_path.exists():
         return []
     with connect(db_path) as con:
-        rows = con.execute("select run_date from stale_runs order by run_date").fetchall()
+        rows = con.execute(sql_text("stale_runs_list")).fetchall()
     return [row[0] for row in rows]
 
 
 def clear_stale(db_path: Path, run_date: dt.date) -> None:
     with connect(db_path) as con:
-        con.execute("delete from stale_runs where run_date = ?", [run_date])
+        con.execute(sql_text("stale_runs_clear"), {"run_date": run_date})
 
 
 clear_stale_task = task(name="clear-stale")(clear_stale)
