@@ -47,8 +47,8 @@ from machine import describe
 
 from tasks.baselines.recommenders import repurchase
 from tasks.constants import EVAL_KS, EVENT_TYPE, ITEM_ID, MANIFEST_NAME, PURCHASE, TS
-from tasks.evaluate.metrics import evaluate_all, paired_bootstrap, per_user_metrics
-from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.protocol.metrics import evaluate_all, paired_bootstrap, per_user_metrics
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.synth.shop import GroceryShopConfig, generate_shop, write_landing
 from tasks.timeutil import events_before
 

@@ -39,8 +39,8 @@ from machine import describe
 from tasks.candidates.generate import generate_candidates
 from tasks.candidates.merge import LEARNED_RANK, fit_merge_model, learned_order
 from tasks.candidates.recall import candidate_recall, recall_ceiling
-from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.ingest.load import ingest_landing
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.settings import CandidateSettings
 from tasks.store import connect
 

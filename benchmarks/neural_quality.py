@@ -33,8 +33,8 @@ from ranking_quality import load
 
 from tasks.baselines.recommenders import repurchase
 from tasks.constants import TS, USER_ID
-from tasks.evaluate.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
-from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.protocol.metrics import paired_bootstrap, per_user_metrics, ranking_metrics
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank.dataset import candidate_frame
 from tasks.rank.kinds import recommend_with, train_models
 from tasks.rank.kinds.neural import NeuralScorer

@@ -29,9 +29,9 @@ from machine import describe
 
 from flows.backfill import BackfillParams, backfill_flow
 from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase
-from tasks.evaluate.metrics import ranking_metrics
-from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.ingest.load import ingest_landing
+from tasks.protocol.metrics import ranking_metrics
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.publish.writer import partition_dir
 from tasks.settings import load_settings
 from tasks.store import connect

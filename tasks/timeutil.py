@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from tasks.constants import TS
+from tasks.constants import TS, USER_ID
 
 SECONDS_PER_DAY = 86_400.0
 
@@ -31,3 +31,8 @@ def cutoff_of(run_date: dt.date) -> dt.datetime:
 def events_before(events: pl.DataFrame, cutoff: dt.datetime) -> pl.DataFrame:
     """The events a computation at `cutoff` may see: strictly before it, never at it."""
     return events.filter(pl.col(TS) < cutoff)
+
+
+def known_users(events: pl.DataFrame, cutoff: dt.datetime) -> pl.Series:
+    """Customers with any event before `cutoff`, sorted: everyone a run recommends for."""
+    return events_before(events, cutoff).get_column(USER_ID).unique().sort()

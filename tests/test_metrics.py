@@ -23,7 +23,7 @@ from tasks.constants import (
     USER_ID,
     VIEW,
 )
-from tasks.evaluate.metrics import (
+from tasks.protocol.metrics import (
     coverage,
     diversity,
     evaluate_all,
@@ -33,7 +33,7 @@ from tasks.evaluate.metrics import (
     per_user_metrics,
     ranking_metrics,
 )
-from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.timeutil import events_before
 
 AS_OF = datetime(2011, 9, 1)

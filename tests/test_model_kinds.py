@@ -11,13 +11,14 @@ import polars as pl
 import pytest
 
 from tasks.rank import registry
-from tasks.rank.dataset import candidate_frame, known_users
+from tasks.rank.dataset import candidate_frame
 from tasks.rank.gate import promotion_gate, validation_lift
 from tasks.rank.kinds import load_scorer, register_trained, resolve_kind, train_models
 from tasks.rank.kinds.blend import BOOSTER_FILE
 from tasks.rank.kinds.neural import NETWORK_FILE
 from tasks.settings import Settings, load_settings
 from tasks.synth.shop import SynthShopConfig, generate_shop
+from tasks.timeutil import known_users
 
 SHOP = SynthShopConfig(n_customers=80, n_items=40, n_categories=4, days=60, seed=5)
 CUTOFF = dt.datetime.combine(SHOP.start + dt.timedelta(days=SHOP.days), dt.time())

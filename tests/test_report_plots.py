@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from tasks.evaluate.backtest import Backtest
-from tasks.evaluate.metrics import bootstrap_interval
 from tasks.evaluate.plots import DIFFERENCE_PNG, METRICS_PNG, SEGMENTS_PNG
 from tasks.evaluate.report import write_report
 from tasks.evaluate.segments import history_segments
+from tasks.protocol.metrics import bootstrap_interval
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 AS_OF = dt.datetime(2026, 3, 1)

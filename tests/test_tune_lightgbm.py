@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluate.metrics import ranking_metrics
-from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.snapshot import take_snapshot
 from tasks.ingest.load import ingest_catalog, ingest_landing
+from tasks.protocol.metrics import ranking_metrics
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank import registry
 from tasks.rank.params import TUNED_NEURAL_KEY, TUNED_PARAMS_KEY, with_ranker_params
 from tasks.rank.task import choose_model

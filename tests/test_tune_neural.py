@@ -16,9 +16,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tasks.evaluate.metrics import ranking_metrics
-from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.snapshot import take_snapshot
+from tasks.protocol.metrics import ranking_metrics
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank import registry
 from tasks.rank.kinds import recommend_with, train_models
 from tasks.rank.params import TUNED_FROM_KEY, TUNED_NEURAL_KEY, TUNED_PARAMS_KEY

@@ -21,7 +21,7 @@ import polars as pl
 
 from tasks.candidates.generate import MERGED_RANK, generate_candidates
 from tasks.constants import EVENT_TYPE, ITEM_ID, ORDER_ID, PURCHASE, TS, USER_ID
-from tasks.evaluate.protocol import evaluated_users, truth_window
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.settings import CandidateSettings
 from tasks.timeutil import age_days
 

@@ -13,15 +13,15 @@ import polars as pl
 
 from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase
 from tasks.constants import EVAL_KS, TS, USER_ID
-from tasks.evaluate.metrics import (
+from tasks.evaluate.segments import HISTORY_SEGMENTS, SEGMENT, history_segments
+from tasks.protocol.metrics import (
     METRIC_NAMES,
     bootstrap_interval,
     evaluate_all,
     paired_bootstrap,
     per_user_metrics,
 )
-from tasks.evaluate.protocol import evaluated_users, truth_window
-from tasks.evaluate.segments import HISTORY_SEGMENTS, SEGMENT, history_segments
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank.gate import MODEL_KEY
 from tasks.rank.kinds import KINDS, recommend_with, train_models
 from tasks.settings import Settings

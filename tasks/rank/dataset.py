@@ -20,11 +20,6 @@ def known_buyers(events: pl.DataFrame, as_of: dt.datetime) -> pl.Series:
     return buyers.get_column(USER_ID).unique().sort()
 
 
-def known_users(events: pl.DataFrame, as_of: dt.datetime) -> pl.Series:
-    """Customers with any event before as_of, sorted: everyone a run recommends for."""
-    return events.filter(pl.col(TS) < as_of).get_column(USER_ID).unique().sort()
-
-
 def horizon_labels(events: pl.DataFrame, as_of: dt.datetime, horizon_days: int) -> pl.DataFrame:
     """user_id, item_id, label=1 for items purchased in [as_of, as_of + horizon)."""
     end = as_of + dt.timedelta(days=horizon_days)

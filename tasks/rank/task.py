@@ -15,7 +15,6 @@ from tasks.constants import ITEM_ID, REC_SOURCE
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
-from tasks.rank.dataset import known_users
 from tasks.rank.kinds import (
     load_scorer,
     recommend_with,
@@ -28,6 +27,7 @@ from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
+from tasks.timeutil import known_users
 from tasks.validate.features import validate_features
 from tasks.validate.run_report import ContractViolation, enforce
 

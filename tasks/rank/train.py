@@ -19,9 +19,9 @@ import polars as pl
 from tasks.baselines.recommenders import popularity, repurchase
 from tasks.candidates.generate import popular_items
 from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
-from tasks.evaluate.metrics import ranking_metrics
-from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.build import feature_columns
+from tasks.protocol.metrics import ranking_metrics
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank import lgbm
 from tasks.rank.dataset import (
     LABEL,

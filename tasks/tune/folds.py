@@ -21,9 +21,9 @@ import polars as pl
 from tasks.candidates.generate import popular_items
 from tasks.constants import ITEM_ID, TS, USER_ID
 from tasks.errors import NightrecError
-from tasks.evaluate.protocol import evaluated_users, truth_window
 from tasks.features.build import feature_columns
 from tasks.features.snapshot import Snapshot
+from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank.dataset import (
     LABEL,
     candidate_frame,

@@ -23,8 +23,8 @@ from typing import Any
 import polars as pl
 
 from tasks.constants import ITEM_ID, USER_ID
-from tasks.evaluate.metrics import ranking_metrics
 from tasks.features.snapshot import Snapshot
+from tasks.protocol.metrics import ranking_metrics
 from tasks.rank import lgbm, registry
 from tasks.rank.kinds import Trained
 from tasks.rank.kinds.lightgbm import LightGBMScorer

@@ -36,8 +36,8 @@ import polars as pl
 import torch
 
 from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
-from tasks.evaluate.metrics import ranking_metrics
 from tasks.features.snapshot import Snapshot
+from tasks.protocol.metrics import ranking_metrics
 from tasks.rank import lgbm, registry
 from tasks.rank.dataset import LABEL
 from tasks.rank.kinds import LIST_KEY, fit_neural, train_models, with_list_key

@@ -9,8 +9,8 @@ import polars as pl
 from tasks.constants import ITEM_ID
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
-from tasks.rank.dataset import known_users
 from tasks.settings import Settings
+from tasks.timeutil import known_users
 from tasks.validate.run_report import enforce
 from tasks.validate.topk import validate_topk
 

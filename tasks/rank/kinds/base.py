@@ -20,8 +20,8 @@ import polars as pl
 
 from tasks.candidates.generate import MERGED_RANK, popular_items
 from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
-from tasks.evaluate.protocol import evaluated_users
 from tasks.features.build import feature_columns
+from tasks.protocol.split import evaluated_users
 from tasks.rank import registry
 from tasks.rank.dataset import LABEL, candidate_frame
 from tasks.rank.topk import top_k
