@@ -807,6 +807,26 @@ def render(result: dict[str, Any]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    timeline = [
+        (s["label"], name, run)
+        for s in result["sizes"]
+        for name, run in s["runs"].items()
+        if run.get("marks")
+    ]
+    if timeline:
+        lines += [
+            "",
+            "## Inside the runs: training windows, LightGBM rounds, the gate "
+            "(seconds since the command started)",
+            "",
+        ]
+        for label, name, run in timeline:
+            stages = run["stages"]
+            marks = "; ".join(f"+{m['t_s']:.0f} s {m['msg']}" for m in run["marks"])
+            starts = ", ".join(
+                f"{st} +{v['start_s']:.0f} s" for st, v in stages.items() if "start_s" in v
+            )
+            lines.append(f"- {label} {name}: stages start {starts}. {marks}")
     lines += [
         "",
         "Stage exponents use the measured span of each stage (its `started` and `done` lines "
