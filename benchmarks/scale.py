@@ -689,15 +689,16 @@ def summary_line(name: str, run: dict[str, Any]) -> str:
     )
 
 
-def fits(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+def fits(sizes: list[dict[str, Any]], min_events: int = 0) -> dict[str, Any]:
     """Growth exponents per command (wall, peak) and per stage (seconds, peak), over the sizes
-    whose command exited (0 or 3: a degraded run still ran every stage)."""
+    of at least `min_events` whose command exited (0 or 3: a degraded run ran every stage)."""
     out: dict[str, Any] = {}
     for name in ("ingest", *DAY_KINDS):
         ok = [
             s
             for s in sizes
-            if s["runs"].get(name, {}).get("outcome") == "exited"
+            if s["events"] >= min_events
+            and s["runs"].get(name, {}).get("outcome") == "exited"
             and s["runs"][name]["exit_code"] in (0, 3)
         ]
         events = [float(s["events"]) for s in ok]
@@ -719,6 +720,10 @@ def fits(sizes: list[dict[str, Any]]) -> dict[str, Any]:
             }
         out[name] = entry
     return out
+
+
+def _n(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def _x(value: float | None) -> str:
@@ -771,8 +776,8 @@ def render(result: dict[str, Any]) -> str:
                     f"{run['wall_s']:.1f}",
                     f"{run['peak_rss_mib']:.0f}",
                     *stage_cells,
-                    _x(run.get("before_first_stage_s")) if run["stages"] else "",
-                    _x(run.get("outside_peak_mib")),
+                    _n(run.get("before_first_stage_s"), 1) if run["stages"] else "",
+                    _n(run.get("outside_peak_mib"), 0),
                     manc if man else "",
                 ]
             c = s["config"]
@@ -791,6 +796,15 @@ def render(result: dict[str, Any]) -> str:
         ),
         "",
         "## Growth exponents (log-log least squares against events; 1.0 = linear)",
+        "",
+        (
+            f"Over the sizes of at least {result['fit_min_events']:,} events that ran. "
+            if result.get("fit_min_events")
+            else "Over every size that ran. "
+        )
+        + "Fixed costs (imports, Prefect's start and server: see `before 1st stage` and `peak "
+        "outside stages`) flatten the exponents of the smallest sizes; "
+        "`--fit-min 1M --from-json OUT.json` refits.",
         "",
         "| command | sizes | wall s | peak MiB | "
         + " | ".join(f"{st} s / MiB" for st in STAGES)
@@ -827,6 +841,8 @@ def render(result: dict[str, Any]) -> str:
                 f"{st} +{v['start_s']:.0f} s" for st, v in stages.items() if "start_s" in v
             )
             lines.append(f"- {label} {name}: stages start {starts}. {marks}")
+    if result.get("reading"):
+        lines += ["", "## Reading (by hand)", "", *result["reading"]]
     lines += [
         "",
         "Stage exponents use the measured span of each stage (its `started` and `done` lines "
@@ -880,12 +896,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", default="", help="a line printed at the top of OUT.md")
     parser.add_argument("--title", default="Scale benchmark: a nightly run as the shop grows")
     parser.add_argument(
+        "--fit-min",
+        type=parse_size,
+        default=0,
+        help="fit the exponents over sizes of at least this many events (fixed start-up "
+        "costs flatten the smallest sizes)",
+    )
+    parser.add_argument(
         "--from-json", type=Path, default=None, help="only re-render OUT.md from this JSON"
     )
     args = parser.parse_args(argv)
     if args.from_json:
         result = json.loads(args.from_json.read_text())
-        result["exponents"] = fits(result["sizes"])
+        result["fit_min_events"] = args.fit_min
+        result["exponents"] = fits(result["sizes"], args.fit_min)
         args.out.with_suffix(".md").write_text(render(result))
         print_table(result)
         return
@@ -950,7 +974,8 @@ def main(argv: list[str] | None = None) -> None:
             label for label, _ in sizes if label not in {r["label"] for r in results}
         ],
     }
-    result["exponents"] = fits(results)
+    result["fit_min_events"] = args.fit_min
+    result["exponents"] = fits(results, args.fit_min)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(render(result))

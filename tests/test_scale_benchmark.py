@@ -175,3 +175,6 @@ def test_fits_per_stage_over_the_sizes_that_ran(scale):
     assert f["peak_rss_mib"] == pytest.approx(0.5)
     assert f["stages"]["choose-model"]["seconds"] == pytest.approx(2.0)
     assert f["stages"]["choose-model"]["peak_mib"] == pytest.approx(0.5)
+    above = scale.fits(sizes, min_events=2_000_000)["retrain"]
+    assert above["sizes"] == ["4M"]
+    assert above["wall_s"] is None  # one size left: no slope
