@@ -766,9 +766,13 @@ def render(result: dict[str, Any]) -> str:
                 stage_cells = []
                 for st in STAGES:
                     v = run["stages"].get(st)
-                    stage_cells.append(
-                        "" if v is None else f"{v['seconds']:.1f} s / {v['peak_mib'] or 0:.0f} MiB"
-                    )
+                    if v is None:
+                        stage_cells.append("")
+                        continue
+                    cell = f"{v['seconds']:.1f} s / {v['peak_mib'] or 0:.0f} MiB"
+                    if v["outcome"] != "done":
+                        cell += f" ({v['outcome']})"
+                    stage_cells.append(cell)
                 man = run.get("manifest") or {}
                 manc = f"{man.get('rows', '')} / {man.get('users', '')} / {man.get('status', '')}"
                 cells = [
@@ -785,6 +789,12 @@ def render(result: dict[str, Any]) -> str:
                 f"| {s['label']} | {s['events']:,} | {c['customers']:,} | {c['items']:,} | "
                 f"{name} | " + " | ".join(cells) + " |"
             )
+    if result.get("skipped_sizes"):
+        lines += [
+            "",
+            f"Not run: {', '.join(result['skipped_sizes'])} (a smaller size was killed; "
+            "`--keep-going` runs them anyway).",
+        ]
     lines += [
         "",
         "Load average (1 min) before -> after each command: "
@@ -890,7 +900,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--days", type=int, default=120, help="days of history per shop")
     parser.add_argument("--items-per-sqrt-customer", type=float, default=30.0)
     parser.add_argument("--block-events", type=parse_size, default=parse_size("4M"))
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a variable for every command, e.g. NIGHTREC_RANKER__NUM_THREADS=2 (NIGHTREC_* "
+        "variables of this shell are not passed on: the commands see only these)",
+    )
     parser.add_argument("--keep-homes", action="store_true", help="keep each NIGHTREC_HOME")
     parser.add_argument("--keep-going", action="store_true", help="run larger sizes after a kill")
     parser.add_argument("--note", default="", help="a line printed at the top of OUT.md")
