@@ -73,7 +73,8 @@ USERS = pl.Series(["u1", "u2", "u3", "u4", "u5"])
 
 
 def test_budget_admits_online_retail_whole() -> None:
-    # 3 dense float64 N x N in 1024 MiB: Online Retail's ~3.7k items fit, its figures stay.
+    # 3 dense float64 N x N in 512 MiB: Online Retail's ~3.7k items fit, its figures stay.
+    assert ease_item_budget(512) == 4729
     assert ease_item_budget(1024) == 6688
     assert ease_item_budget(CandidateSettings().ease_memory_mib) >= 4_000
     assert ease_item_budget(1024, max_items=100) == 100
@@ -100,8 +101,8 @@ def test_ease_under_budget_picks_top_n_and_equals_restricted_run(
     report = CandidateReport()
     with caplog.at_level(logging.WARNING, logger="nightrec.candidates"):
         bounded = ease_candidates(FIXTURE, USERS, AS_OF, cfg, report)
-    assert "EASE on the 4 most-bought of 7 items (budget 1024 MiB)" in caplog.text
-    assert report.notes == {"ease": "EASE on the 4 most-bought of 7 items (budget 1024 MiB)"}
+    assert "EASE on the 4 most-bought of 7 items (budget 512 MiB)" in caplog.text
+    assert report.notes == {"ease": "EASE on the 4 most-bought of 7 items (budget 512 MiB)"}
     assert (report.ease_items, report.catalog_items) == (4, 7)
 
     restricted = FIXTURE.filter(pl.col(ITEM_ID).is_in(["a", "b", "c", "d"]))

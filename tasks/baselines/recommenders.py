@@ -29,9 +29,10 @@ POPULARITY_WINDOW_DAYS = 30
 REPURCHASE_TAU_DAYS = 70.0
 EASE_LAMBDA = 200.0
 # EASE's dense item x item matrices: the Gram matrix, LAPACK's working copy of it and the
-# inverse live at once (B then overwrites the inverse), 3 x N^2 float64. 1024 MiB admits
-# 6,688 items, Online Retail's ~3.7k whole.
-EASE_MEMORY_MIB = 1024
+# inverse live at once (B then overwrites the inverse), 3 x N^2 float64. 512 MiB admits
+# 4,729 items, Online Retail's ~3.7k whole; the inverse's time grows as N^3 (about 6 s of
+# CPU at 4.7k items, 18 s at 6.7k, and a retraining day fits EASE five times).
+EASE_MEMORY_MIB = 512
 _EASE_COPIES = 3
 # When EASE is capped it keeps the items with most distinct buyers in this window.
 EASE_SELECT_DAYS = 90

@@ -37,6 +37,26 @@ from tasks.settings import Settings
 log = logging.getLogger("nightrec.rank")
 MIN_TRAIN_GROUPS = 5
 
+# The newest window's candidate frame for every known buyer, as training_windows built it
+# before keeping the customers with a positive. The validation that follows (same as-of,
+# same events) scores a subset of those customers, and a customer's candidates and features
+# do not depend on who else is scored, so it reads them here instead of building them again
+# (a large catalog spends most of a window's time there). One slot, emptied by its reader.
+_newest_window: dict[tuple, pl.DataFrame] = {}
+
+
+def _window_key(
+    events: pl.DataFrame, catalog: pl.DataFrame, as_of: dt.datetime, settings: Settings
+) -> tuple:
+    return (
+        as_of,
+        events.height,
+        int(events.hash_rows(seed=11).sum()),
+        catalog.height,
+        int(catalog.hash_rows(seed=11).sum()),
+        settings.candidates.model_dump_json(),
+    )
+
 
 class NotEnoughHistory(RuntimeError):
     """Too few labelled windows to train; the run falls back to a baseline."""
@@ -65,9 +85,12 @@ def recommend(
     as_of: dt.datetime,
     settings: Settings,
     features: list[str],
+    frame: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Top-K per user as of `as_of` with the given booster, padded with popular items."""
-    frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
+    """Top-K per user as of `as_of` with the given booster, padded with popular items.
+    `frame` is the users' candidate frame when the caller already has it."""
+    if frame is None:
+        frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
     scored = score_candidates(booster, frame, features)
     popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
     return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
@@ -110,7 +133,13 @@ def _validation_report(
 ) -> dict[str, Any]:
     """Protocol metrics on the validation window: the ranker beside the baselines."""
     users = evaluated_users(events, as_of, settings.horizon_days)
-    recs = recommend(booster, events, catalog, users, as_of, settings, features)
+    frame = _newest_window.pop(_window_key(events, catalog, as_of, settings), None)
+    if frame is not None:
+        if users.is_in(frame.get_column(USER_ID).unique().implode()).all():
+            frame = frame.filter(pl.col(USER_ID).is_in(users.implode()))
+        else:
+            frame = None
+    recs = recommend(booster, events, catalog, users, as_of, settings, features, frame)
     return validation_report({"lightgbm": recs}, events, as_of, settings, users)
 
 
@@ -124,18 +153,23 @@ def training_windows(
     dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
+    _newest_window.clear()
     for as_of in dates:
         users = known_buyers(events, as_of)
-        frame = groups_with_positives(
-            labelled_frame(
-                events, catalog, users, as_of, settings.horizon_days, settings.candidates
-            )
+        labelled = labelled_frame(
+            events, catalog, users, as_of, settings.horizon_days, settings.candidates
         )
+        if not frames:
+            key = _window_key(events, catalog, as_of, settings)
+            _newest_window[key] = labelled.drop(LABEL)
+        frame = groups_with_positives(labelled)
+        del labelled
         if frame.get_column(USER_ID).n_unique() < MIN_TRAIN_GROUPS:
             break  # older windows have even less history
         frames.append(frame.with_columns(pl.lit(as_of).alias("_as_of")))
         used.append(as_of)
     if len(frames) < 2:
+        _newest_window.clear()
         raise NotEnoughHistory(
             f"only {len(frames)} training window(s) with labelled customers "
             f"before {cutoff:%Y-%m-%d}; "
@@ -160,6 +194,19 @@ def train_ranker(
 ) -> TrainOutcome:
     """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot.
     `windows` (from training_windows) saves rebuilding them when several models share them."""
+    try:
+        return _train_ranker(events, catalog, cutoff, settings, windows)
+    finally:
+        _newest_window.clear()  # whatever happened, the kept window frame is not kept longer
+
+
+def _train_ranker(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    cutoff: dt.datetime,
+    settings: Settings,
+    windows: tuple[list[pl.DataFrame], list[dt.datetime]] | None,
+) -> TrainOutcome:
     cfg = settings.ranker
     events = events.filter(pl.col(TS) < cutoff)
     frames, used = windows or training_windows(events, catalog, cutoff, settings)
