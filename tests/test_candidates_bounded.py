@@ -31,8 +31,12 @@ from tasks.candidates.generate import (
     popular_items,
 )
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, RANK, SCORE, TS, USER_ID
+from tasks.features.build import feature_columns
+from tasks.rank import lgbm, train
+from tasks.rank.dataset import LABEL, candidate_frame
 from tasks.schema import EVENTS_SCHEMA
-from tasks.settings import CandidateSettings
+from tasks.settings import CandidateSettings, load_settings
+from tasks.synth.shop import SynthShopConfig, generate_shop
 
 AS_OF = dt.datetime(2024, 3, 1)
 DAY = dt.timedelta(days=1)
@@ -223,3 +227,45 @@ def test_large_catalog_runs_every_source_within_budget(
     assert cands.group_by(USER_ID).len().get_column("len").max() <= cfg.max_per_user
     assert history_candidates(events, AS_OF, cfg).height > 0
     assert popular_items(events, AS_OF, cfg.popular_days, 5).height == 5
+
+
+def test_candidate_frame_passes_the_report_on() -> None:
+    catalog = pl.DataFrame(
+        {
+            ITEM_ID: list("abcdefg"),
+            "title": list("abcdefg"),
+            "category": ["x"] * 7,
+            "price": [1.0] * 7,
+        }
+    )
+    report = CandidateReport()
+    frame = candidate_frame(
+        FIXTURE, catalog, USERS, AS_OF, CandidateSettings(ease_max_items=4), report
+    )
+    assert frame.height > 0
+    assert report.notes == {"ease": "EASE on the 4 most-bought of 7 items (budget 512 MiB)"}
+
+
+def test_validation_reuses_the_newest_window_with_the_same_result() -> None:
+    """The validation report read from the kept window frame equals one built afresh."""
+    shop = generate_shop(SynthShopConfig(n_customers=60, n_items=30, n_categories=3, days=50))
+    cutoff = dt.datetime.combine(shop.config.start + dt.timedelta(days=50), dt.time())
+    base = load_settings(horizon_days=7, k=5)
+    settings = base.model_copy(
+        update={
+            "ranker": base.ranker.model_copy(
+                update={"n_windows": 3, "window_step_days": 7, "min_data_in_leaf": 5}
+            )
+        }
+    )
+    events = shop.events.filter(pl.col(TS) < cutoff)
+    frames, used = train.training_windows(events, shop.catalog, cutoff, settings)
+    assert len(train._newest_window) == 1
+    features = feature_columns(frames[0].drop(LABEL))
+    fit = lgbm.fit(train.keyed(frames[1:]), features, settings.ranker, 1)
+    args = (fit.booster, events, shop.catalog, used[0], settings, features)
+    reused = train._validation_report(*args)
+    assert train._newest_window == {}  # taken by its reader
+    fresh = train._validation_report(*args)
+    assert reused == fresh
+    assert reused["users"] > 0
