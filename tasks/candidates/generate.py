@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from tasks.baselines.recommenders import ease, ease_scope
@@ -137,7 +138,9 @@ def item_neighbors(
     slice_of = (pl.col("_cum") - 1) // cfg.copurchase_max_pairs
     slices = pairs_per_item.select("_item", slice_of.alias("_slice"))
     right = coded.select("_basket", pl.col("_item").alias("_neighbor"))
-    coded_weight = item_weight.join(codes, on=ITEM_ID).select("_item", "item_w")
+    weight_of = (
+        item_weight.join(codes, on=ITEM_ID).sort("_item").get_column("item_w").to_numpy()
+    )  # item_w by code: codes number 0..n-1
     parts = []
     for (_,), left in coded.join(slices, on="_item").group_by(["_slice"], maintain_order=True):
         pairs = (
@@ -147,13 +150,13 @@ def item_neighbors(
             .group_by("_item", "_neighbor")
             .agg(pl.col("w").sum().alias("co_w"))
         )
-        parts.append(_coded_neighbors(pairs, coded_weight, cfg.copurchase_neighbors))
+        parts.append(_coded_neighbors(pairs, weight_of, cfg.copurchase_neighbors))
     best = (
         pl.concat(parts)
         if parts
         else _coded_neighbors(
             pl.DataFrame(schema={"_item": pl.UInt32, "_neighbor": pl.UInt32, "co_w": pl.Float64}),
-            coded_weight,
+            weight_of,
             cfg.copurchase_neighbors,
         )
     )
@@ -166,22 +169,21 @@ def item_neighbors(
     )
 
 
-def _coded_neighbors(
-    pairs: pl.DataFrame, item_weight: pl.DataFrame, neighbors: int
-) -> pl.DataFrame:
+def _coded_neighbors(pairs: pl.DataFrame, weight_of: np.ndarray, neighbors: int) -> pl.DataFrame:
     """The best `neighbors` per item by co_w / sqrt(item_w * neighbor_w), over integer codes
-    (`_item`, `_neighbor`); ties by neighbour id, which the codes follow (sorted ids)."""
-    sims = (
-        pairs.join(item_weight, on="_item")
-        .join(item_weight.rename({"_item": "_neighbor", "item_w": "neighbor_w"}), on="_neighbor")
-        .select(
-            "_item",
-            "_neighbor",
-            (pl.col("co_w") / (pl.col("item_w") * pl.col("neighbor_w")).sqrt()).alias("sim"),
-        )
+    (`_item`, `_neighbor`; `weight_of[code]` is item_w); ties by neighbour id, which the codes
+    follow (sorted ids). Only the rows at or above an item's `neighbors`-th best are sorted."""
+    item = pairs.get_column("_item").to_numpy()
+    neighbor = pairs.get_column("_neighbor").to_numpy()
+    sim = pairs.get_column("co_w").to_numpy() / np.sqrt(weight_of[item] * weight_of[neighbor])
+    sims = pl.DataFrame(
+        {"_item": item, "_neighbor": neighbor, "sim": sim},
+        schema={"_item": pl.UInt32, "_neighbor": pl.UInt32, "sim": pl.Float64},
     )
+    best = pl.col("sim").top_k(neighbors).min().over("_item")
     return (
-        sims.sort(["_item", "sim", "_neighbor"], descending=[False, True, False])
+        sims.filter(pl.col("sim") >= best)
+        .sort(["_item", "sim", "_neighbor"], descending=[False, True, False])
         .group_by("_item", maintain_order=True)
         .head(neighbors)
     )
