@@ -12,7 +12,7 @@ candidates and features for the newest training window (stages timed on their ow
 `recommend_with` for every known customer at the cutoff (scoring).
 
     PYTHONPATH=. python benchmarks/large_catalog.py [--items 68000] [--households 2500]
-        [--days 150] [--ease-off] [--json out.json]
+        [--days 150] [--ease-off] [--knn] [--json out.json]
 
 Peak RSS per stage is sampled from /proc/self/status every 20 ms while the stage runs
 (VmRSS), and the process high-water mark (VmHWM) is printed at the end.
@@ -38,6 +38,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe
+from tasks.baselines.recommenders import item_knn
 from tasks.candidates.generate import generate_candidates
 from tasks.constants import (
     CATEGORY,
@@ -162,6 +163,9 @@ def main() -> None:
     parser.add_argument("--households", type=int, default=2_500)
     parser.add_argument("--days", type=int, default=150)
     parser.add_argument("--ease-off", action="store_true", help="ease_per_user = 0")
+    parser.add_argument(
+        "--knn", action="store_true", help="also time the item-kNN baseline on the window"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -201,6 +205,8 @@ def main() -> None:
     frame = measured("features", lambda: build_features(past, cands, catalog, as_of), rows)
     print(f"window {as_of:%Y-%m-%d}: {users.len():,} users, {frame.height:,} candidate rows")
     frame = cands = None  # let the window go before training
+    if args.knn:  # the evaluate-only baseline, bounded by its similarity pairs
+        measured("item-kNN", lambda: item_knn(past, users, as_of, settings.k), rows)
     trained = measured(
         "training", lambda: train_models(["lightgbm"], events, catalog, cutoff, settings), rows
     )["lightgbm"]
