@@ -127,7 +127,8 @@ def main() -> None:
     )
     cutoff = dt.datetime.combine(shop.config.start + dt.timedelta(days=args.days), dt.time())
     settings = load_settings()
-    frames, used = training_windows(shop.events, shop.catalog, cutoff, settings)
+    windows = training_windows(shop.events, shop.catalog, cutoff, settings)
+    frames, used = windows.frames, windows.used
     build_s = time.perf_counter() - t0
     frame = pl.concat(
         [

@@ -57,7 +57,7 @@ def main() -> None:
     events, catalog = load(args.db)
     events = events.filter(pl.col(TS) < as_of)
     settings = load_settings()
-    frames, _ = training_windows(events, catalog, as_of, settings)
+    frames = training_windows(events, catalog, as_of, settings).frames
     features = feature_columns(frames[0].drop(LABEL))
     for name in args.configs:
         cfg = settings.neural.model_copy(update={**CONFIGS[name], "refit": False})

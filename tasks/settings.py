@@ -37,6 +37,28 @@ class CandidateSettings(BaseModel):
     copurchase_recent_items: int = Field(20, ge=1)
     ease_per_user: int = Field(150, ge=0)
     ease_lambda: float = Field(200.0, gt=0)
+    ease_memory_mib: int = Field(
+        512,
+        ge=1,
+        description=(
+            "memory EASE's dense item x item matrices may take (about 3 x N^2 float64); "
+            "it caps N, the items EASE works on: 512 MiB admits 4,729 items (Online Retail's "
+            "3.7k whole); time grows as N^3"
+        ),
+    )
+    ease_max_items: int = Field(
+        0, ge=0, description="a further cap on EASE's items (0: only the memory budget caps)"
+    )
+    ease_select_days: int = Field(
+        90,
+        ge=1,
+        description="when EASE is capped, it keeps the items with most distinct buyers here",
+    )
+    copurchase_max_pairs: int = Field(
+        5_000_000,
+        ge=1,
+        description="basket pairs materialised at once by the co-purchase self-join",
+    )
     popular_per_user: int = Field(30, ge=1)
     popular_days: int = Field(30, ge=1)
     max_per_user: int = Field(150, ge=1, description="merged candidates kept per customer")

@@ -12,7 +12,10 @@ removes a user's past items.
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -25,8 +28,23 @@ POPULARITY_WINDOW_DAYS = 30
 # Chosen on the two development cuts of baselines.md (2011-08-01 and 2011-09-01).
 REPURCHASE_TAU_DAYS = 70.0
 EASE_LAMBDA = 200.0
-# Users scored per dense block in kNN / EASE: bounds memory at block x n_items floats.
+# EASE's dense item x item matrices: the Gram matrix, LAPACK's working copy of it and the
+# inverse live at once (B then overwrites the inverse), 3 x N^2 float64. 512 MiB admits
+# 4,729 items, Online Retail's ~3.7k whole; the inverse's time grows as N^3 (about 6 s of
+# CPU at 4.7k items, 18 s at 6.7k, and a retraining day fits EASE five times).
+EASE_MEMORY_MIB = 512
+_EASE_COPIES = 3
+# When EASE is capped it keeps the items with most distinct buyers in this window.
+EASE_SELECT_DAYS = 90
+# Item-kNN's sparse similarity: when an upper bound on its non-zeros (sum over users of
+# their distinct items squared) is above this, it works on the most-bought items only.
+KNN_MAX_PAIRS = 50_000_000
+# Users scored per dense block in kNN / EASE: bounds memory at block x n_items floats,
+# and the block shrinks on large catalogs so scores and their sort stay near this size.
 _USER_BLOCK = 2048
+_SCORE_BLOCK_BYTES = 256 * 2**20
+
+log = logging.getLogger("nightrec.candidates")
 
 ScoreBlock = Callable[[sp.csr_matrix], np.ndarray]
 
@@ -204,17 +222,25 @@ def _interactions(
     return matrix, user_index, items
 
 
+def _user_block(n_items: int) -> int:
+    """Users per scoring block: the dense scores (float64) and their argsort (int64) of a
+    block take about _SCORE_BLOCK_BYTES; never more than _USER_BLOCK users."""
+    return max(1, min(_USER_BLOCK, _SCORE_BLOCK_BYTES // (16 * max(n_items, 1))))
+
+
 def _top_k_blocks(
     x: sp.csr_matrix, rows: np.ndarray, k: int, score_block: ScoreBlock
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, column, score) of each user's k best columns, scored a block of users at a time.
 
     A stable sort on -score keeps equal scores in column order, i.e. ties go by item_id.
+    Rows are scored independently, so the block size never changes a result.
     """
     top = min(k, x.shape[1])
+    block = _user_block(x.shape[1])
     row_parts, col_parts, val_parts = [], [], []
-    for start in range(0, rows.size, _USER_BLOCK):
-        block_rows = rows[start : start + _USER_BLOCK]
+    for start in range(0, rows.size, block):
+        block_rows = rows[start : start + block]
         scores = np.asarray(score_block(x[block_rows]), dtype=np.float64)
         cols = np.argsort(-scores, axis=1, kind="stable")[:, :top]
         row_parts.append(np.repeat(block_rows, top))
@@ -232,9 +258,13 @@ def _matrix_model_recs(
     as_of: datetime,
     k: int,
     fit: Callable[[sp.csr_matrix], ScoreBlock],
+    fit_purchases: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Shared frame work of the user x item models: index, fit, score known users, pad."""
-    x, user_index, items = _interactions(purchases)
+    """Shared frame work of the user x item models: index, fit, score known users, pad.
+
+    `fit_purchases` (default: `purchases`) is what the model is fit and scores on, when it
+    works on a subset of the items; the padding always ranks every purchased item."""
+    x, user_index, items = _interactions(purchases if fit_purchases is None else fit_purchases)
     rows = user_index.join(base, on=USER_ID, how="semi").get_column("_row").to_numpy()
     popular = _popularity_ranking(purchases, as_of)
     if rows.size == 0:
@@ -253,6 +283,104 @@ def _matrix_model_recs(
     return _assemble(candidates, base, popular, k)
 
 
+def most_bought_items(
+    purchases: pl.DataFrame, as_of: datetime, n: int, window_days: int
+) -> pl.Series:
+    """The `n` items with most distinct buyers in [as_of - window_days, as_of); ties by
+    all-time distinct buyers, then item_id (the popularity ranking's order)."""
+    return _popularity_ranking(purchases, as_of, window_days).head(n).get_column(ITEM_ID)
+
+
+def ease_item_budget(memory_mib: int, max_items: int = 0) -> int:
+    """The most items EASE may work on: 3 dense N x N float64 matrices within `memory_mib`,
+    and at most `max_items` when that is positive."""
+    n = math.isqrt(memory_mib * 2**20 // (_EASE_COPIES * 8))
+    return max(1, min(n, max_items) if max_items > 0 else n)
+
+
+def _dense_gram(x: sp.csr_matrix) -> np.ndarray:
+    """X'X as a dense float64 matrix, summed over blocks of users: never the sparse product,
+    whose indices can outweigh the dense matrix. X is binary, so every entry is a count and
+    the sum is exact in any order."""
+    n_items = x.shape[1]
+    gram = np.zeros((n_items, n_items), dtype=np.float64)
+    block = max(1, _SCORE_BLOCK_BYTES // (4 * 8 * max(n_items, 1)))
+    for start in range(0, x.shape[0], block):
+        part = x[start : start + block]
+        gram += np.asarray(part.T @ part.toarray())
+    return gram
+
+
+@dataclass(frozen=True)
+class EaseScope:
+    """The items EASE works on as of a moment, and why."""
+
+    items: pl.Series | None  # None: every purchased item
+    bought: int  # distinct items purchased before as_of
+    limit: int  # the most items the budget admits
+    memory_mib: int
+
+    @property
+    def n_items(self) -> int:
+        return self.bought if self.items is None else self.items.len()
+
+    @property
+    def note(self) -> str | None:
+        """A line for the run's manifest when EASE is bounded, None when it is whole."""
+        if self.items is None:
+            return None
+        return (
+            f"EASE on the {self.n_items} most-bought of {self.bought} items "
+            f"(budget {self.memory_mib} MiB)"
+        )
+
+
+def ease_scope(
+    train_events: pl.DataFrame,
+    as_of: datetime,
+    *,
+    memory_mib: int = EASE_MEMORY_MIB,
+    max_items: int = 0,
+    select_days: int = EASE_SELECT_DAYS,
+) -> EaseScope:
+    """Every purchased item when they fit the budget; otherwise the most-bought ones."""
+    purchases = _purchases(train_events, as_of)
+    bought = purchases.get_column(ITEM_ID).n_unique()
+    limit = ease_item_budget(memory_mib, max_items)
+    if bought <= limit:
+        return EaseScope(None, bought, limit, memory_mib)
+    items = most_bought_items(purchases, as_of, limit, select_days).sort()
+    return EaseScope(items, bought, limit, memory_mib)
+
+
+def _pairs_bound(purchases: pl.DataFrame) -> int:
+    """An upper bound on the non-zeros of X'X: the sum over users of distinct items squared."""
+    per_user = purchases.select(USER_ID, ITEM_ID).unique().group_by(USER_ID).len()
+    return int((per_user.get_column("len").cast(pl.Int64) ** 2).sum())
+
+
+def _knn_purchases(purchases: pl.DataFrame, as_of: datetime, max_pairs: int) -> pl.DataFrame:
+    """Purchases of the most-bought items, halving their number until the similarity's
+    non-zero bound is at most `max_pairs`; all of them when it already is."""
+    if _pairs_bound(purchases) <= max_pairs:
+        return purchases
+    ranking = _popularity_ranking(purchases, as_of, EASE_SELECT_DAYS).get_column(ITEM_ID)
+    n = ranking.len()
+    kept = purchases
+    while n > 1:
+        n //= 2
+        kept = purchases.filter(pl.col(ITEM_ID).is_in(ranking.head(n).implode()))
+        if _pairs_bound(kept) <= max_pairs:
+            break
+    log.warning(
+        "item-kNN on the %d most-bought of %d items (at most %d similarity pairs)",
+        n,
+        ranking.len(),
+        max_pairs,
+    )
+    return kept
+
+
 def _fit_item_knn(x: sp.csr_matrix) -> ScoreBlock:
     norms = np.sqrt(np.asarray(x.sum(axis=0)).ravel())
     inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
@@ -267,16 +395,25 @@ def _fit_item_knn(x: sp.csr_matrix) -> ScoreBlock:
     return score_block
 
 
-def item_knn(train_events: pl.DataFrame, users: pl.Series, as_of: datetime, k: int) -> pl.DataFrame:
+def item_knn(
+    train_events: pl.DataFrame,
+    users: pl.Series,
+    as_of: datetime,
+    k: int,
+    *,
+    max_pairs: int = KNN_MAX_PAIRS,
+) -> pl.DataFrame:
     """Item-kNN: score = sum of cosine similarities between an item and the user's items.
 
     Cosine on the binary user x item matrix, self-similarity zero (an item does not vote for
     itself; that is what reproduces baselines.md). Past items are not excluded: they still
-    score through the items bought with them, and repeats are real demand.
+    score through the items bought with them, and repeats are real demand. On a catalog whose
+    similarity could exceed `max_pairs` non-zeros it works on the most-bought items (logged).
     """
     _check_k(k)
     purchases = _purchases(train_events, as_of)
-    return _matrix_model_recs(purchases, _users_frame(users), as_of, k, _fit_item_knn)
+    kept = _knn_purchases(purchases, as_of, max_pairs)
+    return _matrix_model_recs(purchases, _users_frame(users), as_of, k, _fit_item_knn, kept)
 
 
 def ease(
@@ -286,20 +423,40 @@ def ease(
     k: int,
     *,
     lam: float = EASE_LAMBDA,
+    memory_mib: int = EASE_MEMORY_MIB,
+    max_items: int = 0,
+    select_days: int = EASE_SELECT_DAYS,
+    scope: EaseScope | None = None,
 ) -> pl.DataFrame:
     """EASE (Steck 2019): B = -P / diag(P) with P = (X'X + lam I)^-1, diagonal zero.
 
-    Closed form with a dense item x item inverse: fine for a few thousand items.
+    Closed form with a dense item x item inverse, so its memory grows with the square of the
+    items: it works on every purchased item when 3 N^2 float64 fit in `memory_mib` (and N is
+    at most `max_items`, when positive), otherwise on the N items with most distinct buyers in
+    the last `select_days` (logged; `ease_scope` says which). Users are padded with the
+    popularity ranking of every item. `scope` reuses an `ease_scope` already computed.
     """
     _check_k(k)
     if lam <= 0:
         raise ValueError(f"lam must be positive, got {lam}")
+    if scope is None:
+        scope = ease_scope(
+            train_events,
+            as_of,
+            memory_mib=memory_mib,
+            max_items=max_items,
+            select_days=select_days,
+        )
+    if scope.note is not None:
+        log.warning(scope.note)
 
     def fit(x: sp.csr_matrix) -> ScoreBlock:
-        gram = (x.T @ x).toarray()
+        gram = _dense_gram(x)
         gram[np.diag_indices_from(gram)] += lam
-        p = np.linalg.inv(gram)
-        b = p / -np.diag(p)[np.newaxis, :]
+        b = np.linalg.inv(gram)
+        del gram
+        # in place: the same arithmetic as p / -diag(p), without a fourth N x N matrix
+        b /= -np.diag(b).copy()[np.newaxis, :]
         b[np.diag_indices_from(b)] = 0.0
 
         def score_block(block: sp.csr_matrix) -> np.ndarray:
@@ -308,4 +465,9 @@ def ease(
         return score_block
 
     purchases = _purchases(train_events, as_of)
-    return _matrix_model_recs(purchases, _users_frame(users), as_of, k, fit)
+    kept = (
+        purchases
+        if scope.items is None
+        else purchases.filter(pl.col(ITEM_ID).is_in(scope.items.implode()))
+    )
+    return _matrix_model_recs(purchases, _users_frame(users), as_of, k, fit, kept)

@@ -3,20 +3,27 @@
 Sources:
 - hist: the customer's own items, recency-weighted (purchases count more than carts/views);
 - covis: items bought in the same orders as the customer's recent items, time-decayed;
-- ease: EASE over the binary customer x item purchase matrix (tasks.baselines.recommenders);
+- ease: EASE over the binary customer x item purchase matrix (tasks.baselines.recommenders),
+  on the most-bought items only when the catalog is too large for `ease_memory_mib`;
 - pop: the items with most distinct buyers in the recent past.
 
 The merged list orders a customer's candidates by weighted reciprocal-rank fusion of the
 source ranks (`merged_rank`, 1 = best) and keeps the best `max_per_user`.
+
+Every source's memory is bounded whatever the catalog: EASE by its item budget, the
+co-purchase self-join by `copurchase_max_pairs` basket pairs at a time. A source that had to
+degrade says so in a `CandidateReport` (and logs a warning on `nightrec.candidates`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
-from tasks.baselines.recommenders import ease
+from tasks.baselines.recommenders import ease, ease_scope
 from tasks.constants import (
     CART,
     EVENT_TYPE,
@@ -35,6 +42,22 @@ EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
 SOURCES = ("hist", "covis", "ease", "pop")
 MISSING_RANK = 9_999
 MERGED_RANK = "merged_rank"
+
+
+@dataclass
+class CandidateReport:
+    """What the candidate step did beyond the plain sources, for the run's manifest.
+
+    `notes` maps a source to one line saying how it degraded (empty when none did);
+    `ease_items` / `catalog_items` are the items EASE worked on and the items purchased."""
+
+    notes: dict[str, str] = field(default_factory=dict)
+    ease_items: int | None = None
+    catalog_items: int | None = None
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.notes)
 
 
 def _ranked(frame: pl.DataFrame, score: str, rank: str, per_user: int) -> pl.DataFrame:
@@ -82,28 +105,6 @@ def _baskets(purchases: pl.DataFrame, max_basket: int) -> pl.DataFrame:
     )
 
 
-def _cosine_neighbors(
-    pairs: pl.DataFrame, item_weight: pl.DataFrame, neighbors: int
-) -> pl.DataFrame:
-    """The best `neighbors` per item by co_w / sqrt(item_w * neighbor_w), ties by id."""
-    sims = (
-        pairs.join(item_weight, on=ITEM_ID)
-        .join(
-            item_weight.rename({ITEM_ID: "neighbor_id", "item_w": "neighbor_w"}), on="neighbor_id"
-        )
-        .select(
-            ITEM_ID,
-            "neighbor_id",
-            (pl.col("co_w") / (pl.col("item_w") * pl.col("neighbor_w")).sqrt()).alias("sim"),
-        )
-    )
-    return (
-        sims.sort([ITEM_ID, "sim", "neighbor_id"], descending=[False, True, False])
-        .group_by(ITEM_ID, maintain_order=True)
-        .head(neighbors)
-    )
-
-
 def item_neighbors(
     purchases: pl.DataFrame, as_of: dt.datetime, cfg: CandidateSettings
 ) -> pl.DataFrame:
@@ -118,14 +119,74 @@ def item_neighbors(
         ).alias("w")
     )
     item_weight = baskets.group_by(ITEM_ID).agg(pl.col("w").sum().alias("item_w"))
-    pairs = (
-        baskets.select("basket", ITEM_ID, "w")
-        .join(baskets.select("basket", pl.col(ITEM_ID).alias("neighbor_id")), on="basket")
-        .filter(pl.col(ITEM_ID) != pl.col("neighbor_id"))
-        .group_by(ITEM_ID, "neighbor_id")
-        .agg(pl.col("w").sum().alias("co_w"))
+    # Integer codes for baskets and items, and the self-join a slice of items at a time:
+    # the pairs frame grows with basket size squared, so it is cut to about
+    # `copurchase_max_pairs` rows. Every pair of an item is in its slice, so the best
+    # neighbours per item are exact.
+    codes = item_weight.select(ITEM_ID).sort(ITEM_ID).with_row_index("_item", offset=0)
+    coded = baskets.join(codes, on=ITEM_ID).select(
+        pl.col("basket").rank("dense").cast(pl.UInt32).alias("_basket"), "_item", "w"
     )
-    return _cosine_neighbors(pairs, item_weight, cfg.copurchase_neighbors)
+    size = coded.group_by("_basket").len()
+    pairs_per_item = (
+        coded.join(size, on="_basket")
+        .group_by("_item")
+        .agg(pl.col("len").cast(pl.Int64).sum().alias("_pairs"))
+        .sort("_item")
+        .with_columns(pl.col("_pairs").cum_sum().alias("_cum"))
+    )
+    slice_of = (pl.col("_cum") - 1) // cfg.copurchase_max_pairs
+    slices = pairs_per_item.select("_item", slice_of.alias("_slice"))
+    right = coded.select("_basket", pl.col("_item").alias("_neighbor"))
+    weight_of = (
+        item_weight.join(codes, on=ITEM_ID).sort("_item").get_column("item_w").to_numpy()
+    )  # item_w by code: codes number 0..n-1
+    parts = []
+    for (_,), left in coded.join(slices, on="_item").group_by(["_slice"], maintain_order=True):
+        pairs = (
+            left.select("_basket", "_item", "w")
+            .join(right, on="_basket")
+            .filter(pl.col("_item") != pl.col("_neighbor"))
+            .group_by("_item", "_neighbor")
+            .agg(pl.col("w").sum().alias("co_w"))
+        )
+        parts.append(_coded_neighbors(pairs, weight_of, cfg.copurchase_neighbors))
+    best = (
+        pl.concat(parts)
+        if parts
+        else _coded_neighbors(
+            pl.DataFrame(schema={"_item": pl.UInt32, "_neighbor": pl.UInt32, "co_w": pl.Float64}),
+            weight_of,
+            cfg.copurchase_neighbors,
+        )
+    )
+    names = codes.select("_item", ITEM_ID)
+    return (
+        best.join(names, on="_item")
+        .join(names.rename({"_item": "_neighbor", ITEM_ID: "neighbor_id"}), on="_neighbor")
+        .sort([ITEM_ID, "sim", "neighbor_id"], descending=[False, True, False])
+        .select(ITEM_ID, "neighbor_id", "sim")
+    )
+
+
+def _coded_neighbors(pairs: pl.DataFrame, weight_of: np.ndarray, neighbors: int) -> pl.DataFrame:
+    """The best `neighbors` per item by co_w / sqrt(item_w * neighbor_w), over integer codes
+    (`_item`, `_neighbor`; `weight_of[code]` is item_w); ties by neighbour id, which the codes
+    follow (sorted ids). Only the rows at or above an item's `neighbors`-th best are sorted."""
+    item = pairs.get_column("_item").to_numpy()
+    neighbor = pairs.get_column("_neighbor").to_numpy()
+    sim = pairs.get_column("co_w").to_numpy() / np.sqrt(weight_of[item] * weight_of[neighbor])
+    sims = pl.DataFrame(
+        {"_item": item, "_neighbor": neighbor, "sim": sim},
+        schema={"_item": pl.UInt32, "_neighbor": pl.UInt32, "sim": pl.Float64},
+    )
+    best = pl.col("sim").top_k(neighbors).min().over("_item")
+    return (
+        sims.filter(pl.col("sim") >= best)
+        .sort(["_item", "sim", "_neighbor"], descending=[False, True, False])
+        .group_by("_item", maintain_order=True)
+        .head(neighbors)
+    )
 
 
 def _recent_items(purchases: pl.DataFrame, n: int) -> pl.DataFrame:
@@ -173,14 +234,30 @@ def copurchase_candidates(
 
 
 def ease_candidates(
-    events: pl.DataFrame, users: pl.Series, as_of: dt.datetime, cfg: CandidateSettings
+    events: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    report: CandidateReport | None = None,
 ) -> pl.DataFrame:
     """user_id, item_id, ease_score, ease_rank: EASE's best items per user (positive scores
-    only; the baseline's popularity padding is dropped)."""
+    only; the baseline's popularity padding is dropped). EASE works on at most the items
+    `ease_memory_mib` / `ease_max_items` admit; `report` (when given) records how many."""
     schema = {USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, "ease_score": pl.Float64, "ease_rank": pl.Int64}
     if cfg.ease_per_user == 0 or users.len() == 0:
         return pl.DataFrame(schema=schema)
-    recs = ease(events, users, as_of, cfg.ease_per_user, lam=cfg.ease_lambda)
+    scope = ease_scope(
+        events,
+        as_of,
+        memory_mib=cfg.ease_memory_mib,
+        max_items=cfg.ease_max_items,
+        select_days=cfg.ease_select_days,
+    )
+    if report is not None:
+        report.ease_items, report.catalog_items = scope.n_items, scope.bought
+        if scope.note is not None:
+            report.notes["ease"] = scope.note
+    recs = ease(events, users, as_of, cfg.ease_per_user, lam=cfg.ease_lambda, scope=scope)
     scored = recs.filter(pl.col(SCORE) > 0).select(
         USER_ID, ITEM_ID, pl.col(SCORE).alias("ease_score")
     )
@@ -217,17 +294,22 @@ def merged_order(cfg: CandidateSettings) -> pl.Expr:
 
 
 def generate_candidates(
-    events: pl.DataFrame, users: pl.Series, as_of: dt.datetime, cfg: CandidateSettings
+    events: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    report: CandidateReport | None = None,
 ) -> pl.DataFrame:
     """The union of all sources for `users`, one row per (user, item), with every source's
     score (0 when absent) and rank (MISSING_RANK when absent), n_sources, and merged_rank
-    (1 = best by weighted reciprocal-rank fusion); at most `max_per_user` rows per user."""
+    (1 = best by weighted reciprocal-rank fusion); at most `max_per_user` rows per user.
+    `report` (when given) receives a note per source that had to degrade."""
     user_frame = pl.DataFrame({USER_ID: users.unique()})
     popular = popular_items(events, as_of, cfg.popular_days, cfg.popular_per_user)
     parts = [
         history_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
         copurchase_candidates(events, as_of, cfg, user_frame.get_column(USER_ID)),
-        ease_candidates(events, user_frame.get_column(USER_ID), as_of, cfg),
+        ease_candidates(events, user_frame.get_column(USER_ID), as_of, cfg, report),
         user_frame.join(popular, how="cross"),
     ]
     keys = pl.concat([p.select(USER_ID, ITEM_ID) for p in parts]).unique()

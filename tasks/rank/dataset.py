@@ -6,7 +6,7 @@ import datetime as dt
 
 import polars as pl
 
-from tasks.candidates.generate import generate_candidates
+from tasks.candidates.generate import CandidateReport, generate_candidates
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
 from tasks.features.build import build_features
 from tasks.settings import CandidateSettings
@@ -47,10 +47,12 @@ def candidate_frame(
     users: pl.Series,
     as_of: dt.datetime,
     cfg: CandidateSettings,
+    report: CandidateReport | None = None,
 ) -> pl.DataFrame:
-    """Candidates with features for `users` as of `as_of` (no labels)."""
+    """Candidates with features for `users` as of `as_of` (no labels). `report` (when given)
+    receives the candidate step's notes (a source that had to degrade) for the manifest."""
     past = events.filter(pl.col(TS) < as_of)
-    candidates = generate_candidates(past, users, as_of, cfg)
+    candidates = generate_candidates(past, users, as_of, cfg, report)
     return build_features(past, candidates, catalog, as_of)
 
 

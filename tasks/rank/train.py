@@ -38,6 +38,26 @@ log = logging.getLogger("nightrec.rank")
 MIN_TRAIN_GROUPS = 5
 
 
+@dataclass(frozen=True)
+class Windows:
+    """Labelled training windows before a cutoff, newest first."""
+
+    frames: list[pl.DataFrame]  # customers with a purchase in the horizon, `_as_of` column
+    used: list[dt.datetime]  # their as-of instants
+    # The newest window's candidate frame for every known buyer, unlabelled. The validation
+    # that follows (same as-of, same events) scores a subset of those customers, and a
+    # customer's candidates and features do not depend on who else is scored, so it is read
+    # from here instead of built again (a large catalog spends most of a window there).
+    newest_candidates: pl.DataFrame
+
+    def candidates_for(self, users: pl.Series) -> pl.DataFrame | None:
+        """The newest window's candidates of `users`, when it holds every one of them."""
+        frame = self.newest_candidates
+        if not users.is_in(frame.get_column(USER_ID).unique().implode()).all():
+            return None
+        return frame.filter(pl.col(USER_ID).is_in(users.implode()))
+
+
 class NotEnoughHistory(RuntimeError):
     """Too few labelled windows to train; the run falls back to a baseline."""
 
@@ -65,9 +85,12 @@ def recommend(
     as_of: dt.datetime,
     settings: Settings,
     features: list[str],
+    frame: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Top-K per user as of `as_of` with the given booster, padded with popular items."""
-    frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
+    """Top-K per user as of `as_of` with the given booster, padded with popular items.
+    `frame` is the users' candidate frame when the caller already has it."""
+    if frame is None:
+        frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
     scored = score_candidates(booster, frame, features)
     popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
     return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
@@ -104,19 +127,21 @@ def _validation_report(
     booster: lgb.Booster,
     events: pl.DataFrame,
     catalog: pl.DataFrame,
-    as_of: dt.datetime,
+    windows: Windows,
     settings: Settings,
     features: list[str],
 ) -> dict[str, Any]:
     """Protocol metrics on the validation window: the ranker beside the baselines."""
+    as_of = windows.used[0]
     users = evaluated_users(events, as_of, settings.horizon_days)
-    recs = recommend(booster, events, catalog, users, as_of, settings, features)
+    frame = windows.candidates_for(users)
+    recs = recommend(booster, events, catalog, users, as_of, settings, features, frame)
     return validation_report({"lightgbm": recs}, events, as_of, settings, users)
 
 
 def training_windows(
     events: pl.DataFrame, catalog: pl.DataFrame, cutoff: dt.datetime, settings: Settings
-) -> tuple[list[pl.DataFrame], list[dt.datetime]]:
+) -> Windows:
     """Labelled windows before `cutoff`, newest first, each with its `_as_of` column.
     Raises NotEnoughHistory when fewer than two have labelled customers."""
     cfg = settings.ranker
@@ -124,25 +149,28 @@ def training_windows(
     dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
+    newest: pl.DataFrame | None = None
     for i, as_of in enumerate(dates, start=1):
         log.info("training window %d/%d: as-of %s", i, len(dates), f"{as_of:%Y-%m-%d}")
         users = known_buyers(events, as_of)
-        frame = groups_with_positives(
-            labelled_frame(
-                events, catalog, users, as_of, settings.horizon_days, settings.candidates
-            )
+        labelled = labelled_frame(
+            events, catalog, users, as_of, settings.horizon_days, settings.candidates
         )
+        if newest is None:
+            newest = labelled.drop(LABEL)
+        frame = groups_with_positives(labelled)
+        del labelled
         if frame.get_column(USER_ID).n_unique() < MIN_TRAIN_GROUPS:
             break  # older windows have even less history
         frames.append(frame.with_columns(pl.lit(as_of).alias("_as_of")))
         used.append(as_of)
-    if len(frames) < 2:
+    if len(frames) < 2 or newest is None:
         raise NotEnoughHistory(
             f"only {len(frames)} training window(s) with labelled customers "
             f"before {cutoff:%Y-%m-%d}; "
             f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
         )
-    return frames, used
+    return Windows(frames, used, newest)
 
 
 def keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -157,13 +185,14 @@ def train_ranker(
     catalog: pl.DataFrame,
     cutoff: dt.datetime,
     settings: Settings,
-    windows: tuple[list[pl.DataFrame], list[dt.datetime]] | None = None,
+    windows: Windows | None = None,
 ) -> TrainOutcome:
     """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot.
     `windows` (from training_windows) saves rebuilding them when several models share them."""
     cfg = settings.ranker
     events = events.filter(pl.col(TS) < cutoff)
-    frames, used = windows or training_windows(events, catalog, cutoff, settings)
+    windows = windows or training_windows(events, catalog, cutoff, settings)
+    frames, used = windows.frames, windows.used
     features = feature_columns(frames[0].drop(LABEL))
 
     early = lgbm.fit(keyed(frames[1:]), features, cfg, settings.seed, valid=keyed(frames[:1]))
@@ -172,7 +201,7 @@ def train_ranker(
         early.best_iteration,
         early.valid_ndcg10 or 0,
     )
-    validation = _validation_report(early.booster, events, catalog, used[0], settings, features)
+    validation = _validation_report(early.booster, events, catalog, windows, settings, features)
     final = lgbm.fit(
         keyed(frames[:-1]), features, cfg, settings.seed, num_boost_round=early.best_iteration
     )

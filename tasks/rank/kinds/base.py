@@ -25,7 +25,7 @@ from tasks.protocol.split import evaluated_users
 from tasks.rank import registry
 from tasks.rank.dataset import LABEL, candidate_frame
 from tasks.rank.topk import top_k
-from tasks.rank.train import training_windows, validation_report
+from tasks.rank.train import Windows, training_windows, validation_report
 from tasks.settings import Settings
 
 LIST_KEY = "_list_key"
@@ -137,17 +137,17 @@ class TrainingContext:
         self.events = self.events.filter(pl.col(TS) < self.cutoff)
 
     @cached_property
-    def windows(self) -> tuple[list[pl.DataFrame], list[dt.datetime]]:
+    def windows(self) -> Windows:
         """Raises NotEnoughHistory (tasks.rank.train) when there is too little history."""
         return training_windows(self.events, self.catalog, self.cutoff, self.settings)
 
     @property
     def frames(self) -> list[pl.DataFrame]:
-        return self.windows[0]
+        return self.windows.frames
 
     @property
     def validation_as_of(self) -> dt.datetime:
-        return self.windows[1][0]
+        return self.windows.used[0]
 
     @cached_property
     def features(self) -> list[str]:
@@ -159,9 +159,12 @@ class TrainingContext:
 
     @cached_property
     def validation_frame(self) -> pl.DataFrame:
+        users = self.validation_users
+        reused = self.windows.candidates_for(users)
+        if reused is not None:
+            return reused
         as_of = self.validation_as_of
         past = self.events.filter(pl.col(TS) < as_of)
-        users = self.validation_users
         return candidate_frame(past, self.catalog, users, as_of, self.settings.candidates)
 
     def validate(self, name: str, early_scorer: Scorer) -> dict[str, Any]:
@@ -182,7 +185,7 @@ class TrainingContext:
 
     def base_meta(self) -> dict[str, Any]:
         """What every kind's meta records about its training."""
-        used = self.windows[1]
+        used = self.windows.used
         return {
             "cutoff": self.cutoff.isoformat(),
             "train_windows": [d.isoformat() for d in used[:-1]],
