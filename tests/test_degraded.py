@@ -144,3 +144,19 @@ def test_a_stale_input_fails_unless_allowed(
     manifest = nightly_flow(NightlyParams(run_date=late, retrain=False))
     assert manifest["status"] == "ok"
     assert manifest["notes"][0].startswith(f"input is stale: the newest event is {RUN_DATE}")
+
+
+def test_a_source_in_its_bounded_form_is_noted_not_degraded(
+    prefect_harness: None, shop: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EASE over a catalog larger than its budget works on the most-bought items: the run is
+    the model's (exit 0) and its manifest and report say what was bounded."""
+    from flows.nightly import nightly_flow
+
+    monkeypatch.setenv("NIGHTREC_CANDIDATES__EASE_MAX_ITEMS", "5")
+    manifest = nightly_flow(_params())
+    assert manifest["status"] == "ok" and manifest["degraded"] == []
+    (note,) = manifest["notes"]
+    assert note.startswith("candidates: EASE on the 5 most-bought of ")
+    report = (home / "reports" / "nightly" / f"run_date={RUN_DATE}.md").read_text()
+    assert note in report

@@ -36,7 +36,7 @@ def run_fields(
     return {
         "status": "degraded" if degraded else "ok",
         "degraded": degraded,
-        "notes": notes,
+        "notes": [*notes, *scored.notes],
         "cutoff": snapshot.cutoff.isoformat(),
         "input_events": snapshot.n_events,
         "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,

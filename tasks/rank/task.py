@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from tasks.baselines.recommenders import repurchase
-from tasks.candidates.generate import popular_items
+from tasks.candidates.generate import CandidateReport, popular_items
 from tasks.constants import ITEM_ID, REC_SOURCE
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
@@ -111,6 +111,7 @@ class ScoreOutcome:
     model_version: str  # the model that scored, or BASELINE_VERSION
     model_kind: str | None  # lightgbm | neural | blend; None for the baseline
     fallback: str | None  # why the chosen model was not used, when it was not
+    notes: tuple[str, ...] = ()  # candidate sources that served in their bounded form
 
 
 def _first_line(exc: BaseException) -> str:
@@ -181,6 +182,7 @@ def score_users(
         enforce(report, "features", [validate_features(frame)])
 
     recs, used, kind, failures = None, BASELINE_VERSION, None, []
+    candidates = CandidateReport()
     for version in _fallbacks(settings, snapshot, choice.version):
         try:
             record = registry.load(settings.models_dir, version)
@@ -194,6 +196,7 @@ def score_users(
                 settings,
                 allowed_items=allowed,
                 check_features=check_features,
+                report=candidates,
             )
             used, kind = version, record.meta.get("model_kind", "lightgbm")
             break
@@ -211,7 +214,8 @@ def score_users(
     if choice.version is None and choice.problem:
         reasons.insert(0, choice.problem)
     fallback = f"{'; '.join(reasons)}: scored with {used}" if reasons else None
-    return ScoreOutcome(path, used, kind, fallback)
+    notes = tuple(f"candidates: {note}" for note in candidates.notes.values())
+    return ScoreOutcome(path, used, kind, fallback, notes)
 
 
 choose_model_task = stage_task("choose-model", choose_model)

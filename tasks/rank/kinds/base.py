@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import polars as pl
 
-from tasks.candidates.generate import MERGED_RANK, popular_items
+from tasks.candidates.generate import MERGED_RANK, CandidateReport, popular_items
 from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.split import evaluated_users
@@ -80,16 +80,18 @@ def recommend_with(
     frame: pl.DataFrame | None = None,
     allowed_items: pl.Series | None = None,
     check_features: Callable[[pl.DataFrame], None] | None = None,
+    report: CandidateReport | None = None,
 ) -> pl.DataFrame:
     """Top-K per user as of `as_of`, padded with popular items (as train.recommend does).
 
     `frame` is the users' candidate frame when the caller already built it; `allowed_items`
     (when given) limits what may be recommended (catalog less forbidden items);
-    `check_features` sees the feature frame before anything is scored.
+    `check_features` sees the feature frame before anything is scored; `report` receives the
+    candidate step's notes (a source that worked in its bounded form).
     """
     past = events.filter(pl.col(TS) < as_of)
     if frame is None:
-        frame = candidate_frame(past, catalog, users, as_of, settings.candidates)
+        frame = candidate_frame(past, catalog, users, as_of, settings.candidates, report)
     if check_features is not None:
         check_features(frame)
     popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
