@@ -16,7 +16,7 @@
    distinct items each customer bought in [T, T + H), customers = those with a purchase before
    T and in the window, from the generated events (every line, priced or not). The repurchase
    baseline is scored on the same customers, with a 95% paired bootstrap interval on the
-   NDCG@10 difference (tasks/evaluate/metrics.py).
+   NDCG@10 difference (tasks/protocol/metrics.py).
 5. Prints a table and writes benchmarks/results/any_shop.md (and .json beside it).
 
     PYTHONPATH=. .venv/bin/python benchmarks/any_shop.py              # the acceptance size
