@@ -266,12 +266,8 @@ def test_validation_reuses_the_newest_window_with_the_same_result() -> None:
     reused = train._validation_report(
         fit.booster, events, shop.catalog, windows, settings, features
     )
-    # Built afresh: the same windows with nothing to reuse.
-    empty = windows.newest_candidates.head(0)
-    fresh_windows = train.Windows(windows.frames, windows.used, empty)
-    assert fresh_windows.candidates_for(pl.Series(["u"])) is None
-    fresh = train._validation_report(
-        fit.booster, events, shop.catalog, fresh_windows, settings, features
-    )
+    assert windows.newest_candidates is None  # handed out once, then dropped
+    # Built afresh: the same windows with nothing left to reuse.
+    fresh = train._validation_report(fit.booster, events, shop.catalog, windows, settings, features)
     assert reused == fresh
     assert reused["users"] > 0

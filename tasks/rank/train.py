@@ -38,7 +38,7 @@ log = logging.getLogger("nightrec.rank")
 MIN_TRAIN_GROUPS = 5
 
 
-@dataclass(frozen=True)
+@dataclass
 class Windows:
     """Labelled training windows before a cutoff, newest first."""
 
@@ -47,13 +47,15 @@ class Windows:
     # The newest window's candidate frame for every known buyer, unlabelled. The validation
     # that follows (same as-of, same events) scores a subset of those customers, and a
     # customer's candidates and features do not depend on who else is scored, so it is read
-    # from here instead of built again (a large catalog spends most of a window there).
-    newest_candidates: pl.DataFrame
+    # from here instead of built again (a large catalog spends most of a window there). It is
+    # handed out once and then dropped, so it does not stay in memory through training.
+    newest_candidates: pl.DataFrame | None
 
-    def candidates_for(self, users: pl.Series) -> pl.DataFrame | None:
-        """The newest window's candidates of `users`, when it holds every one of them."""
-        frame = self.newest_candidates
-        if not users.is_in(frame.get_column(USER_ID).unique().implode()).all():
+    def take_candidates_for(self, users: pl.Series) -> pl.DataFrame | None:
+        """The newest window's candidates of `users`, when it holds every one of them; the
+        first call only (None after, and the caller builds them)."""
+        frame, self.newest_candidates = self.newest_candidates, None
+        if frame is None or not users.is_in(frame.get_column(USER_ID).unique().implode()).all():
             return None
         return frame.filter(pl.col(USER_ID).is_in(users.implode()))
 
@@ -134,7 +136,7 @@ def _validation_report(
     """Protocol metrics on the validation window: the ranker beside the baselines."""
     as_of = windows.used[0]
     users = evaluated_users(events, as_of, settings.horizon_days)
-    frame = windows.candidates_for(users)
+    frame = windows.take_candidates_for(users)
     recs = recommend(booster, events, catalog, users, as_of, settings, features, frame)
     return validation_report({"lightgbm": recs}, events, as_of, settings, users)
 

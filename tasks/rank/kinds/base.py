@@ -162,7 +162,7 @@ class TrainingContext:
     @cached_property
     def validation_frame(self) -> pl.DataFrame:
         users = self.validation_users
-        reused = self.windows.candidates_for(users)
+        reused = self.windows.take_candidates_for(users)
         if reused is not None:
             return reused
         as_of = self.validation_as_of
