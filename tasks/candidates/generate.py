@@ -36,7 +36,7 @@ from tasks.constants import (
     VIEW,
 )
 from tasks.settings import CandidateSettings
-from tasks.timeutil import age_days
+from tasks.timeutil import age_days, events_before
 
 EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
 SOURCES = ("hist", "covis", "ease", "pop")
@@ -75,7 +75,7 @@ def history_candidates(
     """user_id, item_id, hist_score, hist_rank from the customer's own interactions."""
     weight = pl.col(EVENT_TYPE).replace_strict(EVENT_WEIGHTS, default=0.0, return_dtype=pl.Float64)
     scored = (
-        events.filter(pl.col(TS) < as_of)
+        events_before(events, as_of)
         .group_by(USER_ID, ITEM_ID)
         .agg((weight * (-age_days(as_of) / cfg.history_tau_days).exp()).sum().alias("hist_score"))
     )

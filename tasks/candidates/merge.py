@@ -23,7 +23,7 @@ from tasks.candidates.generate import MERGED_RANK, generate_candidates
 from tasks.constants import EVENT_TYPE, ITEM_ID, ORDER_ID, PURCHASE, TS, USER_ID
 from tasks.protocol.split import evaluated_users, truth_window
 from tasks.settings import CandidateSettings
-from tasks.timeutil import age_days
+from tasks.timeutil import age_days, events_before
 
 MERGE_SCORE = "merge_score"
 LEARNED_RANK = "learned_merged_rank"
@@ -82,15 +82,13 @@ def fit_merge_model(
 ) -> lgb.Booster | None:
     """Binary model of "bought in the next lag_days" over the union as of as_of - lag_days,
     from events before as_of only. None when that window has no positive or no negative."""
-    past = events.filter(pl.col(TS) < as_of)
+    past = events_before(events, as_of)
     train_as_of = as_of - dt.timedelta(days=lag_days)
     users = evaluated_users(past, train_as_of, lag_days)
     if users.len() == 0:
         return None
     union_cfg = cfg.model_copy(update={"max_per_user": 1_000_000})
-    union = generate_candidates(
-        past.filter(pl.col(TS) < train_as_of), users, train_as_of, union_cfg
-    )
+    union = generate_candidates(events_before(past, train_as_of), users, train_as_of, union_cfg)
     labels = truth_window(past, train_as_of, lag_days).with_columns(pl.lit(1).alias("label"))
     frame = (
         merge_features(past, union, train_as_of)

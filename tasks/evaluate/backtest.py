@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 
 from tasks.baselines.recommenders import ease, item_knn, popularity, repurchase
-from tasks.constants import EVAL_KS, TS, USER_ID
+from tasks.constants import EVAL_KS, USER_ID
 from tasks.evaluate.segments import HISTORY_SEGMENTS, SEGMENT, history_segments
 from tasks.protocol.metrics import (
     METRIC_NAMES,
@@ -25,6 +25,7 @@ from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank.gate import MODEL_KEY
 from tasks.rank.kinds import KINDS, recommend_with, train_models
 from tasks.settings import Settings
+from tasks.timeutil import events_before
 
 BASELINES = {
     "popularity": popularity,
@@ -90,7 +91,7 @@ def run_backtest(
     `kinds` are the model kinds besides LightGBM's row, which is always there."""
     horizon = settings.horizon_days
     k_max = max(EVAL_KS)
-    train = events.filter(pl.col(TS) < as_of)
+    train = events_before(events, as_of)
     users = evaluated_users(events, as_of, horizon)
     truth = truth_window(events, as_of, horizon)
     wanted = [MODEL_KEY, *(kind for kind in kinds if kind != MODEL_KEY)]

@@ -23,7 +23,7 @@ from tasks.constants import (
     USER_ID,
     VIEW,
 )
-from tasks.timeutil import age_days
+from tasks.timeutil import age_days, events_before
 
 UNKNOWN_CATEGORY = "__unknown__"
 
@@ -158,7 +158,7 @@ def build_features(
     as_of: dt.datetime,
 ) -> pl.DataFrame:
     """One row per candidate (user_id, item_id) with every feature, computed as of `as_of`."""
-    past = _with_category(events.filter(pl.col(TS) < as_of), catalog).with_columns(
+    past = _with_category(events_before(events, as_of), catalog).with_columns(
         age_days(as_of).alias("age"), _order_key().alias("order")
     )
     purchases = past.filter(pl.col(EVENT_TYPE) == PURCHASE)

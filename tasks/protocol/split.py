@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import polars as pl
 
 from tasks.constants import DEFAULT_HORIZON_DAYS, EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
+from tasks.timeutil import events_before
 
 
 def _window(as_of: datetime, horizon_days: int) -> tuple[datetime, datetime]:
@@ -47,6 +48,6 @@ def evaluated_users(
     """
     start, end = _window(as_of, horizon_days)
     purchases = events.filter(pl.col(EVENT_TYPE) == PURCHASE)
-    before = purchases.filter(pl.col(TS) < start).select(USER_ID).unique()
+    before = events_before(purchases, start).select(USER_ID).unique()
     inside = purchases.filter((pl.col(TS) >= start) & (pl.col(TS) < end)).select(USER_ID).unique()
     return before.join(inside, on=USER_ID, how="semi").get_column(USER_ID).sort()

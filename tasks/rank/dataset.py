@@ -10,6 +10,7 @@ from tasks.candidates.generate import CandidateReport, generate_candidates
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
 from tasks.features.build import build_features
 from tasks.settings import CandidateSettings
+from tasks.timeutil import events_before
 
 LABEL = "label"
 
@@ -51,7 +52,7 @@ def candidate_frame(
 ) -> pl.DataFrame:
     """Candidates with features for `users` as of `as_of` (no labels). `report` (when given)
     receives the candidate step's notes (a source that had to degrade) for the manifest."""
-    past = events.filter(pl.col(TS) < as_of)
+    past = events_before(events, as_of)
     candidates = generate_candidates(past, users, as_of, cfg, report)
     return build_features(past, candidates, catalog, as_of)
 

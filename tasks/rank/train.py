@@ -18,7 +18,7 @@ import polars as pl
 
 from tasks.baselines.recommenders import popularity, repurchase
 from tasks.candidates.generate import popular_items
-from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
+from tasks.constants import ITEM_ID, SCORE, USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.metrics import ranking_metrics
 from tasks.protocol.split import evaluated_users, truth_window
@@ -33,6 +33,7 @@ from tasks.rank.dataset import (
 )
 from tasks.rank.topk import top_k
 from tasks.settings import Settings
+from tasks.timeutil import events_before
 
 log = logging.getLogger("nightrec.rank")
 MIN_TRAIN_GROUPS = 5
@@ -107,7 +108,7 @@ def validation_report(
 ) -> dict[str, Any]:
     """Protocol metrics on the validation window: the given models beside the baselines."""
     truth = truth_window(events, as_of, settings.horizon_days)
-    past = events.filter(pl.col(TS) < as_of)
+    past = events_before(events, as_of)
     k = settings.k
     candidates = {
         **model_recs,
@@ -147,7 +148,7 @@ def training_windows(
     """Labelled windows before `cutoff`, newest first, each with its `_as_of` column.
     Raises NotEnoughHistory when fewer than two have labelled customers."""
     cfg = settings.ranker
-    events = events.filter(pl.col(TS) < cutoff)
+    events = events_before(events, cutoff)
     dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
@@ -192,7 +193,7 @@ def train_ranker(
     """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot.
     `windows` (from training_windows) saves rebuilding them when several models share them."""
     cfg = settings.ranker
-    events = events.filter(pl.col(TS) < cutoff)
+    events = events_before(events, cutoff)
     windows = windows or training_windows(events, catalog, cutoff, settings)
     frames, used = windows.frames, windows.used
     features = feature_columns(frames[0].drop(LABEL))

@@ -19,7 +19,7 @@ from typing import Any
 import polars as pl
 
 from tasks.candidates.generate import popular_items
-from tasks.constants import ITEM_ID, TS, USER_ID
+from tasks.constants import ITEM_ID, USER_ID
 from tasks.errors import NightrecError
 from tasks.features.build import feature_columns
 from tasks.features.snapshot import Snapshot
@@ -34,6 +34,7 @@ from tasks.rank.dataset import (
 )
 from tasks.rank.train import MIN_TRAIN_GROUPS
 from tasks.settings import Settings
+from tasks.timeutil import events_before
 
 AS_OF_COL = "_as_of"
 FINGERPRINT_FILE = "fingerprint.json"
@@ -77,7 +78,7 @@ def build_windows(
     Window i has as-of A_0 - H - i * step; fold f uses windows f .. f + n_windows - 1
     (newest first, exactly the windows a nightly run at A_f would build)."""
     cfg, horizon, folds = settings.ranker, settings.horizon_days, settings.tune.validation_folds
-    events = events.filter(pl.col(TS) < cutoff)
+    events = events_before(events, cutoff)
     cutoffs = fold_cutoffs(cutoff, settings)
     n_windows = cfg.n_windows + folds - 1
     dates = training_as_of_dates(cutoffs[0], horizon, n_windows, cfg.window_step_days)

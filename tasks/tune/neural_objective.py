@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
+from tasks.constants import ITEM_ID, SCORE, USER_ID
 from tasks.features.snapshot import Snapshot
 from tasks.protocol.metrics import ranking_metrics
 from tasks.rank import lgbm, registry
@@ -55,6 +55,7 @@ from tasks.rank.promotion import register_and_gate
 from tasks.rank.topk import top_k
 from tasks.rank.train import keyed
 from tasks.settings import NeuralSettings, Settings
+from tasks.timeutil import events_before
 from tasks.tune.folds import (
     FINGERPRINT_FILE,
     build_windows,
@@ -118,7 +119,7 @@ class FoldData:
         # The replayed nightly run's cutoff: it sees the events before it, and is scored on
         # the horizon after it.
         self.as_of = dt.datetime.fromisoformat(summary["folds"][fold]["validate"])
-        self.events = events.filter(pl.col(TS) < self.as_of)
+        self.events = events_before(events, self.as_of)
         self.folder = data_dir / "folds" / str(fold)
         self.target = FoldTarget.load(self.folder)
 
@@ -145,7 +146,7 @@ class EpochScorer:
     def _tensors(self, prep: Preprocessor) -> None:
         if self._prep is not prep:
             self._prep = prep
-            past = self.fold.events.filter(pl.col(TS) < self.fold.as_of)
+            past = events_before(self.fold.events, self.fold.as_of)
             self._score_t = build_tensors(
                 self.fold.target.frame,
                 past,
@@ -222,7 +223,7 @@ class NeuralObjective:
         return {**windows_fingerprint(settings, snapshot), "objective": self.model}
 
     def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
-        events = snapshot.events().filter(pl.col(TS) < snapshot.cutoff)
+        events = events_before(snapshot.events(), snapshot.cutoff)
         summary = build_windows(events, snapshot.catalog(), snapshot.cutoff, settings, out)
         events.write_parquet(out / EVENTS_FILE)
         return summary

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from tasks.candidates.generate import MERGED_RANK, CandidateReport, popular_items
-from tasks.constants import ITEM_ID, SCORE, TS, USER_ID
+from tasks.constants import ITEM_ID, SCORE, USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.split import evaluated_users
 from tasks.rank import registry
@@ -27,6 +27,7 @@ from tasks.rank.dataset import LABEL, candidate_frame
 from tasks.rank.topk import top_k
 from tasks.rank.train import Windows, training_windows, validation_report
 from tasks.settings import Settings
+from tasks.timeutil import events_before
 
 LIST_KEY = "_list_key"
 
@@ -89,7 +90,7 @@ def recommend_with(
     `check_features` sees the feature frame before anything is scored; `report` receives the
     candidate step's notes (a source that worked in its bounded form).
     """
-    past = events.filter(pl.col(TS) < as_of)
+    past = events_before(events, as_of)
     if frame is None:
         frame = candidate_frame(past, catalog, users, as_of, settings.candidates, report)
     if check_features is not None:
@@ -136,7 +137,7 @@ class TrainingContext:
     shared: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.events = self.events.filter(pl.col(TS) < self.cutoff)
+        self.events = events_before(self.events, self.cutoff)
 
     @cached_property
     def windows(self) -> Windows:
@@ -166,7 +167,7 @@ class TrainingContext:
         if reused is not None:
             return reused
         as_of = self.validation_as_of
-        past = self.events.filter(pl.col(TS) < as_of)
+        past = events_before(self.events, as_of)
         return candidate_frame(past, self.catalog, users, as_of, self.settings.candidates)
 
     def validate(self, name: str, early_scorer: Scorer) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import polars as pl
 import torch
 
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
+from tasks.timeutil import events_before
 
 PAD = 0  # item index of padding in sequences
 UNKNOWN = 1  # item index of an item the vocabulary does not hold
@@ -135,7 +136,7 @@ def recent_items(
     # One pass per distinct as-of moment (a handful of windows), each point in time.
     for (as_of,), group in keyed.group_by(as_of_col, maintain_order=True):
         seq = (
-            purchases.filter(pl.col(TS) < as_of)
+            events_before(purchases, as_of)
             .join(group.select(USER_ID, "_list"), on=USER_ID)
             .group_by("_list", ITEM_ID)
             .agg(pl.col(TS).max())
