@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tasks.rank import registry
 from tasks.rank.gate import promotion_gate
@@ -23,6 +24,15 @@ class GateOutcome:
     validation_ndcg: float  # the model's protocol NDCG@K on its validation window
     same_as_serving: bool  # training gave the serving model again, byte for byte
     champion: str | None  # the champion it was compared with
+
+    def summary(self) -> dict[str, Any]:
+        """What a tuning study records of its registered winner."""
+        return {
+            "version": self.version,
+            "promoted": self.promoted,
+            "reason": self.reason,
+            "validation_ndcg": self.validation_ndcg,
+        }
 
 
 def register_and_gate(

@@ -136,9 +136,4 @@ class LightGBMObjective:
         gate = register_and_gate(
             models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance
         )
-        return {
-            "version": gate.version,
-            "promoted": gate.promoted,
-            "reason": gate.reason,
-            "validation_ndcg": gate.validation_ndcg,
-        }
+        return gate.summary()

@@ -298,12 +298,7 @@ class NeuralObjective:
         gate = register_and_gate(
             models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance
         )
-        return {
-            "version": gate.version,
-            "promoted": gate.promoted,
-            "reason": gate.reason,
-            "validation_ndcg": gate.validation_ndcg,
-        }
+        return gate.summary()
 
 
 def carried_lightgbm(settings: Settings, serving: registry.ModelRecord | None) -> dict[str, Any]:
