@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -21,7 +21,10 @@ from flows.console import (
 )
 from flows.ops_cli import backfill_via_deployment_cli, serve, server
 from flows.safety_cli import drill, quarantine_app
-from tasks.errors import NightrecError, PrefectStartTimeout
+from tasks.errors import DegradedRun, NightrecError, PrefectStartTimeout
+
+if TYPE_CHECKING:
+    from tasks.settings import Settings
 
 app = typer.Typer(
     help="nightrec: nightly recommendations from shop event logs (DuckDB + Prefect).",
@@ -180,7 +183,7 @@ AllowDegradedOption = Annotated[
 ]
 
 
-def _preflight(settings: Any, run_date: dt.date) -> None:
+def _preflight(settings: Settings, run_date: dt.date) -> None:
     """A run with nothing to recommend from fails here, before Prefect starts; with a landing
     folder the flow checks again after ingesting the day."""
     from tasks.ops.inputs import check_input, read_input_state
@@ -190,7 +193,7 @@ def _preflight(settings: Any, run_date: dt.date) -> None:
     check_input(state, safety.max_input_age_days, safety.allow_stale_input, str(settings.db_path))
 
 
-def _newest_event_day(settings: Any, why: str) -> dt.date:
+def _newest_event_day(settings: Settings, why: str) -> dt.date:
     from tasks.ops.inputs import newest_event_day
 
     day = newest_event_day(settings.db_path)
@@ -218,7 +221,6 @@ def run(
     """Run the nightly flow for one date (uses events before D + 1 day)."""
     settings = settings_for(home, landing_dir=landing, source=source)
     from flows.nightly import NightlyParams, nightly_flow
-    from tasks.errors import DegradedRun
 
     params = NightlyParams(  # checks the options before anything runs
         run_date=date,
@@ -274,7 +276,6 @@ def backfill(
     """Run the nightly flow for every day from START to END (both inclusive), oldest first;
     resumable."""
     from flows.backfill import BackfillParams, backfill_flow
-    from tasks.errors import DegradedRun
 
     settings = settings_for(home, landing_dir=landing, source=source)
     if via_deployment:
