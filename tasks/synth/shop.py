@@ -340,9 +340,7 @@ def _sessions(
             np.minimum(rng.poisson(STAPLE_SESSION_VIEWS, staple_sessions.height), 5),
         ]
     )
-    hours = np.asarray(HOUR_WEIGHTS, dtype=float)
-    hour = rng.choice(24, size=customer.size, p=hours / hours.sum())
-    start = hour * 3600 + rng.integers(0, 3600, customer.size)
+    start = _seconds_into_day(rng, HOUR_WEIGHTS, customer.size)
     return pl.DataFrame(
         {
             "session": np.arange(customer.size, dtype=np.int64),
@@ -738,9 +736,7 @@ def _trips(
     basket_mean = rng.uniform(*BASKET_MEAN_RANGE, n)
     size = np.rint(basket_mean[household] + rng.normal(0.0, BASKET_SD, household.size))
     size = np.clip(size, config.basket_min, config.basket_max)
-    hours = np.asarray(GROCERY_HOUR_WEIGHTS, dtype=float)
-    hour = rng.choice(24, size=household.size, p=hours / hours.sum())
-    second = hour * 3600 + rng.integers(0, 3600, household.size)
+    second = _seconds_into_day(rng, GROCERY_HOUR_WEIGHTS, household.size)
     return pl.DataFrame(
         {
             "trip": np.arange(household.size, dtype=np.int64),
@@ -750,6 +746,13 @@ def _trips(
             "second": second.astype(np.int64),
         }
     )
+
+
+def _seconds_into_day(rng: np.random.Generator, hour_weights: tuple, n: int) -> np.ndarray:
+    """`n` start times in seconds after midnight: an hour by `hour_weights`, then a second."""
+    hours = np.asarray(hour_weights, dtype=float)
+    hour = rng.choice(24, size=n, p=hours / hours.sum())
+    return hour * 3600 + rng.integers(0, 3600, n)
 
 
 def _grocery_staples(
