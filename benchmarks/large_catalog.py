@@ -9,7 +9,7 @@ baskets of 10-30 lines, each household re-buying its own staples beside items dr
 Zipf popularity over the whole catalog. It is driven through the product's code path:
 candidates and features for the newest training window (stages timed on their own), then
 `train_models(["lightgbm"], ...)` (all windows, early stopping, validation, refit), then
-`recommend_with` for every known customer at the cutoff (scoring).
+`recommend_with` for every known customer at as-of (scoring).
 
     PYTHONPATH=. python benchmarks/large_catalog.py [--items 68000] [--households 2500]
         [--days 150] [--ease-off] [--knn] [--json out.json]
@@ -179,12 +179,12 @@ def main() -> None:
     events, catalog = measured(
         "generate", lambda: grocery_shop(args.items, args.households, args.days), rows
     )
-    cutoff = START + dt.timedelta(days=args.days)
+    as_of = START + dt.timedelta(days=args.days)
     print(
         f"shop: {events.height:,} order lines, {events.get_column(USER_ID).n_unique():,} "
         f"households, {events.get_column(ITEM_ID).n_unique():,} items bought of "
         f"{catalog.height:,}, {events.get_column(ORDER_ID).n_unique():,} orders; "
-        f"cutoff {cutoff:%Y-%m-%d}"
+        f"as_of {as_of:%Y-%m-%d}"
     )
     settings = Settings(_env_file=None)
     if args.ease_off:
@@ -192,28 +192,28 @@ def main() -> None:
             update={"candidates": settings.candidates.model_copy(update={"ease_per_user": 0})}
         )
     # The newest training window on its own: candidates, then features.
-    as_of = training_as_of_dates(
-        cutoff, settings.horizon_days, settings.ranker.n_windows, settings.ranker.window_step_days
+    window_as_of = training_as_of_dates(
+        as_of, settings.horizon_days, settings.ranker.n_windows, settings.ranker.window_step_days
     )[0]
-    past = events.filter(pl.col(TS) < as_of)
-    users = known_buyers(past, as_of)
+    past = events.filter(pl.col(TS) < window_as_of)
+    users = known_buyers(past, window_as_of)
     cands = measured(
         "candidates",
-        lambda: generate_candidates(past, users, as_of, settings.candidates),
+        lambda: generate_candidates(past, users, window_as_of, settings.candidates),
         rows,
     )
-    frame = measured("features", lambda: build_features(past, cands, catalog, as_of), rows)
-    print(f"window {as_of:%Y-%m-%d}: {users.len():,} users, {frame.height:,} candidate rows")
+    frame = measured("features", lambda: build_features(past, cands, catalog, window_as_of), rows)
+    print(f"window {window_as_of:%Y-%m-%d}: {users.len():,} users, {frame.height:,} candidate rows")
     frame = cands = None  # let the window go before training
     if args.knn:  # the evaluate-only baseline, bounded by its similarity pairs
         measured("item-kNN", lambda: item_knn(past, users, as_of, settings.k), rows)
     trained = measured(
-        "training", lambda: train_models(["lightgbm"], events, catalog, cutoff, settings), rows
+        "training", lambda: train_models(["lightgbm"], events, catalog, as_of, settings), rows
     )["lightgbm"]
-    everyone = known_users(events, cutoff)
+    everyone = known_users(events, as_of)
     recs = measured(
         "scoring",
-        lambda: recommend_with(trained.scorer, events, catalog, everyone, cutoff, settings),
+        lambda: recommend_with(trained.scorer, events, catalog, everyone, as_of, settings),
         rows,
     )
     print(f"scored {everyone.len():,} customers, {recs.height:,} rows")

@@ -125,9 +125,9 @@ def main() -> None:
             malformed_rows_per_day=0,
         )
     )
-    cutoff = dt.datetime.combine(shop.config.start + dt.timedelta(days=args.days), dt.time())
+    as_of = dt.datetime.combine(shop.config.start + dt.timedelta(days=args.days), dt.time())
     settings = load_settings()
-    windows = training_windows(shop.events, shop.catalog, cutoff, settings)
+    windows = training_windows(shop.events, shop.catalog, as_of, settings)
     frames, used = windows.frames, windows.used
     build_s = time.perf_counter() - t0
     frame = pl.concat(

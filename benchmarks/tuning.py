@@ -113,7 +113,7 @@ def write_markdown(record: dict) -> str:
     times = record["times"]
     folds = (study.get("prepared") or {}).get("folds") or []
     n_folds = len(folds)
-    fold_dates = ", ".join(f["validate"][:10] for f in folds)
+    fold_dates = ", ".join(f["as_of"][:10] for f in folds)
     lines = [
         "# Hyperparameter tuning: LightGBM, Bayesian (TPE), Online Retail",
         "",
@@ -123,7 +123,7 @@ def write_markdown(record: dict) -> str:
         f"{record['peak_rss_gib']} GiB.",
         f"Command: `{record['command']}`. Study as-of {record['as_of']}: objective = mean "
         f"protocol NDCG@10 over {n_folds} folds, each a replayed nightly retrain at an earlier "
-        f"cutoff ({fold_dates}) scored on the 30 days after it, which no fit saw; "
+        f"as_of ({fold_dates}) scored on the 30 days after it, which no fit saw; "
         f"{record['parallel']} trials at a time, 1 LightGBM thread each.",
         "",
         f"| | trial | validation NDCG@10 (mean of {n_folds} folds) |",

@@ -2,7 +2,7 @@
 timezone by default) on the validation windows before that day.
 
 Its best trial is registered and goes through the promotion gate (`ops.tuning_registers_best`,
-on by default): the study's objective replays the nightly trainer at earlier cutoffs, and on
+on by default): the study's objective replays the nightly trainer at earlier as-of instants, and on
 Online Retail its winner also won on the later test window (benchmarks/results/tuning.md)."""
 
 from __future__ import annotations

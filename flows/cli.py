@@ -458,7 +458,7 @@ def models_list(home: HomeOption = None) -> None:
                 "version": record.version,
                 "champion": "*" if record.version == champion else "",
                 "kind": record.meta.get("model_kind", "lightgbm"),
-                "cutoff": record.meta["cutoff"][:10],
+                "as_of": f"{record.as_of:%Y-%m-%d}",
                 "valid ndcg@10": metrics.get(f"ndcg@{settings.k}", float("nan")),
                 "code": record.meta.get("code_version", ""),
             }

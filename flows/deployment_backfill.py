@@ -86,11 +86,11 @@ def backfill_via_deployment(
             else:
                 todo.append(day)
 
-        def newest_model_cutoff(cutoff: dt.datetime) -> dt.datetime | None:
-            record = registry.newest_before(settings.models_dir, cutoff)
-            return record.cutoff if record else None
+        def newest_model_as_of(as_of: dt.datetime) -> dt.datetime | None:
+            record = registry.newest_before(settings.models_dir, as_of)
+            return record.as_of if record else None
 
-        waves = plan_waves(todo, newest_model_cutoff, settings.ranker.retrain_every_days)
+        waves = plan_waves(todo, newest_model_as_of, settings.ranker.retrain_every_days)
 
         def run_day(day: dt.date) -> dict[str, Any]:
             started = time.perf_counter()

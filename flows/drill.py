@@ -31,7 +31,7 @@ from tasks.publish.writer import is_complete, partition_dir, read_manifest
 from tasks.store import StoreError, connect
 from tasks.synth.shop import generate_shop, write_landing
 from tasks.synth.tiny import TINY_MAX_BAD_SHARE, TINY_PROTOCOL_ENV, TINY_SHOP
-from tasks.timeutil import cutoff_of
+from tasks.timeutil import run_as_of
 
 DRILL_SHOP = TINY_SHOP
 RUN_DATE = DRILL_SHOP.start + dt.timedelta(days=DRILL_SHOP.days - 2)
@@ -160,7 +160,7 @@ def rows_lost(s: Scratch, published: list[dt.date] = ()) -> int:
         users = {
             day: con.execute(
                 "select count(distinct user_id) from events where ts < ?",
-                [cutoff_of(day)],
+                [run_as_of(day)],
             ).fetchone()[0]
             for day in published
         }

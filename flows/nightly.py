@@ -25,7 +25,7 @@ from tasks.progress import log_to_prefect
 from tasks.publish.writer import publish_task, recover_task
 from tasks.rank.task import choose_model_task, score_task
 from tasks.settings import Settings, load_settings
-from tasks.timeutil import cutoff_of
+from tasks.timeutil import run_as_of
 from tasks.validate.run_report import report_path
 from tasks.validate.task import check_topk_task
 
@@ -94,7 +94,7 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
     report = report_path(settings.validation_dir, params.run_date, run_id)
     recover_task(settings.recommendations_dir, params.run_date)
     ingested = ingest_day_task(settings, params.run_date)
-    snapshot = snapshot_task(settings, cutoff_of(params.run_date), work_dir)
+    snapshot = snapshot_task(settings, run_as_of(params.run_date), work_dir)
     input_note = check_input_task(
         snapshot_input_state(snapshot, params.run_date),
         settings.safety.max_input_age_days,

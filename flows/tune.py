@@ -80,15 +80,16 @@ def tune_flow(params: TuneParams) -> dict[str, Any]:
     objective.check_space(space)
     # Without a date: tune on everything the store holds (never the wall clock: a store whose
     # data ends in the past would have no labelled windows before today).
-    as_of = params.as_of or newest_event_day(settings.db_path) + dt.timedelta(days=1)
-    params = params.model_copy(update={"study": params.study.replace("{as_of}", as_of.isoformat())})
-    cutoff = start_of(as_of)
+    as_of_day = params.as_of or newest_event_day(settings.db_path) + dt.timedelta(days=1)
+    study_name = params.study.replace("{as_of}", as_of_day.isoformat())
+    params = params.model_copy(update={"study": study_name})
+    as_of = start_of(as_of_day)
     folder = study_dir(settings.tuning_dir, params.study)
     spec = StudySpec(
         params.study,
         params.model,
         params.search,
-        as_of.isoformat(),
+        as_of_day.isoformat(),
         space.fingerprint(),
         settings.seed,
     )
@@ -99,7 +100,7 @@ def tune_flow(params: TuneParams) -> dict[str, Any]:
         study = open_study(folder, spec, space, make_pruner(*pruner_args), objective.direction)
         if params.search == "bayes" and tune.enqueue_defaults:
             enqueue_defaults(study, objective.default_params(settings), space)
-        snapshot = snapshot_task(settings, cutoff, folder / "snapshot")
+        snapshot = snapshot_task(settings, as_of, folder / "snapshot")
         data_dir = folder / "data"
         prepared = prepare_task(params.model, settings, snapshot, data_dir)
         if prepared.get("reused") is False and finished_trials(study):

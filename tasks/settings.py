@@ -179,6 +179,7 @@ FaultPoint = Literal[
     "mid_ingest_swap",
     "after_ingest",
     "mid_scoring",
+    "shard_worker_once",
     "mid_publish",
     "mid_swap",
 ]
@@ -247,6 +248,44 @@ class TuneSettings(BaseModel):
     )
 
 
+class ScaleSettings(BaseModel):
+    """How per-customer work is cut so that memory follows a budget, not the shop."""
+
+    shard_memory_mib: int = Field(
+        1024,
+        ge=1,
+        description="memory one shard of customers' candidates, features and scores may take; "
+        "the run cuts its customers into as many shards as that needs",
+    )
+    max_train_lists: int = Field(
+        60_000,
+        ge=100,
+        description="most customer lists (customer x window) a retrain learns from: each window "
+        "keeps a hash sample of its customers beyond its share, so training memory and time "
+        "stop growing with the shop",
+    )
+
+
+class DaskSettings(BaseModel):
+    """Where shard tasks run: in the run's own process (default), on a local Dask cluster of
+    `workers` processes, or on an existing Dask scheduler at `address`."""
+
+    workers: int = Field(0, ge=0, description="local Dask worker processes; 0 = no Dask")
+    threads_per_worker: int = Field(1, ge=1)
+    address: str | None = Field(
+        None, description="an existing Dask scheduler (tcp://host:8786); overrides workers"
+    )
+    shard_retries: int = Field(
+        2,
+        ge=0,
+        description="times a shard task is retried (a worker died, say) before the run fails",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None or self.workers > 0
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -274,6 +313,8 @@ class Settings(BaseSettings):
     neural: NeuralSettings = NeuralSettings()
     safety: SafetySettings = SafetySettings()
     tune: TuneSettings = TuneSettings()
+    scale: ScaleSettings = ScaleSettings()
+    dask: DaskSettings = DaskSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,4 @@
-"""Small time helpers shared by stages: ages in days and run-date cutoffs."""
+"""Small time helpers shared by stages: ages in days and run-date as-of instants."""
 
 from __future__ import annotations
 
@@ -17,22 +17,22 @@ def age_days(as_of: dt.datetime, column: str = TS) -> pl.Expr:
 
 
 def start_of(day: dt.date) -> dt.datetime:
-    """The instant `day` begins: the cutoff of an exclusive date (`--as-of T` sees events
+    """The instant `day` begins: as-of of an exclusive date (`--as-of T` sees events
     before T)."""
     return dt.datetime.combine(day, dt.time())
 
 
-def cutoff_of(run_date: dt.date) -> dt.datetime:
-    """The cutoff of an inclusive run date: a run for day D sees events strictly before
+def run_as_of(run_date: dt.date) -> dt.datetime:
+    """The as_of of an inclusive run date: a run for day D sees events strictly before
     D + 1 day (DESIGN.md)."""
     return start_of(run_date + dt.timedelta(days=1))
 
 
-def events_before(events: pl.DataFrame, cutoff: dt.datetime) -> pl.DataFrame:
-    """The events a computation at `cutoff` may see: strictly before it, never at it."""
-    return events.filter(pl.col(TS) < cutoff)
+def events_before(events: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
+    """The events a computation at `as_of` may see: strictly before it, never at it."""
+    return events.filter(pl.col(TS) < as_of)
 
 
-def known_users(events: pl.DataFrame, cutoff: dt.datetime) -> pl.Series:
-    """Customers with any event before `cutoff`, sorted: everyone a run recommends for."""
-    return events_before(events, cutoff).get_column(USER_ID).unique().sort()
+def known_users(events: pl.DataFrame, as_of: dt.datetime) -> pl.Series:
+    """Customers with any event before `as_of`, sorted: everyone a run recommends for."""
+    return events_before(events, as_of).get_column(USER_ID).unique().sort()

@@ -11,6 +11,7 @@ from tasks.candidates.generate import (
     MISSING_RANK,
     SOURCES,
     ease_candidates,
+    fit_ease_source,
     generate_candidates,
     history_candidates,
 )
@@ -86,7 +87,9 @@ def test_ease_source_matches_the_closed_form_by_hand() -> None:
     # B = -P / diag(P) with zero diagonal: B[x, y] = 1/2, B[y, x] = 2/3.
     events = _events([("a", "x", 5), ("a", "y", 5), ("b", "x", 4), ("b", "y", 4), ("c", "x", 3)])
     cfg = CandidateSettings(ease_lambda=1.0, ease_per_user=5)
-    got = ease_candidates(events, pl.Series(["a", "c"]), AS_OF, cfg).sort("user_id", "ease_rank")
+    fit = fit_ease_source(events, AS_OF, cfg)
+    got = ease_candidates(events, pl.Series(["a", "c"]), AS_OF, cfg, fit)
+    got = got.sort("user_id", "ease_rank")
     assert got.select("user_id", "item_id", "ease_rank").rows() == [
         ("a", "x", 1),
         ("a", "y", 2),
@@ -95,7 +98,11 @@ def test_ease_source_matches_the_closed_form_by_hand() -> None:
     assert got.get_column("ease_score").to_list() == pytest.approx([2 / 3, 1 / 2, 1 / 2])
     assert (
         ease_candidates(
-            events, pl.Series(["a"]), AS_OF, cfg.model_copy(update={"ease_per_user": 0})
+            events,
+            pl.Series(["a"]),
+            AS_OF,
+            cfg,
+            fit_ease_source(events, AS_OF, cfg.model_copy(update={"ease_per_user": 0})),
         ).height
         == 0
     )

@@ -25,6 +25,7 @@ from tasks.candidates.generate import (
     CandidateReport,
     copurchase_candidates,
     ease_candidates,
+    fit_ease_source,
     generate_candidates,
     history_candidates,
     item_neighbors,
@@ -104,13 +105,18 @@ def test_ease_under_budget_picks_top_n_and_equals_restricted_run(
 
     report = CandidateReport()
     with caplog.at_level(logging.WARNING, logger="nightrec.candidates"):
-        bounded = ease_candidates(FIXTURE, USERS, AS_OF, cfg, report)
+        bounded = ease_candidates(
+            FIXTURE, USERS, AS_OF, cfg, fit_ease_source(FIXTURE, AS_OF, cfg, report)
+        )
     assert "EASE on the 4 most-bought of 7 items (budget 512 MiB)" in caplog.text
     assert report.notes == {"ease": "EASE on the 4 most-bought of 7 items (budget 512 MiB)"}
     assert (report.ease_items, report.catalog_items) == (4, 7)
 
     restricted = FIXTURE.filter(pl.col(ITEM_ID).is_in(["a", "b", "c", "d"]))
-    whole = ease_candidates(restricted, USERS, AS_OF, cfg.model_copy(update={"ease_max_items": 0}))
+    whole_cfg = cfg.model_copy(update={"ease_max_items": 0})
+    whole = ease_candidates(
+        restricted, USERS, AS_OF, whole_cfg, fit_ease_source(restricted, AS_OF, whole_cfg)
+    )
     assert bounded.height > 0
     assert set(bounded.get_column(ITEM_ID).to_list()) <= {"a", "b", "c", "d"}
     assert_frame_equal(bounded, whole, check_exact=True)
@@ -249,7 +255,7 @@ def test_candidate_frame_passes_the_report_on() -> None:
 def test_validation_reuses_the_newest_window_with_the_same_result() -> None:
     """The validation report read from the kept window frame equals one built afresh."""
     shop = generate_shop(SynthShopConfig(n_customers=60, n_items=30, n_categories=3, days=50))
-    cutoff = dt.datetime.combine(shop.config.start + dt.timedelta(days=50), dt.time())
+    as_of = dt.datetime.combine(shop.config.start + dt.timedelta(days=50), dt.time())
     base = load_settings(horizon_days=7, k=5)
     settings = base.model_copy(
         update={
@@ -258,8 +264,8 @@ def test_validation_reuses_the_newest_window_with_the_same_result() -> None:
             )
         }
     )
-    events = shop.events.filter(pl.col(TS) < cutoff)
-    windows = train.training_windows(events, shop.catalog, cutoff, settings)
+    events = shop.events.filter(pl.col(TS) < as_of)
+    windows = train.training_windows(events, shop.catalog, as_of, settings)
     frames = windows.frames
     features = feature_columns(frames[0].drop(LABEL))
     fit = lgbm.fit(train.keyed(frames[1:]), features, settings.ranker, 1)

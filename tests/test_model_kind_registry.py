@@ -65,10 +65,10 @@ def test_a_new_kind_trains_gates_publishes_and_backtests(
     from tasks.evaluate.backtest import run_backtest
     from tasks.features.snapshot import take_snapshot
     from tasks.rank.task import choose_model
-    from tasks.timeutil import cutoff_of
+    from tasks.timeutil import run_as_of
 
     settings = load_settings()
-    snapshot = take_snapshot(settings, cutoff_of(RUN_DATE), candpop / "work" / "t")
+    snapshot = take_snapshot(settings, run_as_of(RUN_DATE), candpop / "work" / "t")
     choice = choose_model(settings, snapshot, retrain=True)
     (record,) = registry.list_models(settings.models_dir)
     assert record.version.startswith("candpop-") and record.meta["model_kind"] == "candpop"
@@ -84,7 +84,7 @@ def test_a_new_kind_trains_gates_publishes_and_backtests(
     assert manifest["model_version"] == record.version
     assert manifest["model_kind"] == "candpop"
 
-    as_of = cutoff_of(RUN_DATE) - dt.timedelta(days=settings.horizon_days)
+    as_of = run_as_of(RUN_DATE) - dt.timedelta(days=settings.horizon_days)
     result = run_backtest(
         snapshot.events(), snapshot.catalog(), as_of, settings, n_resamples=50, kinds=("candpop",)
     )

@@ -69,7 +69,7 @@ def test_neural_and_blend_are_validated_under_the_protocol_beside_the_baselines(
     assert len(weights) == settings.neural.blend_grid + 1
     # The chosen weight is the best on the validation window (1.0 = LightGBM alone).
     assert weights[blend["blend_weight_lightgbm"]] == max(weights.values())
-    assert blend["neural"]["best_epoch"] >= 1 and blend["validation_window"] < blend["cutoff"]
+    assert blend["neural"]["best_epoch"] >= 1 and blend["validation_window"] < blend["as_of"]
 
 
 def test_registered_models_load_back_to_the_same_scores(trained, tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_the_gate_judges_a_blend_by_its_own_row_against_a_lightgbm_champion() ->
         validation = {"k": 10, "metrics": metrics}
         if key != "lightgbm":
             validation["model_key"] = key
-        return {"cutoff": "2026-01-01", "validation": validation}
+        return {"as_of": "2026-01-01", "validation": validation}
 
     champion = meta("lightgbm", 0.36, 0.30)  # lift 1.20
     assert promotion_gate(meta("blend", 0.40, 0.32), champion).promote  # lift 1.25

@@ -27,15 +27,15 @@ AUG = [dt.date(2011, 8, d) for d in range(1, 11)]
 
 
 def test_without_models_the_first_day_and_every_seventh_retrain_alone() -> None:
-    waves = plan_waves(AUG, lambda cutoff: None, retrain_every_days=7)
+    waves = plan_waves(AUG, lambda as_of: None, retrain_every_days=7)
     assert waves == [AUG[:1], AUG[1:7], AUG[7:8], AUG[8:]]
 
 
 def test_a_registered_model_moves_the_next_retrain() -> None:
-    # A model trained for run date Aug 1 (cutoff Aug 2 00:00) serves Aug 2..7; Aug 8 retrains.
+    # A model trained for run date Aug 1 (as_of Aug 2 00:00) serves Aug 2..7; Aug 8 retrains.
     registered = dt.datetime(2011, 8, 2)
     waves = plan_waves(
-        AUG[1:], lambda cutoff: registered if cutoff > registered else None, retrain_every_days=7
+        AUG[1:], lambda as_of: registered if as_of > registered else None, retrain_every_days=7
     )
     assert waves == [AUG[1:7], AUG[7:8], AUG[8:]]
 

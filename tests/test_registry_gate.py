@@ -11,9 +11,9 @@ from tasks.rank import registry
 from tasks.rank.gate import promotion_gate
 
 
-def meta(cutoff: str, model: float, repurchase: float, popularity: float = 0.1) -> dict:
+def meta(as_of: str, model: float, repurchase: float, popularity: float = 0.1) -> dict:
     return {
-        "cutoff": cutoff,
+        "as_of": as_of,
         "validation": {
             "k": 10,
             "metrics": {

@@ -50,7 +50,7 @@ def _recs() -> pl.DataFrame:
 
 def test_publish_writes_partition_and_manifest(tmp_path: Path) -> None:
     day = dt.date(2026, 1, 5)
-    manifest = publish(_recs(), tmp_path, day, "run-1", "m1", 2, {"cutoff": "2026-01-06T00:00:00"})
+    manifest = publish(_recs(), tmp_path, day, "run-1", "m1", 2, {"as_of": "2026-01-06T00:00:00"})
     folder = partition_dir(tmp_path, day)
     written = pl.read_parquet(folder / "part-00000.parquet")
     assert written.columns == list(OUTPUT_COLUMNS)

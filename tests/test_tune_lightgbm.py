@@ -1,5 +1,5 @@
 """The LightGBM objective on a tiny synthetic shop: a fold scores exactly what the nightly
-trainer's early-stopped model at that fold's cutoff scores, a tuned model is registered and
+trainer's early-stopped model at that fold's as_of scores, a tuned model is registered and
 gated, and the nightly retrain takes the champion's tuned parameters."""
 
 from __future__ import annotations
@@ -48,16 +48,16 @@ def tiny_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def _cutoff(day: dt.date) -> dt.datetime:
+def _as_of(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time())
 
 
-def test_fold_zero_replays_the_nightly_trainer_at_its_cutoff(tiny_store: Path) -> None:
+def test_fold_zero_replays_the_nightly_trainer_at_its_as_of(tiny_store: Path) -> None:
     settings = load_settings()
     settings = settings.model_copy(
         update={"tune": settings.tune.model_copy(update={"validation_folds": 2})}
     )
-    snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "work")
+    snapshot = take_snapshot(settings, _as_of(AS_OF), tiny_store / "work")
     objective = LightGBMObjective()
     data_dir = tiny_store / "data"
     summary = objective.prepare(settings, snapshot, data_dir)
@@ -66,9 +66,9 @@ def test_fold_zero_replays_the_nightly_trainer_at_its_cutoff(tiny_store: Path) -
     # Fold f replays the nightly trainer at A_f: scored on [A_f, A_f + H) before the study's
     # as-of, stopped early on the window whose labels end at A_f, fit on the windows before.
     for fold, step in zip(summary["folds"], (0, 7), strict=True):
-        cutoff = dt.datetime.fromisoformat(fold["validate"])
-        assert cutoff == _cutoff(AS_OF) - horizon - dt.timedelta(days=step)
-        assert dt.datetime.fromisoformat(fold["stop_on"]) + horizon == cutoff
+        as_of = dt.datetime.fromisoformat(fold["as_of"])
+        assert as_of == _as_of(AS_OF) - horizon - dt.timedelta(days=step)
+        assert dt.datetime.fromisoformat(fold["stop_on"]) + horizon == as_of
         assert len(fold["train"]) == 2 and all(d < fold["stop_on"] for d in fold["train"])
     assert summary["windows"] == sorted(summary["windows"], reverse=True)
     assert len(summary["windows"]) == 3 + 2 - 1
@@ -81,18 +81,18 @@ def test_fold_zero_replays_the_nightly_trainer_at_its_cutoff(tiny_store: Path) -
     assert outcome.value == pytest.approx((fold0 + fold1) / 2)
     assert reported == [(0, pytest.approx(fold0)), (1, pytest.approx(outcome.value))]
 
-    # The nightly trainer at fold 0's cutoff with the same parameters: the protocol NDCG@K of
-    # its early-stopped model at that cutoff is fold 0's value, and its rounds are fold 0's.
+    # The nightly trainer at fold 0's as_of with the same parameters: the protocol NDCG@K of
+    # its early-stopped model at that as_of is fold 0's value, and its rounds are fold 0's.
     tuned = with_ranker_params(settings, params)
-    cutoff0 = dt.datetime.fromisoformat(summary["folds"][0]["validate"])
+    fold0_as_of = dt.datetime.fromisoformat(summary["folds"][0]["as_of"])
     events, catalog = snapshot.events(), snapshot.catalog()
-    trained = train_ranker(events, catalog, cutoff0, tuned)
+    trained = train_ranker(events, catalog, fold0_as_of, tuned)
     assert trained.early_booster is not None
-    users = evaluated_users(events, cutoff0, tuned.horizon_days)
+    users = evaluated_users(events, fold0_as_of, tuned.horizon_days)
     recs = recommend(
-        trained.early_booster, events, catalog, users, cutoff0, tuned, trained.meta["features"]
+        trained.early_booster, events, catalog, users, fold0_as_of, tuned, trained.meta["features"]
     )
-    truth = truth_window(events, cutoff0, tuned.horizon_days)
+    truth = truth_window(events, fold0_as_of, tuned.horizon_days)
     ndcg = ranking_metrics(recs, truth, users, K)[f"ndcg@{K}"]
     assert ndcg == pytest.approx(fold0, abs=1e-6)
     assert trained.meta["best_iteration"] == outcome.attrs["best_iterations"][0]
@@ -135,10 +135,10 @@ def test_tuned_model_is_registered_gated_and_its_params_reach_the_nightly_retrai
     assert (report / "best_params.png").stat().st_size > 0
 
     # A nightly retrain a week later trains with the champion's tuned parameters.
-    later = take_snapshot(settings, _cutoff(AS_OF + dt.timedelta(days=4)), tiny_store / "w2")
+    later = take_snapshot(settings, _as_of(AS_OF + dt.timedelta(days=4)), tiny_store / "w2")
     choice = choose_model(settings, later, retrain=True)
-    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.cutoff)
-    assert choice.retrained and retrained.cutoff == later.cutoff
+    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.as_of)
+    assert choice.retrained and retrained.as_of == later.as_of
     assert retrained.meta[TUNED_PARAMS_KEY] == best["params"]
     assert retrained.meta["tuned_params_from"] == champion.version
     assert retrained.meta["params"]["num_leaves"] == 7
@@ -150,7 +150,7 @@ def test_tuned_model_is_registered_gated_and_its_params_reach_the_nightly_retrai
             shutil.rmtree(record.path)
     plain = choose_model(settings, later, retrain=True)
     assert plain.retrained
-    fresh = [r for r in registry.list_models(settings.models_dir) if r.cutoff == later.cutoff]
+    fresh = [r for r in registry.list_models(settings.models_dir) if r.as_of == later.as_of]
     assert len(fresh) == 1 and TUNED_PARAMS_KEY not in fresh[0].meta
     assert fresh[0].meta["params"]["num_leaves"] == settings.ranker.num_leaves == 31
 
@@ -159,9 +159,9 @@ def test_a_tuned_lightgbm_model_keeps_the_champions_tuned_network_parameters(
     tiny_store: Path,
 ) -> None:
     settings = load_settings()
-    snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "work")
+    snapshot = take_snapshot(settings, _as_of(AS_OF), tiny_store / "work")
     events, catalog = snapshot.events(), snapshot.catalog()
-    first = train_ranker(events, catalog, snapshot.cutoff, settings)
+    first = train_ranker(events, catalog, snapshot.as_of, settings)
     network = {"hidden": 16, "learning_rate": 0.004}
     champion = registry.register(
         settings.models_dir,

@@ -1,5 +1,5 @@
 """Tuning the neural ranker and the blend on the tiny synthetic shop: each fold scores what
-the nightly trainer at the fold's cutoff scores, epochs reach the pruner, a grid covers its
+the nightly trainer at the fold's as_of scores, epochs reach the pruner, a grid covers its
 grid, the best trial is registered and gated, and nightly retrains take the champion's tuned
 network (and LightGBM) parameters."""
 
@@ -66,7 +66,7 @@ def tiny_store(home: Path, tiny_db: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     return home
 
 
-def _cutoff(day: dt.date) -> dt.datetime:
+def _as_of(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time())
 
 
@@ -102,7 +102,7 @@ def test_each_fold_replays_the_nightly_trainer_epoch_by_epoch(
     monkeypatch.setenv("NIGHTREC_NEURAL__REFIT", "false")
     monkeypatch.setenv("NIGHTREC_TUNE__PRUNE_WARMUP_EPOCHS", "0")
     settings = load_settings()
-    snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "work")
+    snapshot = take_snapshot(settings, _as_of(AS_OF), tiny_store / "work")
     for objective in (NeuralObjective(), BlendObjective()):
         data_dir = tiny_store / f"data-{objective.model}"
         summary = objective.prepare(settings, snapshot, data_dir)
@@ -127,17 +127,19 @@ def test_each_fold_replays_the_nightly_trainer_epoch_by_epoch(
         assert outcome.attrs["fold_ndcg"] == fold_values
         assert outcome.value == pytest.approx(sum(fold_values) / 2, abs=1e-6)
 
-        # Fold 0 is the nightly trainer at its cutoff A_0: same stopping window, same best
+        # Fold 0 is the nightly trainer at its as-of A_0: same stopping window, same best
         # epoch and blend weight; the network's top-K at A_0 scores fold 0's value.
-        cutoff0 = dt.datetime.fromisoformat(summary["folds"][0]["validate"])
+        fold0_as_of = dt.datetime.fromisoformat(summary["folds"][0]["as_of"])
         events, catalog = snapshot.events(), snapshot.catalog()
-        model = train_models([objective.model], events, catalog, cutoff0, settings)[objective.model]
+        model = train_models([objective.model], events, catalog, fold0_as_of, settings)[
+            objective.model
+        ]
         assert model.meta["validation_window"] == summary["folds"][0]["stop_on"]
         assert outcome.attrs["best_epochs"][0] == model.meta["neural"]["best_epoch"]
         if objective.model == "neural":
-            users = evaluated_users(events, cutoff0, settings.horizon_days)
-            recs = recommend_with(model.scorer, events, catalog, users, cutoff0, settings)
-            truth = truth_window(events, cutoff0, settings.horizon_days)
+            users = evaluated_users(events, fold0_as_of, settings.horizon_days)
+            recs = recommend_with(model.scorer, events, catalog, users, fold0_as_of, settings)
+            truth = truth_window(events, fold0_as_of, settings.horizon_days)
             nightly = ranking_metrics(recs, truth, users, TINY_K)[f"ndcg@{TINY_K}"]
             assert outcome.attrs["fold_ndcg"][0] == pytest.approx(nightly, abs=1e-6)
         else:
@@ -224,13 +226,13 @@ def test_a_neural_grid_covers_its_grid_registers_and_the_nightly_retrain_uses_it
     assert {k: tuned_network[k] for k in study.best_params} == study.best_params
 
     # A nightly neural retrain four days later trains with the champion's network parameters.
-    later = take_snapshot(settings, _cutoff(LATER), tiny_store / "w2")
+    later = take_snapshot(settings, _as_of(LATER), tiny_store / "w2")
     neural = settings.model_copy(
         update={"ranker": settings.ranker.model_copy(update={"kind": "neural"})}
     )
     assert choose_model(neural, later, retrain=True).retrained
-    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.cutoff)
-    assert retrained.cutoff == later.cutoff and retrained.meta["model_kind"] == "neural"
+    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.as_of)
+    assert retrained.as_of == later.as_of and retrained.meta["model_kind"] == "neural"
     assert retrained.meta[TUNED_NEURAL_KEY] == study.best_params
     assert retrained.meta[TUNED_FROM_KEY] == champion.version
     assert TUNED_PARAMS_KEY not in retrained.meta  # the champion carried no LightGBM parameters
@@ -285,7 +287,7 @@ def test_a_blend_study_blends_the_champions_lightgbm_and_retrains_carry_both(
     from tasks.tune.lgbm_objective import LightGBMObjective
 
     settings = load_settings()
-    snapshot = take_snapshot(settings, _cutoff(AS_OF), tiny_store / "w0")
+    snapshot = take_snapshot(settings, _as_of(AS_OF), tiny_store / "w0")
     lgbm_params = {"num_leaves": 7, "learning_rate": 0.1}
     lgbm = LightGBMObjective().register_best(settings, snapshot, lgbm_params, {"study": "x"})
     assert lgbm["promoted"] is True
@@ -328,10 +330,10 @@ def test_a_blend_study_blends_the_champions_lightgbm_and_retrains_carry_both(
     kind_blend = settings.model_copy(
         update={"ranker": settings.ranker.model_copy(update={"kind": "blend"})}
     )
-    later = take_snapshot(settings, _cutoff(LATER), tiny_store / "w2")
+    later = take_snapshot(settings, _as_of(LATER), tiny_store / "w2")
     assert choose_model(kind_blend, later, retrain=True).retrained
-    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.cutoff)
-    assert retrained.cutoff == later.cutoff and retrained.meta["model_kind"] == "blend"
+    retrained = max(registry.list_models(settings.models_dir), key=lambda r: r.as_of)
+    assert retrained.as_of == later.as_of and retrained.meta["model_kind"] == "blend"
     assert retrained.meta[TUNED_PARAMS_KEY] == lgbm_params
     assert retrained.meta[TUNED_NEURAL_KEY] == best
     assert retrained.meta[TUNED_FROM_KEY] == blend.version

@@ -451,13 +451,7 @@ def ease(
         log.warning(scope.note)
 
     def fit(x: sp.csr_matrix) -> ScoreBlock:
-        gram = _dense_gram(x)
-        gram[np.diag_indices_from(gram)] += lam
-        b = np.linalg.inv(gram)
-        del gram
-        # in place: the same arithmetic as p / -diag(p), without a fourth N x N matrix
-        b /= -np.diag(b).copy()[np.newaxis, :]
-        b[np.diag_indices_from(b)] = 0.0
+        b = _ease_weights(x, lam)
 
         def score_block(block: sp.csr_matrix) -> np.ndarray:
             return np.asarray(block @ b)
@@ -465,9 +459,74 @@ def ease(
         return score_block
 
     purchases = _purchases(train_events, as_of)
-    kept = (
-        purchases
-        if scope.items is None
-        else purchases.filter(pl.col(ITEM_ID).is_in(scope.items.implode()))
-    )
+    kept = _in_scope(purchases, scope)
     return _matrix_model_recs(purchases, _users_frame(users), as_of, k, fit, kept)
+
+
+def _in_scope(purchases: pl.DataFrame, scope: EaseScope) -> pl.DataFrame:
+    if scope.items is None:
+        return purchases
+    return purchases.filter(pl.col(ITEM_ID).is_in(scope.items.implode()))
+
+
+def _ease_weights(x: sp.csr_matrix, lam: float) -> np.ndarray:
+    """B = -P / diag(P) with P = (X'X + lam I)^-1 and a zero diagonal."""
+    gram = _dense_gram(x)
+    gram[np.diag_indices_from(gram)] += lam
+    b = np.linalg.inv(gram)
+    del gram
+    # in place: the same arithmetic as p / -diag(p), without a fourth N x N matrix
+    b /= -np.diag(b).copy()[np.newaxis, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
+@dataclass(frozen=True)
+class EaseFit:
+    """EASE's item x item weights, fit on every customer's purchases at one as-of, so that
+    customers can then be scored a shard at a time (`ease_top_items`)."""
+
+    items: pl.Series  # the weights' column order (sorted item ids)
+    weights: np.ndarray
+
+
+def fit_ease(
+    train_events: pl.DataFrame, as_of: datetime, *, lam: float, scope: EaseScope
+) -> EaseFit:
+    if lam <= 0:
+        raise ValueError(f"lam must be positive, got {lam}")
+    x, _, items = _interactions(_in_scope(_purchases(train_events, as_of), scope))
+    return EaseFit(items, _ease_weights(x, lam))
+
+
+def ease_top_items(
+    fit: EaseFit, train_events: pl.DataFrame, users: pl.Series, as_of: datetime, k: int
+) -> pl.DataFrame:
+    """user_id, item_id, score: each of `users`' k best items under `fit` (ties by item_id),
+    positive scores only. A customer's row of X, hence their scores, depends on their own
+    purchases alone, so any shard of customers gets exactly their rows of the whole."""
+    _check_k(k)
+    purchases = _purchases(train_events, as_of).filter(
+        pl.col(USER_ID).is_in(users.implode()) & pl.col(ITEM_ID).is_in(fit.items.implode())
+    )
+    pairs = purchases.select(USER_ID, ITEM_ID).unique()
+    user_index = pairs.select(USER_ID).unique().sort(USER_ID).with_row_index("_row")
+    item_index = pl.DataFrame({ITEM_ID: fit.items}).with_row_index("_col")
+    coded = pairs.join(user_index, on=USER_ID).join(item_index, on=ITEM_ID)
+    x = sp.csr_matrix(
+        (
+            np.ones(coded.height, dtype=np.float64),
+            (coded.get_column("_row").to_numpy(), coded.get_column("_col").to_numpy()),
+        ),
+        shape=(user_index.height, fit.items.len()),
+    )
+    rows = np.arange(user_index.height)
+    row_ids, col_ids, vals = _top_k_blocks(x, rows, k, lambda block: block @ fit.weights)
+    return pl.DataFrame(
+        {
+            USER_ID: user_index.get_column(USER_ID).gather(row_ids),
+            ITEM_ID: fit.items.gather(col_ids),
+            SCORE: vals,
+        },
+        schema={USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, SCORE: pl.Float64},
+    ).filter(pl.col(SCORE) > 0)

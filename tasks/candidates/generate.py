@@ -18,12 +18,13 @@ degrade says so in a `CandidateReport` (and logs a warning on `nightrec.candidat
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
-from tasks.baselines.recommenders import ease, ease_scope
+from tasks.baselines.recommenders import EaseFit, ease_scope, ease_top_items, fit_ease
 from tasks.constants import (
     CART,
     EVENT_TYPE,
@@ -42,6 +43,8 @@ EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
 SOURCES = ("hist", "covis", "ease", "pop")
 MISSING_RANK = 9_999
 MERGED_RANK = "merged_rank"
+
+log = logging.getLogger("nightrec.candidates")
 
 
 @dataclass
@@ -221,11 +224,14 @@ def copurchase_candidates(
     as_of: dt.datetime,
     cfg: CandidateSettings,
     users: pl.Series | None = None,
+    neighbors: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """user_id, item_id, covis_score, covis_rank: neighbours of the customer's recent items
-    (for `users` only when given; the neighbours always come from every customer)."""
+    (for `users` only when given). The neighbours come from every customer: pass them
+    (`item_neighbors` of all events) when `events` holds only some customers."""
     purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
-    neighbors = item_neighbors(purchases, as_of, cfg)
+    if neighbors is None:
+        neighbors = item_neighbors(purchases, as_of, cfg)
     buyers = (
         purchases if users is None else purchases.filter(pl.col(USER_ID).is_in(users.implode()))
     )
@@ -233,19 +239,16 @@ def copurchase_candidates(
     return _neighbor_scores(recent_items, neighbors, "covis", cfg.copurchase_per_user)
 
 
-def ease_candidates(
+def fit_ease_source(
     events: pl.DataFrame,
-    users: pl.Series,
     as_of: dt.datetime,
     cfg: CandidateSettings,
     report: CandidateReport | None = None,
-) -> pl.DataFrame:
-    """user_id, item_id, ease_score, ease_rank: EASE's best items per user (positive scores
-    only; the baseline's popularity padding is dropped). EASE works on at most the items
-    `ease_memory_mib` / `ease_max_items` admit; `report` (when given) records how many."""
-    schema = {USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, "ease_score": pl.Float64, "ease_rank": pl.Int64}
-    if cfg.ease_per_user == 0 or users.len() == 0:
-        return pl.DataFrame(schema=schema)
+) -> EaseFit | None:
+    """EASE fit on every customer, on at most the items `ease_memory_mib` / `ease_max_items`
+    admit; `report` (when given) records how many. None when the source is turned off."""
+    if cfg.ease_per_user == 0:
+        return None
     scope = ease_scope(
         events,
         as_of,
@@ -257,11 +260,49 @@ def ease_candidates(
         report.ease_items, report.catalog_items = scope.n_items, scope.bought
         if scope.note is not None:
             report.notes["ease"] = scope.note
-    recs = ease(events, users, as_of, cfg.ease_per_user, lam=cfg.ease_lambda, scope=scope)
-    scored = recs.filter(pl.col(SCORE) > 0).select(
-        USER_ID, ITEM_ID, pl.col(SCORE).alias("ease_score")
-    )
+            log.warning(scope.note)
+    return fit_ease(events, as_of, lam=cfg.ease_lambda, scope=scope)
+
+
+def ease_candidates(
+    events: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    fit: EaseFit | None,
+) -> pl.DataFrame:
+    """user_id, item_id, ease_score, ease_rank: EASE's best items per user (positive scores
+    only), under a fit from `fit_ease_source`."""
+    schema = {USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, "ease_score": pl.Float64, "ease_rank": pl.Int64}
+    if fit is None or users.len() == 0:
+        return pl.DataFrame(schema=schema)
+    top = ease_top_items(fit, events, users, as_of, cfg.ease_per_user)
+    scored = top.select(USER_ID, ITEM_ID, pl.col(SCORE).alias("ease_score"))
     return _ranked(scored, "ease_score", "ease_rank", cfg.ease_per_user).cast(schema)
+
+
+@dataclass(frozen=True)
+class SharedCandidates:
+    """What every customer's candidates share at one as-of, computed once from all events:
+    then any shard of customers gets exactly its rows of the whole (`generate_candidates`)."""
+
+    popular: pl.DataFrame
+    neighbors: pl.DataFrame
+    ease: EaseFit | None
+
+
+def shared_candidates(
+    events: pl.DataFrame,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    report: CandidateReport | None = None,
+) -> SharedCandidates:
+    purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
+    return SharedCandidates(
+        popular=popular_items(events, as_of, cfg.popular_days, cfg.popular_per_user),
+        neighbors=item_neighbors(purchases, as_of, cfg),
+        ease=fit_ease_source(events, as_of, cfg, report),
+    )
 
 
 def popular_items(events: pl.DataFrame, as_of: dt.datetime, days: int, n: int) -> pl.DataFrame:
@@ -299,18 +340,22 @@ def generate_candidates(
     as_of: dt.datetime,
     cfg: CandidateSettings,
     report: CandidateReport | None = None,
+    shared: SharedCandidates | None = None,
 ) -> pl.DataFrame:
     """The union of all sources for `users`, one row per (user, item), with every source's
     score (0 when absent) and rank (MISSING_RANK when absent), n_sources, and merged_rank
     (1 = best by weighted reciprocal-rank fusion); at most `max_per_user` rows per user.
-    `report` (when given) receives a note per source that had to degrade."""
+    `report` (when given) receives a note per source that had to degrade. With `shared`
+    (from every customer's events), `events` need only hold `users`' own events."""
+    if shared is None:
+        shared = shared_candidates(events, as_of, cfg, report)
     user_frame = pl.DataFrame({USER_ID: users.unique()})
-    popular = popular_items(events, as_of, cfg.popular_days, cfg.popular_per_user)
+    user_ids = user_frame.get_column(USER_ID)
     parts = [
         history_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
-        copurchase_candidates(events, as_of, cfg, user_frame.get_column(USER_ID)),
-        ease_candidates(events, user_frame.get_column(USER_ID), as_of, cfg, report),
-        user_frame.join(popular, how="cross"),
+        copurchase_candidates(events, as_of, cfg, user_ids, shared.neighbors),
+        ease_candidates(events, user_ids, as_of, cfg, shared.ease),
+        user_frame.join(shared.popular, how="cross"),
     ]
     keys = pl.concat([p.select(USER_ID, ITEM_ID) for p in parts]).unique()
     merged = keys

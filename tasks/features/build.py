@@ -7,6 +7,7 @@ and every window is measured back from as_of, so no feature can see the future.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -135,20 +136,45 @@ def item_features(purchases: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def category_features(purchases: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(customer share of lines per category, category buyers in the last 30 days)."""
-    user_cat = (
+def user_category_share(purchases: pl.DataFrame) -> pl.DataFrame:
+    """The customer's share of lines per category."""
+    return (
         purchases.group_by(USER_ID, CATEGORY)
         .agg(pl.len().alias("lines"))
         .with_columns((pl.col("lines") / pl.col("lines").sum().over(USER_ID)).alias("uc_share"))
         .drop("lines")
     )
-    cat_pop = (
+
+
+def category_buyers(purchases: pl.DataFrame) -> pl.DataFrame:
+    """Distinct buyers per category in the last 30 days."""
+    return (
         purchases.filter(pl.col("age") <= 30)
         .group_by(CATEGORY)
         .agg(pl.col(USER_ID).n_unique().cast(pl.Int32).alias("c_buyers_30d"))
     )
-    return user_cat, cat_pop
+
+
+@dataclass(frozen=True)
+class SharedFeatures:
+    """The item and category features at one as-of, from every customer's purchases: built
+    once, they let any shard of customers get exactly its rows of the whole."""
+
+    items: pl.DataFrame
+    categories: pl.DataFrame
+
+
+def _past(events: pl.DataFrame, catalog: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
+    return _with_category(events_before(events, as_of), catalog).with_columns(
+        age_days(as_of).alias("age"), _order_key().alias("order")
+    )
+
+
+def shared_features(
+    events: pl.DataFrame, catalog: pl.DataFrame, as_of: dt.datetime
+) -> SharedFeatures:
+    purchases = _past(events, catalog, as_of).filter(pl.col(EVENT_TYPE) == PURCHASE)
+    return SharedFeatures(item_features(purchases), category_buyers(purchases))
 
 
 def build_features(
@@ -156,20 +182,22 @@ def build_features(
     candidates: pl.DataFrame,
     catalog: pl.DataFrame,
     as_of: dt.datetime,
+    shared: SharedFeatures | None = None,
 ) -> pl.DataFrame:
-    """One row per candidate (user_id, item_id) with every feature, computed as of `as_of`."""
-    past = _with_category(events_before(events, as_of), catalog).with_columns(
-        age_days(as_of).alias("age"), _order_key().alias("order")
-    )
+    """One row per candidate (user_id, item_id) with every feature, computed as of `as_of`.
+    With `shared` (from every customer's events), `events` need only hold the candidates'
+    customers' own events."""
+    past = _past(events, catalog, as_of)
     purchases = past.filter(pl.col(EVENT_TYPE) == PURCHASE)
-    user_cat, cat_pop = category_features(purchases)
+    if shared is None:
+        shared = SharedFeatures(item_features(purchases), category_buyers(purchases))
     frame = (
         _with_category(candidates, catalog)
         .join(user_item_features(purchases, past, as_of), on=[USER_ID, ITEM_ID], how="left")
         .join(user_features(purchases, past), on=USER_ID, how="left")
-        .join(item_features(purchases), on=ITEM_ID, how="left")
-        .join(user_cat, on=[USER_ID, CATEGORY], how="left")
-        .join(cat_pop, on=CATEGORY, how="left")
+        .join(shared.items, on=ITEM_ID, how="left")
+        .join(user_category_share(purchases), on=[USER_ID, CATEGORY], how="left")
+        .join(shared.categories, on=CATEGORY, how="left")
     )
     last_order = (
         purchases.filter(pl.col("age") == pl.col("age").min().over(USER_ID))

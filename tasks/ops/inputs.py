@@ -16,7 +16,7 @@ import polars as pl
 
 from tasks.errors import NightrecError
 from tasks.features.snapshot import Snapshot
-from tasks.timeutil import cutoff_of
+from tasks.timeutil import run_as_of
 
 INGEST_HINT = (
     "load events first: `nightrec ingest --source S --path DIR` "
@@ -53,7 +53,7 @@ class InputState:
     """What a run for `run_date` would see."""
 
     run_date: dt.date
-    events: int  # events before the cutoff
+    events: int  # events before as-of
     watermark: dt.datetime | None  # the newest of them
     catalog_items: int
 
@@ -71,7 +71,7 @@ def read_input_state(db_path: Path, run_date: dt.date) -> InputState:
         raise NoInput(f"no store at {db_path}: nothing has been ingested")
     with connect(db_path, read_only=True) as con:
         events, watermark, items = con.execute(
-            sql_text("input_state"), {"cutoff": cutoff_of(run_date)}
+            sql_text("input_state"), {"as_of": run_as_of(run_date)}
         ).fetchone()
     return InputState(run_date, int(events), watermark, int(items))
 
@@ -94,9 +94,9 @@ def check_input(
     state: InputState, max_age_days: int, allow_stale: bool, where: str = "the store"
 ) -> str | None:
     """Raise on a run that cannot serve; return a note when a stale input is allowed."""
-    cutoff = cutoff_of(state.run_date)
+    as_of = run_as_of(state.run_date)
     if state.events == 0:
-        raise NoInput(f"no events before {cutoff:%Y-%m-%d %H:%M} in {where}: nothing to recommend")
+        raise NoInput(f"no events before {as_of:%Y-%m-%d %H:%M} in {where}: nothing to recommend")
     if state.catalog_items == 0:
         raise EmptyCatalog(f"the catalog in {where} is empty: every candidate would be filtered")
     age = state.age_days

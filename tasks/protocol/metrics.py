@@ -32,7 +32,7 @@ _N_TRUTH = "_n_truth"
 _N_HITS = "_n_hits"
 _DCG = "_dcg"
 _AP_SUM = "_ap_sum"
-_CUTOFF = "_cutoff"
+_IDEAL_DEPTH = "_ideal_depth"
 _IDCG = "_idcg"
 
 
@@ -86,7 +86,7 @@ def per_user_metrics(
 
     ideal = pl.DataFrame(
         {
-            _CUTOFF: np.arange(0, k + 1, dtype=np.int64),
+            _IDEAL_DEPTH: np.arange(0, k + 1, dtype=np.int64),
             _IDCG: np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))]),
         }
     )
@@ -99,8 +99,8 @@ def per_user_metrics(
             pl.col(_DCG).fill_null(0.0),
             pl.col(_AP_SUM).fill_null(0.0),
         )
-        .with_columns(pl.min_horizontal(pl.col(_N_TRUTH), pl.lit(k, pl.Int64)).alias(_CUTOFF))
-        .join(ideal, on=_CUTOFF, how="left")
+        .with_columns(pl.min_horizontal(pl.col(_N_TRUTH), pl.lit(k, pl.Int64)).alias(_IDEAL_DEPTH))
+        .join(ideal, on=_IDEAL_DEPTH, how="left")
     )
 
     def safe_div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
@@ -111,7 +111,7 @@ def per_user_metrics(
         USER_ID,
         safe_div(pl.col(_DCG), pl.col(_IDCG)).alias("ndcg"),
         safe_div(pl.col(_N_HITS).cast(pl.Float64), pl.col(_N_TRUTH)).alias("recall"),
-        safe_div(pl.col(_AP_SUM), pl.col(_CUTOFF)).alias("map"),
+        safe_div(pl.col(_AP_SUM), pl.col(_IDEAL_DEPTH)).alias("map"),
         (pl.col(_N_HITS) > 0).cast(pl.Float64).alias("hitrate"),
         (pl.col(_N_HITS).cast(pl.Float64) / k).alias("precision"),
     ).sort(USER_ID)  # joins do not promise to keep row order

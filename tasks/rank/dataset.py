@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import polars as pl
 
-from tasks.candidates.generate import CandidateReport, generate_candidates
+from tasks.candidates.generate import (
+    CandidateReport,
+    SharedCandidates,
+    generate_candidates,
+    shared_candidates,
+)
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
-from tasks.features.build import build_features
+from tasks.features.build import SharedFeatures, build_features, shared_features
 from tasks.settings import CandidateSettings
 from tasks.timeutil import events_before
 
@@ -35,11 +41,37 @@ def horizon_labels(events: pl.DataFrame, as_of: dt.datetime, horizon_days: int) 
 
 
 def training_as_of_dates(
-    cutoff: dt.datetime, horizon_days: int, n_windows: int, step_days: int
+    as_of: dt.datetime, horizon_days: int, n_windows: int, step_days: int
 ) -> list[dt.datetime]:
-    """Newest first; the newest window's labels end exactly at the cutoff, so none leak."""
-    newest = cutoff - dt.timedelta(days=horizon_days)
+    """Newest first; the newest window's labels end exactly at as-of, so none leak."""
+    newest = as_of - dt.timedelta(days=horizon_days)
     return [newest - dt.timedelta(days=i * step_days) for i in range(n_windows)]
+
+
+@dataclass(frozen=True)
+class SharedAggregates:
+    """Everything item- or category-level that candidates and features need at one as-of,
+    computed once from every customer's events; with it, a shard of customers needs only
+    its own events and gets exactly its rows of the whole frame."""
+
+    as_of: dt.datetime
+    candidates: SharedCandidates
+    features: SharedFeatures
+
+
+def shared_aggregates(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    report: CandidateReport | None = None,
+) -> SharedAggregates:
+    past = events_before(events, as_of)
+    return SharedAggregates(
+        as_of,
+        shared_candidates(past, as_of, cfg, report),
+        shared_features(past, catalog, as_of),
+    )
 
 
 def candidate_frame(
@@ -49,12 +81,16 @@ def candidate_frame(
     as_of: dt.datetime,
     cfg: CandidateSettings,
     report: CandidateReport | None = None,
+    shared: SharedAggregates | None = None,
 ) -> pl.DataFrame:
     """Candidates with features for `users` as of `as_of` (no labels). `report` (when given)
-    receives the candidate step's notes (a source that had to degrade) for the manifest."""
+    receives the candidate step's notes (a source that had to degrade) for the manifest.
+    With `shared` (built from every customer's events), `events` need only hold `users`'."""
     past = events_before(events, as_of)
-    candidates = generate_candidates(past, users, as_of, cfg, report)
-    return build_features(past, candidates, catalog, as_of)
+    if shared is None:
+        shared = shared_aggregates(past, catalog, as_of, cfg, report)
+    candidates = generate_candidates(past, users, as_of, cfg, report, shared.candidates)
+    return build_features(past, candidates, catalog, as_of, shared.features)
 
 
 def labelled_frame(

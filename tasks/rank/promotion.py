@@ -1,5 +1,5 @@
 """Register a trained model and run the promotion gate against the champion serving its
-cutoff: the one path every trainer takes (the nightly retrain, a tuning study's winner)."""
+as_of: the one path every trainer takes (the nightly retrain, a tuning study's winner)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ class GateOutcome:
 
 
 def register_and_gate(
-    models_dir: Path, trained: Trained, cutoff: dt.datetime, tolerance: float
+    models_dir: Path, trained: Trained, as_of: dt.datetime, tolerance: float
 ) -> GateOutcome:
     """Register `trained`; promote it when the gate accepts it over the serving champion."""
-    serving = registry.serving_model(models_dir, cutoff)
+    serving = registry.serving_model(models_dir, as_of)
     record = register_trained(models_dir, trained)
     validation = record.meta["validation"]
     metrics = validation["metrics"][validation.get("model_key", "lightgbm")]

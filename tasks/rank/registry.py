@@ -37,9 +37,10 @@ class ModelRecord:
     meta: dict[str, Any]
 
     @property
-    def cutoff(self) -> dt.datetime:
-        """Training saw only events before this moment."""
-        return dt.datetime.fromisoformat(self.meta["cutoff"])
+    def as_of(self) -> dt.datetime:
+        """Training saw only events before this moment. Models registered before the name was
+        unified (2026-11) keep it under "cutoff"."""
+        return dt.datetime.fromisoformat(self.meta.get("as_of") or self.meta["cutoff"])
 
     @property
     def model_file(self) -> Path:
@@ -76,16 +77,16 @@ def register(
     files: dict[str, bytes] | None = None,
 ) -> ModelRecord:
     """Store a trained model (its main text file plus any other `files`, e.g. network
-    weights); the version is derived from its cutoff and content, so registering the same
+    weights); the version is derived from its as-of and content, so registering the same
     model twice yields the same version and changes nothing."""
     models_dir.mkdir(parents=True, exist_ok=True)
     files = files or {}
-    cutoff = dt.datetime.fromisoformat(meta["cutoff"])
+    as_of = dt.datetime.fromisoformat(meta["as_of"])
     content = hashlib.sha256(model_text.encode())
     for name in sorted(files):
         content.update(name.encode() + files[name])
     digest = content.hexdigest()[:8]
-    version = f"{kind}-{cutoff:%Y%m%d}-{digest}"
+    version = f"{kind}-{as_of:%Y%m%d}-{digest}"
     final = models_dir / version
     if final.exists():
         return load(models_dir, version)
@@ -114,7 +115,7 @@ def load(models_dir: Path, version: str) -> ModelRecord:
 
 
 def list_models(models_dir: Path) -> list[ModelRecord]:
-    """Every registered model, oldest cutoff first."""
+    """Every registered model, oldest as_of first."""
     if not models_dir.is_dir():
         return []
     records = [
@@ -122,7 +123,7 @@ def list_models(models_dir: Path) -> list[ModelRecord]:
         for p in sorted(models_dir.iterdir())
         if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()
     ]
-    return sorted(records, key=lambda r: (r.cutoff, r.version))
+    return sorted(records, key=lambda r: (r.as_of, r.version))
 
 
 def champion_state(models_dir: Path) -> dict[str, Any]:
@@ -159,18 +160,18 @@ def rollback(models_dir: Path) -> ModelRecord:
     return load(models_dir, previous)
 
 
-def newest_before(models_dir: Path, cutoff: dt.datetime) -> ModelRecord | None:
-    """The newest registered model (promoted or not) trained only on data before `cutoff`."""
-    eligible = [r for r in list_models(models_dir) if r.cutoff <= cutoff]
+def newest_before(models_dir: Path, as_of: dt.datetime) -> ModelRecord | None:
+    """The newest registered model (promoted or not) trained only on data before `as_of`."""
+    eligible = [r for r in list_models(models_dir) if r.as_of <= as_of]
     return eligible[-1] if eligible else None
 
 
-def serving_model(models_dir: Path, cutoff: dt.datetime) -> ModelRecord | None:
-    """The model a run with this cutoff publishes with: the champion, or for a backfill of a
-    day before the champion's cutoff, the newest earlier champion that never saw its future."""
+def serving_model(models_dir: Path, as_of: dt.datetime) -> ModelRecord | None:
+    """The model a run with this as_of publishes with: the champion, or for a backfill of a
+    day before the champion's as_of, the newest earlier champion that never saw its future."""
     state = champion_state(models_dir)
     promoted = {*state["history"], *([state["champion"]] if state["champion"] else [])}
-    eligible = [r for r in list_models(models_dir) if r.version in promoted and r.cutoff <= cutoff]
+    eligible = [r for r in list_models(models_dir) if r.version in promoted and r.as_of <= as_of]
     current = state["champion"]
     for record in eligible:
         if record.version == current:

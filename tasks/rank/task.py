@@ -15,20 +15,18 @@ from tasks.constants import ITEM_ID, REC_SOURCE
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
-from tasks.rank.kinds import (
-    load_scorer,
-    recommend_with,
-    resolve_kind,
-    train_models,
-)
+from tasks.rank.dataset import shared_aggregates
+from tasks.rank.kinds import load_scorer, resolve_kind, train_models
 from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.promotion import register_and_gate
+from tasks.rank.shard_runners import ShardFailed, shard_runner
+from tasks.rank.sharded import ShardJob, clear_caches, write_shared
 from tasks.rank.topk import MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
+from tasks.shards import shard_count
 from tasks.timeutil import known_users
-from tasks.validate.features import validate_features
 from tasks.validate.run_report import ContractViolation, enforce
 
 log = logging.getLogger("nightrec.rank")
@@ -48,13 +46,13 @@ class ModelChoice:
 def choose_model(
     settings: Settings, snapshot: Snapshot, retrain: bool | None = None
 ) -> ModelChoice:
-    """Retrain when the newest model before the cutoff is older than the retrain cadence (or
+    """Retrain when the newest model before as-of is older than the retrain cadence (or
     when asked); a new model of the configured kind serves only if the promotion gate accepts
     it."""
     models_dir = settings.models_dir
-    serving = registry.serving_model(models_dir, snapshot.cutoff)
-    newest = registry.newest_before(models_dir, snapshot.cutoff)
-    age_days = (snapshot.cutoff - newest.cutoff).days if newest else None
+    serving = registry.serving_model(models_dir, snapshot.as_of)
+    newest = registry.newest_before(models_dir, snapshot.as_of)
+    age_days = (snapshot.as_of - newest.as_of).days if newest else None
     due = newest is None or age_days >= settings.ranker.retrain_every_days
     if retrain is False or (retrain is None and not due):
         if serving is None:
@@ -69,7 +67,7 @@ def choose_model(
             [kind],
             snapshot.events(),
             snapshot.catalog(),
-            snapshot.cutoff,
+            snapshot.as_of,
             with_carried(settings, carried),
         )[kind]
     except NotEnoughHistory as exc:
@@ -92,7 +90,7 @@ def choose_model(
     if carried:
         assert serving is not None
         trained.meta.update({**carried, TUNED_FROM_KEY: serving.version})
-    gate = register_and_gate(models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance)
+    gate = register_and_gate(models_dir, trained, snapshot.as_of, settings.ranker.gate_tolerance)
     if gate.same_as_serving:
         return ModelChoice(gate.version, True, "retrained the serving model (same content)")
     if gate.promoted:
@@ -112,6 +110,7 @@ class ScoreOutcome:
     model_kind: str | None  # lightgbm | neural | blend; None for the baseline
     fallback: str | None  # why the chosen model was not used, when it was not
     notes: tuple[str, ...] = ()  # candidate sources that served in their bounded form
+    shards: int = 0  # shards of customers the model scored in (0: the baseline scored)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -129,15 +128,15 @@ def _baseline(
     settings: Settings,
     events: pl.DataFrame,
     users: pl.Series,
-    cutoff: dt.datetime,
+    as_of: dt.datetime,
     allowed: pl.Series,
 ) -> pl.DataFrame:
     """Repurchase baseline padded with popular items, both limited to `allowed` items."""
     ranked_popular = popular_items(
-        events, cutoff, settings.candidates.popular_days, events.height + 1
+        events, as_of, settings.candidates.popular_days, events.height + 1
     )
     popular = ranked_popular.filter(pl.col(ITEM_ID).is_in(allowed.implode())).head(2 * settings.k)
-    baseline = repurchase(events, users, cutoff, settings.k + len(settings.safety.forbidden_items))
+    baseline = repurchase(events, users, as_of, settings.k + len(settings.safety.forbidden_items))
     baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
     return top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
         pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
@@ -148,15 +147,83 @@ def _baseline(
 
 
 def _fallbacks(settings: Settings, snapshot: Snapshot, chosen: str | None) -> list[str]:
-    """Models to try, in order: the chosen one, then the champion serving this cutoff."""
+    """Models to try, in order: the chosen one, then the champion serving this as_of."""
     order = [chosen] if chosen else []
     try:
-        serving = registry.serving_model(settings.models_dir, snapshot.cutoff)
+        serving = registry.serving_model(settings.models_dir, snapshot.as_of)
     except registry.RegistryError:
         serving = None
     if serving is not None and serving.version not in order:
         order.append(serving.version)
     return order
+
+
+def _padding_items(
+    settings: Settings, events: pl.DataFrame, as_of: dt.datetime, allowed: pl.Series
+) -> pl.Series:
+    """The popular items that pad short lists, every item ranked before the allowed filter so
+    that it never leaves fewer than 2k."""
+    ranked = popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
+    return (
+        ranked.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
+        .head(2 * settings.k)
+        .get_column(ITEM_ID)
+    )
+
+
+def _prepare_shards(
+    settings: Settings, snapshot: Snapshot, work_dir: Path, candidates: CandidateReport
+) -> tuple[Path, int, int]:
+    """Write the run's shared aggregates once; returns (their folder, customers, shards)."""
+    events, catalog = snapshot.events(), snapshot.catalog()
+    users = known_users(events, snapshot.as_of)
+    allowed = allowed_items(catalog, settings.safety.forbidden_items)
+    shared = shared_aggregates(events, catalog, snapshot.as_of, settings.candidates, candidates)
+    folder = work_dir / "shared"
+    write_shared(shared, _padding_items(settings, events, snapshot.as_of, allowed), allowed, folder)
+    n_shards = shard_count(
+        users.len(), settings.candidates.max_per_user, settings.scale.shard_memory_mib
+    )
+    return folder, users.len(), n_shards
+
+
+def _score_in_shards(
+    settings: Settings,
+    snapshot: Snapshot,
+    versions: list[str],
+    shared_dir: Path,
+    n_shards: int,
+    work_dir: Path,
+    report: Path,
+    failures: list[str],
+) -> tuple[list[Path] | None, str, str | None]:
+    """(top-K parts, version, kind) of the first model in `versions` that scores every shard;
+    (None, baseline, None) when none does. Each failure is appended to `failures`."""
+    with shard_runner(settings) as run_shards:
+        for version in versions:
+            try:
+                record = registry.load(settings.models_dir, version)
+                load_scorer(record, settings)  # a damaged model fails here, before any shard
+                job = ShardJob(
+                    settings,
+                    snapshot.events_path,
+                    snapshot.catalog_path,
+                    snapshot.as_of,
+                    shared_dir,
+                    n_shards,
+                    version,
+                    work_dir / "parts" / version,
+                )
+                results = run_shards(job)
+                enforce(report, "features", [r.features for r in results])
+                parts = [r.path for r in results if r.path is not None]
+                return parts, version, record.meta.get("model_kind", "lightgbm")
+            except (ContractViolation, ShardFailed):
+                raise  # bad features or a lost shard: no other model would fix them
+            except Exception as exc:  # whatever broke, the customers still get a list
+                log.error("model %s cannot score (%s); falling back", version, _first_line(exc))
+                failures.append(f"{version} failed ({type(exc).__name__}: {_first_line(exc)})")
+    return None, BASELINE_VERSION, None
 
 
 def score_users(
@@ -166,56 +233,52 @@ def score_users(
     work_dir: Path,
     report: Path,
 ) -> ScoreOutcome:
-    """Top-K for every known user as of the cutoff; written to `work_dir/recs.parquet`.
+    """Top-K for every known user as of as-of; written to `work_dir/recs.parquet`.
 
-    The feature table is checked against its contract (recorded in `report`) before scoring.
+    Customers are scored in shards (`scale.shard_memory_mib`), one after another in this
+    process or in parallel on Dask (`shard_runner`). Every shard's feature table
+    is checked against its contract (recorded in `report`) before anything is published.
     A model that cannot be loaded or fails to score (a damaged file, a candidate source out of
     memory, anything but bad features) falls back to the champion, then to the repurchase
     baseline; the outcome says which model scored and why it was not the chosen one.
     """
-    events, catalog = snapshot.events(), snapshot.catalog()
-    users = known_users(events, snapshot.cutoff)
-    allowed = allowed_items(catalog, settings.safety.forbidden_items)
-
-    def check_features(frame: pl.DataFrame) -> None:
-        kill_if_armed(settings.safety.fault, "mid_scoring")
-        enforce(report, "features", [validate_features(frame)])
-
-    recs, used, kind, failures = None, BASELINE_VERSION, None, []
+    failures: list[str] = []
     candidates = CandidateReport()
-    for version in _fallbacks(settings, snapshot, choice.version):
+    parts: list[Path] | None = None
+    used, kind = BASELINE_VERSION, None
+    versions, n_shards = _fallbacks(settings, snapshot, choice.version), 0
+    if versions:
         try:
-            record = registry.load(settings.models_dir, version)
-            scorer = load_scorer(record, settings)
-            recs = recommend_with(
-                scorer,
-                events,
-                catalog,
-                users,
-                snapshot.cutoff,
-                settings,
-                allowed_items=allowed,
-                check_features=check_features,
-                report=candidates,
+            shared_dir, n_users, n_shards = _prepare_shards(
+                settings, snapshot, work_dir, candidates
             )
-            used, kind = version, record.meta.get("model_kind", "lightgbm")
-            break
-        except ContractViolation:
-            raise  # bad features stop the run; no other model would fix them
-        except Exception as exc:  # whatever broke, the customers still get a list
-            log.error("model %s cannot score (%s); falling back", version, _first_line(exc))
-            failures.append(f"{version} failed ({type(exc).__name__}: {_first_line(exc)})")
-    if recs is None:  # the baseline reads no features, so there are none to check
-        kill_if_armed(settings.safety.fault, "mid_scoring")
-        recs = _baseline(settings, events, users, snapshot.cutoff, allowed)
+            log.info("scoring %s customers in %d shard(s)", f"{n_users:,}", n_shards)
+        except Exception as exc:  # a shared aggregate out of memory: no model can score
+            log.error("candidate aggregates failed (%s); falling back", _first_line(exc))
+            failures.append(
+                f"candidate aggregates failed ({type(exc).__name__}: {_first_line(exc)})"
+            )
+            versions = []
+    if versions:
+        parts, used, kind = _score_in_shards(
+            settings, snapshot, versions, shared_dir, n_shards, work_dir, report, failures
+        )
+    clear_caches()
     path = work_dir / "recs.parquet"
-    recs.write_parquet(path)
+    if parts is not None:
+        pl.scan_parquet(parts).sink_parquet(path)
+    else:  # the baseline reads no features, so there are none to check
+        kill_if_armed(settings.safety.fault, "mid_scoring")
+        events, catalog = snapshot.events(), snapshot.catalog()
+        users = known_users(events, snapshot.as_of)
+        allowed = allowed_items(catalog, settings.safety.forbidden_items)
+        _baseline(settings, events, users, snapshot.as_of, allowed).write_parquet(path)
     reasons = [*failures]
     if choice.version is None and choice.problem:
         reasons.insert(0, choice.problem)
     fallback = f"{'; '.join(reasons)}: scored with {used}" if reasons else None
     notes = tuple(f"candidates: {note}" for note in candidates.notes.values())
-    return ScoreOutcome(path, used, kind, fallback, notes)
+    return ScoreOutcome(path, used, kind, fallback, notes, n_shards if parts is not None else 0)
 
 
 choose_model_task = stage_task("choose-model", choose_model)

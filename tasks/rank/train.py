@@ -1,7 +1,7 @@
 """Train the nightly LightGBM ranker on rolling windows (pure: frames in, model out).
 
 Windows are as-of moments spaced `window_step_days` apart; the newest one's labels end at the
-run's cutoff. The ranker is fit on the older windows and stopped early on the newest; it is
+run's as_of. The ranker is fit on the older windows and stopped early on the newest; it is
 then validated under the evaluation protocol beside the baselines, and finally refit on the
 newest windows with the early-stopped number of rounds.
 """
@@ -41,7 +41,7 @@ MIN_TRAIN_GROUPS = 5
 
 @dataclass
 class Windows:
-    """Labelled training windows before a cutoff, newest first."""
+    """Labelled training windows before a as_of, newest first."""
 
     frames: list[pl.DataFrame]  # customers with a purchase in the horizon, `_as_of` column
     used: list[dt.datetime]  # their as-of instants
@@ -143,21 +143,21 @@ def _validation_report(
 
 
 def training_windows(
-    events: pl.DataFrame, catalog: pl.DataFrame, cutoff: dt.datetime, settings: Settings
+    events: pl.DataFrame, catalog: pl.DataFrame, as_of: dt.datetime, settings: Settings
 ) -> Windows:
-    """Labelled windows before `cutoff`, newest first, each with its `_as_of` column.
+    """Labelled windows before `as_of`, newest first, each with its `_as_of` column.
     Raises NotEnoughHistory when fewer than two have labelled customers."""
     cfg = settings.ranker
-    events = events_before(events, cutoff)
-    dates = training_as_of_dates(cutoff, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
+    events = events_before(events, as_of)
+    dates = training_as_of_dates(as_of, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
     newest: pl.DataFrame | None = None
-    for i, as_of in enumerate(dates, start=1):
-        log.info("training window %d/%d: as-of %s", i, len(dates), f"{as_of:%Y-%m-%d}")
-        users = known_buyers(events, as_of)
+    for i, window_as_of in enumerate(dates, start=1):
+        log.info("training window %d/%d: as-of %s", i, len(dates), f"{window_as_of:%Y-%m-%d}")
+        users = known_buyers(events, window_as_of)
         labelled = labelled_frame(
-            events, catalog, users, as_of, settings.horizon_days, settings.candidates
+            events, catalog, users, window_as_of, settings.horizon_days, settings.candidates
         )
         if newest is None:
             newest = labelled.drop(LABEL)
@@ -165,12 +165,12 @@ def training_windows(
         del labelled
         if frame.get_column(USER_ID).n_unique() < MIN_TRAIN_GROUPS:
             break  # older windows have even less history
-        frames.append(frame.with_columns(pl.lit(as_of).alias("_as_of")))
-        used.append(as_of)
+        frames.append(frame.with_columns(pl.lit(window_as_of).alias("_as_of")))
+        used.append(window_as_of)
     if len(frames) < 2 or newest is None:
         raise NotEnoughHistory(
             f"only {len(frames)} training window(s) with labelled customers "
-            f"before {cutoff:%Y-%m-%d}; "
+            f"before {as_of:%Y-%m-%d}; "
             f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
         )
     return Windows(frames, used, newest)
@@ -186,15 +186,15 @@ def keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
 def train_ranker(
     events: pl.DataFrame,
     catalog: pl.DataFrame,
-    cutoff: dt.datetime,
+    as_of: dt.datetime,
     settings: Settings,
     windows: Windows | None = None,
 ) -> TrainOutcome:
-    """Train on events before `cutoff` only. Raises NotEnoughHistory when it cannot.
+    """Train on events before `as_of` only. Raises NotEnoughHistory when it cannot.
     `windows` (from training_windows) saves rebuilding them when several models share them."""
     cfg = settings.ranker
-    events = events_before(events, cutoff)
-    windows = windows or training_windows(events, catalog, cutoff, settings)
+    events = events_before(events, as_of)
+    windows = windows or training_windows(events, catalog, as_of, settings)
     frames, used = windows.frames, windows.used
     features = feature_columns(frames[0].drop(LABEL))
 
@@ -209,7 +209,7 @@ def train_ranker(
         keyed(frames[:-1]), features, cfg, settings.seed, num_boost_round=early.best_iteration
     )
     meta = {
-        "cutoff": cutoff.isoformat(),
+        "as_of": as_of.isoformat(),
         "train_windows": [d.isoformat() for d in used[:-1]],
         "validation_window": used[0].isoformat(),
         "train_rows": int(sum(f.height for f in frames[:-1])),

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import get_args
 
 from tasks.settings import FaultPoint
@@ -29,3 +30,13 @@ def kill_if_armed(armed: str | None, point: str) -> None:
     sys.stderr.write(f"fault injection: SIGKILL at {point}\n")
     sys.stderr.flush()
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_once_if_armed(armed: str | None, point: str, marker: Path) -> None:
+    """Kill this process the first time `point` is reached (`marker` remembers it): a worker
+    that dies once, so that the drill can show its task is run again."""
+    if armed != point or marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    kill_if_armed(armed, point)

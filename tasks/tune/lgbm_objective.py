@@ -1,6 +1,6 @@
 """The LightGBM objective: mean protocol NDCG@K of the nightly trainer replayed at earlier dates.
 
-Fold f replays the nightly trainer at the cutoff A_f = as-of - H - f * step on the
+Fold f replays the nightly trainer at as-of A_f = as-of - H - f * step on the
 `n_windows` labelled windows before A_f: fit on the older ones, stopped early on the newest
 (whose labels end at A_f). That early-stopped model's padded top-K at A_f is scored under the
 protocol against the purchases of [A_f, A_f + H), a horizon no fit and no early stopping saw.
@@ -22,19 +22,17 @@ from typing import Any
 
 import polars as pl
 
-from tasks.constants import ITEM_ID, USER_ID
 from tasks.features.snapshot import Snapshot
-from tasks.protocol.metrics import ranking_metrics
 from tasks.rank import lgbm, registry
 from tasks.rank.kinds import Trained
 from tasks.rank.kinds.lightgbm import LightGBMScorer
 from tasks.rank.params import TUNED_PARAMS_KEY, nightly_carried, with_ranker_params
 from tasks.rank.promotion import register_and_gate
-from tasks.rank.topk import top_k
-from tasks.rank.train import keyed, score_candidates, train_ranker
+from tasks.rank.train import keyed, train_ranker
 from tasks.settings import RankerSettings, Settings
 from tasks.tune.folds import (
     FINGERPRINT_FILE,
+    FoldTarget,
     build_windows,
     replace_cached,
     windows_fingerprint,
@@ -50,21 +48,16 @@ FIXED_FIELDS |= {"num_threads", "kind"}
 def fold_ndcg(
     data_dir: Path, fold: int, cfg: RankerSettings, settings: Settings, features: list[str]
 ) -> tuple[float, int]:
-    """(protocol NDCG@K at the fold's cutoff of the nightly trainer's early-stopped model
+    """(protocol NDCG@K at the fold's as_of of the nightly trainer's early-stopped model
     there, its rounds)."""
     frames = [
         pl.read_parquet(data_dir / "windows" / f"{i}.parquet")
         for i in range(fold, fold + settings.ranker.n_windows)
     ]
     early = lgbm.fit(keyed(frames[1:]), features, cfg, settings.seed, valid=keyed(frames[:1]))
-    folder = data_dir / "folds" / str(fold)
-    users = pl.read_parquet(folder / "users.parquet").get_column(USER_ID)
-    scored = score_candidates(early.booster, pl.read_parquet(folder / "score.parquet"), features)
-    popular = pl.read_parquet(folder / "popular.parquet").get_column(ITEM_ID)
-    recs = top_k(scored, users, popular, settings.k)
-    truth = pl.read_parquet(folder / "truth.parquet")
-    metrics = ranking_metrics(recs, truth, users, settings.k)
-    return metrics[f"ndcg@{settings.k}"], early.best_iteration
+    target = FoldTarget.load(data_dir / "folds" / str(fold))
+    scores = lgbm.predict(early.booster, target.frame, features)
+    return target.ndcg(scores, settings.k), early.best_iteration
 
 
 class LightGBMObjective:
@@ -91,7 +84,7 @@ class LightGBMObjective:
             data_dir,
             windows_fingerprint(settings, snapshot),
             lambda out: build_windows(
-                snapshot.events(), snapshot.catalog(), snapshot.cutoff, settings, out
+                snapshot.events(), snapshot.catalog(), snapshot.as_of, settings, out
             ),
         )
 
@@ -123,17 +116,17 @@ class LightGBMObjective:
     ) -> dict[str, Any]:
         """Train as the nightly run would, with the tuned parameters; register; gate."""
         tuned = with_ranker_params(settings, params)
-        outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.cutoff, tuned)
+        outcome = train_ranker(snapshot.events(), snapshot.catalog(), snapshot.as_of, tuned)
         models_dir = settings.models_dir
         # The champion's tuned network parameters ride along, so a later blend retrain that
         # takes its parameters from this model still has them.
-        before = registry.serving_model(models_dir, snapshot.cutoff)
+        before = registry.serving_model(models_dir, snapshot.as_of)
         carried = nightly_carried(settings, before.meta if before else None)
         carried.pop(TUNED_PARAMS_KEY, None)
         meta = {**outcome.meta, **carried, TUNED_PARAMS_KEY: params, "tuning": tuning}
         scorer = LightGBMScorer(outcome.booster, outcome.meta["features"])
         trained = Trained("lightgbm", scorer, meta, outcome.booster.model_to_string())
         gate = register_and_gate(
-            models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance
+            models_dir, trained, snapshot.as_of, settings.ranker.gate_tolerance
         )
         return gate.summary()

@@ -1,7 +1,7 @@
 """The objectives of the neural ranker and the blend (`nightrec tune --model neural|blend`).
 
 Same folds as the LightGBM objective (`build_windows`): fold f replays the nightly trainer at
-the cutoff A_f on the windows before it, built once per study. A trial trains the network on
+as-of A_f on the windows before it, built once per study. A trial trains the network on
 each fold exactly as the nightly trainer's early-stopping run at A_f does (`fit_neural`, same
 windows, same events before A_f, same early stopping on the newest window, whose labels end
 at A_f) and, after every epoch, scores the fold under the protocol: padded top-K of the
@@ -27,7 +27,6 @@ import json
 import statistics
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,8 @@ import numpy as np
 import polars as pl
 import torch
 
-from tasks.constants import ITEM_ID, SCORE, USER_ID
+from tasks.constants import SCORE, USER_ID
 from tasks.features.snapshot import Snapshot
-from tasks.protocol.metrics import ranking_metrics
 from tasks.rank import lgbm, registry
 from tasks.rank.dataset import LABEL
 from tasks.rank.kinds import LIST_KEY, fit_neural, train_models, with_list_key
@@ -52,12 +50,12 @@ from tasks.rank.params import (
     with_neural_params,
 )
 from tasks.rank.promotion import register_and_gate
-from tasks.rank.topk import top_k
 from tasks.rank.train import keyed
 from tasks.settings import NeuralSettings, Settings
 from tasks.timeutil import events_before
 from tasks.tune.folds import (
     FINGERPRINT_FILE,
+    FoldTarget,
     build_windows,
     replace_cached,
     windows_fingerprint,
@@ -82,43 +80,15 @@ def searchable() -> set[str]:
     return set(NeuralSettings.model_fields) - NEURAL_FIXED
 
 
-@dataclass(frozen=True)
-class FoldTarget:
-    """A fold's protocol scoring inputs: its candidate frame, evaluated customers, truth and
-    popular items to pad with (what the LightGBM objective's `fold_ndcg` reads)."""
-
-    frame: pl.DataFrame
-    users: pl.Series
-    truth: pl.DataFrame
-    popular: pl.Series
-
-    @classmethod
-    def load(cls, folder: Path) -> FoldTarget:
-        return cls(
-            pl.read_parquet(folder / "score.parquet"),
-            pl.read_parquet(folder / "users.parquet").get_column(USER_ID),
-            pl.read_parquet(folder / "truth.parquet"),
-            pl.read_parquet(folder / "popular.parquet").get_column(ITEM_ID),
-        )
-
-    def ndcg(self, scores: np.ndarray, k: int) -> float:
-        """Protocol NDCG@k of the padded top-k that `scores` (one per frame row) give."""
-        scored = self.frame.select(USER_ID, ITEM_ID).with_columns(
-            pl.Series(SCORE, np.asarray(scores, dtype=np.float64))
-        )
-        recs = top_k(scored, self.users, self.popular, k)
-        return ranking_metrics(recs, self.truth, self.users, k)[f"ndcg@{k}"]
-
-
 class FoldData:
     """What one fold of a trial reads from the study's data folder."""
 
     def __init__(self, data_dir: Path, fold: int, settings: Settings, events: pl.DataFrame):
         summary = json.loads((data_dir / FINGERPRINT_FILE).read_text())["summary"]
         self.windows = _windows(data_dir, fold, settings.ranker.n_windows)
-        # The replayed nightly run's cutoff: it sees the events before it, and is scored on
+        # The replayed nightly run's as_of: it sees the events before it, and is scored on
         # the horizon after it.
-        self.as_of = dt.datetime.fromisoformat(summary["folds"][fold]["validate"])
+        self.as_of = dt.datetime.fromisoformat(summary["folds"][fold]["as_of"])
         self.events = events_before(events, self.as_of)
         self.folder = data_dir / "folds" / str(fold)
         self.target = FoldTarget.load(self.folder)
@@ -223,8 +193,8 @@ class NeuralObjective:
         return {**windows_fingerprint(settings, snapshot), "objective": self.model}
 
     def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
-        events = events_before(snapshot.events(), snapshot.cutoff)
-        summary = build_windows(events, snapshot.catalog(), snapshot.cutoff, settings, out)
+        events = events_before(snapshot.events(), snapshot.as_of)
+        summary = build_windows(events, snapshot.catalog(), snapshot.as_of, settings, out)
         events.write_parquet(out / EVENTS_FILE)
         return summary
 
@@ -285,18 +255,18 @@ class NeuralObjective:
         """Train as the nightly run would (this kind; the champion's carried LightGBM
         parameters; the study's network parameters), register, run the promotion gate."""
         models_dir = settings.models_dir
-        serving = registry.serving_model(models_dir, snapshot.cutoff)
+        serving = registry.serving_model(models_dir, snapshot.as_of)
         carried = carried_lightgbm(settings, serving)
         tuned = with_neural_params(with_carried(settings, carried), params)
         trained = train_models(
-            [self.model], snapshot.events(), snapshot.catalog(), snapshot.cutoff, tuned
+            [self.model], snapshot.events(), snapshot.catalog(), snapshot.as_of, tuned
         )[self.model]
         trained.meta.update({**carried, TUNED_NEURAL_KEY: params, "tuning": tuning})
         if carried:
             assert serving is not None
             trained.meta[TUNED_FROM_KEY] = serving.version
         gate = register_and_gate(
-            models_dir, trained, snapshot.cutoff, settings.ranker.gate_tolerance
+            models_dir, trained, snapshot.as_of, settings.ranker.gate_tolerance
         )
         return gate.summary()
 
@@ -309,10 +279,10 @@ def carried_lightgbm(settings: Settings, serving: registry.ModelRecord | None) -
     return carried
 
 
-def blend_lightgbm_settings(settings: Settings, cutoff: dt.datetime) -> tuple[Settings, str]:
-    """The settings whose ranker a nightly blend retrain at `cutoff` would fit, and where its
+def blend_lightgbm_settings(settings: Settings, as_of: dt.datetime) -> tuple[Settings, str]:
+    """The settings whose ranker a nightly blend retrain at `as_of` would fit, and where its
     parameters come from (a model version, or "settings")."""
-    serving = registry.serving_model(settings.models_dir, cutoff)
+    serving = registry.serving_model(settings.models_dir, as_of)
     carried = carried_lightgbm(settings, serving)
     if not carried or serving is None:
         return settings, "settings"
@@ -326,14 +296,14 @@ class BlendObjective(NeuralObjective):
     def fingerprint(self, settings: Settings, snapshot: Snapshot) -> dict[str, Any]:
         # The LightGBM parameters, not the version they come from: a new champion carrying
         # the same parameters (e.g. this study's own blend) leaves the study resumable.
-        nightly, _ = blend_lightgbm_settings(settings, snapshot.cutoff)
+        nightly, _ = blend_lightgbm_settings(settings, snapshot.as_of)
         ranker = nightly.ranker.model_dump(exclude={"num_threads", "kind"})
         return {**super().fingerprint(settings, snapshot), "lightgbm": ranker}
 
     def build(self, settings: Settings, snapshot: Snapshot, out: Path) -> dict[str, Any]:
         """The windows, then each fold's LightGBM, early-stopped on its validation window."""
         summary = super().build(settings, snapshot, out)
-        nightly, source = blend_lightgbm_settings(settings, snapshot.cutoff)
+        nightly, source = blend_lightgbm_settings(settings, snapshot.as_of)
         cfg, k, n_windows = nightly.ranker, settings.k, settings.ranker.n_windows
         features, lgbm_ndcg = summary["features"], []
         for fold in range(len(summary["folds"])):

@@ -22,7 +22,7 @@ def check_topk(settings: Settings, snapshot: Snapshot, recs_path: Path, report: 
         pl.read_parquet(recs_path),
         settings.k,
         snapshot.catalog().get_column(ITEM_ID).to_list(),
-        known_users(events, snapshot.cutoff).to_list(),
+        known_users(events, snapshot.as_of).to_list(),
         settings.safety.forbidden_items,
     )
     enforce(report, "top_k", reports)

@@ -78,14 +78,14 @@ def train_models(
     kinds: list[str],
     events: pl.DataFrame,
     catalog: pl.DataFrame,
-    cutoff: dt.datetime,
+    as_of: dt.datetime,
     settings: Settings,
     checkpoint_dir: Path | None = None,
 ) -> dict[str, Trained]:
-    """Train the asked kinds on events before `cutoff`, on one shared set of windows.
+    """Train the asked kinds on events before `as_of`, on one shared set of windows.
     Raises NotEnoughHistory (tasks.rank.train) when there is too little history."""
     chosen = [kind_of(name) for name in kinds]
-    ctx = TrainingContext(events, catalog, cutoff, settings, checkpoint_dir)
+    ctx = TrainingContext(events, catalog, as_of, settings, checkpoint_dir)
     return {kind.name: kind.train(ctx) for kind in chosen}
 
 

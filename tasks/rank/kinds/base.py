@@ -55,7 +55,7 @@ class ModelKind(Protocol):
     """
 
     name: str  # what settings, the registry's meta and the reports call it
-    registry_prefix: str  # versions are `<prefix>-<cutoff>-<hash>`
+    registry_prefix: str  # versions are `<prefix>-<as_of>-<hash>`
 
     def train(self, ctx: TrainingContext) -> Trained: ...
 
@@ -124,25 +124,25 @@ def with_list_key(frames: list[pl.DataFrame], max_len: int = 0) -> pl.DataFrame:
 
 @dataclass
 class TrainingContext:
-    """The inputs of one training (events before `cutoff`) and what the kinds trained on them
+    """The inputs of one training (events before `as_of`) and what the kinds trained on them
     share, each built once when first asked for: the labelled windows, the validation window's
     customers and candidates, and (in `shared`, by name) fits that several kinds reuse, such
     as the LightGBM booster of the lightgbm and blend kinds."""
 
     events: pl.DataFrame
     catalog: pl.DataFrame
-    cutoff: dt.datetime
+    as_of: dt.datetime
     settings: Settings
     checkpoint_dir: Path | None = None
     shared: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.events = events_before(self.events, self.cutoff)
+        self.events = events_before(self.events, self.as_of)
 
     @cached_property
     def windows(self) -> Windows:
         """Raises NotEnoughHistory (tasks.rank.train) when there is too little history."""
-        return training_windows(self.events, self.catalog, self.cutoff, self.settings)
+        return training_windows(self.events, self.catalog, self.as_of, self.settings)
 
     @property
     def frames(self) -> list[pl.DataFrame]:
@@ -190,7 +190,7 @@ class TrainingContext:
         """What every kind's meta records about its training."""
         used = self.windows.used
         return {
-            "cutoff": self.cutoff.isoformat(),
+            "as_of": self.as_of.isoformat(),
             "train_windows": [d.isoformat() for d in used[:-1]],
             "validation_window": used[0].isoformat(),
             "candidates": self.settings.candidates.model_dump(),

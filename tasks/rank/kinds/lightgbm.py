@@ -28,7 +28,7 @@ def lightgbm_fit(ctx: TrainingContext) -> TrainOutcome:
     """The context's LightGBM fit, once for every kind trained with it (lightgbm, blend)."""
     if "lightgbm" not in ctx.shared:
         ctx.shared["lightgbm"] = train_ranker(
-            ctx.events, ctx.catalog, ctx.cutoff, ctx.settings, ctx.windows
+            ctx.events, ctx.catalog, ctx.as_of, ctx.settings, ctx.windows
         )
     return ctx.shared["lightgbm"]
 

@@ -1,0 +1,39 @@
+"""Customer shards: per-customer work (candidates, features, scoring, top-K) runs a shard of
+customers at a time, so its memory follows the shard, not the shop.
+
+A customer's shard is a hash of their id. Every per-customer result depends on the
+customer's own events and on aggregates shared by all (`SharedAggregates`), so the shard
+count changes how the work is cut, never what it computes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from tasks.constants import USER_ID
+
+# Fixed, so a customer stays in one shard across runs of the same Polars version; shards only
+# cut the work, so another version's different cut changes no result.
+SHARD_SEED = 20_261_130
+# Peak bytes per candidate row while a shard's candidates, features and scores are built
+# (joins hold a few copies of the ~50 feature columns): measured by benchmarks/scale.py.
+CANDIDATE_ROW_BYTES = 3_000
+
+
+def shard_of(n_shards: int) -> pl.Expr:
+    """The shard (0 .. n_shards - 1) of each row's customer."""
+    return (pl.col(USER_ID).hash(seed=SHARD_SEED) % n_shards).cast(pl.Int32)
+
+
+def shard_count(n_users: int, rows_per_user: int, budget_mib: int) -> int:
+    """Shards needed so that one shard's candidate rows fit `budget_mib`."""
+    per_shard = max(1, budget_mib * 2**20 // (rows_per_user * CANDIDATE_ROW_BYTES))
+    return max(1, math.ceil(n_users / per_shard))
+
+
+def shard_users(users: pl.Series, n_shards: int) -> list[pl.Series]:
+    """`users` cut into `n_shards` shards, each sorted."""
+    frame = pl.DataFrame({USER_ID: users}).with_columns(shard_of(n_shards).alias("_shard"))
+    return [frame.filter(pl.col("_shard") == i).get_column(USER_ID).sort() for i in range(n_shards)]

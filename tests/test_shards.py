@@ -1,0 +1,205 @@
+"""Scoring in shards of customers: the cut changes how the work is done, never the lists.
+
+The nightly flow runs under real Prefect on the tiny shop: one shard, many shards in the
+run's process, and many shards on a 2-worker Dask `LocalCluster` (one of whose workers is
+killed mid-shard). Every variant must publish exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from tasks.constants import USER_ID
+from tasks.ingest.load import ingest_catalog, ingest_landing
+from tasks.publish.writer import partition_dir
+from tasks.rank.dataset import candidate_frame, shared_aggregates
+from tasks.settings import CandidateSettings
+from tasks.shards import CANDIDATE_ROW_BYTES, shard_count, shard_of, shard_users
+from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.timeutil import known_users, run_as_of
+
+SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
+RUN_DATE = SHOP.start + dt.timedelta(days=SHOP.days - 2)
+K = 5
+
+
+def test_shard_count_follows_the_budget() -> None:
+    per_user = 150 * CANDIDATE_ROW_BYTES  # 450,000 bytes: 2 customers fit 1 MiB
+    assert 2**20 // per_user == 2
+    assert shard_count(40, 150, 1) == 20
+    assert shard_count(41, 150, 1) == 21
+    assert shard_count(40, 150, 1024) == 1
+    assert shard_count(0, 150, 1) == 1
+
+
+def test_shards_cut_customers_into_disjoint_sorted_parts() -> None:
+    users = pl.Series([f"c{i}" for i in range(500)])
+    parts = shard_users(users, 7)
+    assert len(parts) == 7
+    assert sum(p.len() for p in parts) == 500
+    assert sorted(pl.concat(parts).to_list()) == sorted(users.to_list())
+    assert all(p.is_sorted() for p in parts)
+    assert min(p.len() for p in parts) > 0  # 500 ids spread over every shard
+    # A customer's shard depends on their id alone, not on who else is scored.
+    alone = pl.DataFrame({USER_ID: ["c42"]}).select(shard_of(7)).item()
+    assert "c42" in parts[alone].to_list()
+
+
+def test_a_shard_with_shared_aggregates_gets_exactly_its_rows_of_the_whole() -> None:
+    shop = generate_shop(SHOP)
+    events = shop.events
+    as_of = run_as_of(RUN_DATE)
+    cfg = CandidateSettings()
+    users = known_users(events, as_of)
+    whole = candidate_frame(events, shop.catalog, users, as_of, cfg)
+    shared = shared_aggregates(events, shop.catalog, as_of, cfg)
+    parts = []
+    for shard in shard_users(users, 3):
+        own = events.filter(pl.col(USER_ID).is_in(shard.implode()))
+        parts.append(candidate_frame(own, shop.catalog, shard, as_of, cfg, shared=shared))
+    assert whole.height > 0 and all(p.height > 0 for p in parts)
+    keys = [USER_ID, "item_id"]
+    assert_frame_equal(
+        pl.concat(parts).sort(keys), whole.sort(keys), check_exact=True, check_column_order=True
+    )
+
+
+ENV = {
+    "NIGHTREC_K": str(K),
+    "NIGHTREC_HORIZON_DAYS": "7",
+    "NIGHTREC_RANKER__N_WINDOWS": "3",
+    "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
+    "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
+    "NIGHTREC_RANKER__NUM_THREADS": "1",
+}
+
+
+def _shop_home(home: Path) -> Path:
+    """The tiny shop, ingested up to the day before the run."""
+    landing = home / "landing"
+    report = write_landing(generate_shop(SHOP), landing)
+    ingest_catalog(home / "nightrec.duckdb", report.catalog_path)
+    ingest_landing(
+        home / "nightrec.duckdb",
+        "canonical",
+        landing,
+        max_bad_share=0.5,
+        end=RUN_DATE - dt.timedelta(days=1),
+    )
+    return home
+
+
+def _published(home: Path) -> pl.DataFrame:
+    frame = pl.read_parquet(partition_dir(home / "recommendations", RUN_DATE) / "*.parquet")
+    return frame.drop("run_id").sort(USER_ID, "rank")
+
+
+def _shards(rows: pl.DataFrame) -> int:
+    """Shards of 2 customers (1 MiB at 150 candidates of CANDIDATE_ROW_BYTES each)."""
+    return shard_count(rows.get_column(USER_ID).n_unique(), 150, 1)
+
+
+@pytest.fixture(scope="module")
+def one_shard(
+    prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, pl.DataFrame]:
+    """The tiny shop's retraining run in one shard: (its models folder, its rows)."""
+    from flows.nightly import NightlyParams, nightly_flow
+
+    home = _shop_home(tmp_path_factory.mktemp("one-shard"))
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**ENV, "NIGHTREC_HOME": str(home)}.items():
+            patch.setenv(name, value)
+        manifest = nightly_flow(NightlyParams(run_date=RUN_DATE, retrain=True))
+    assert manifest["status"] == "ok" and manifest["shards"] == 1
+    return home / "models", _published(home)
+
+
+def _sharded_run(
+    home: Path, models: Path, monkeypatch: pytest.MonkeyPatch, **env: str
+) -> dict[str, object]:
+    """The same day again in a fresh home with the same model, 2 customers per shard."""
+    from flows.nightly import NightlyParams, nightly_flow
+
+    _shop_home(home)
+    shutil.copytree(models, home / "models", dirs_exist_ok=True)
+    for name, value in {
+        **ENV,
+        "NIGHTREC_HOME": str(home),
+        "NIGHTREC_SCALE__SHARD_MEMORY_MIB": "1",
+        **env,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return nightly_flow(NightlyParams(run_date=RUN_DATE, retrain=False))
+
+
+@pytest.mark.flow
+def test_many_shards_in_process_publish_the_same_rows_as_one(
+    one_shard: tuple[Path, pl.DataFrame], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models, rows = one_shard
+    manifest = _sharded_run(home, models, monkeypatch)
+    assert manifest["shards"] == _shards(rows) and manifest["status"] == "ok"
+    assert manifest["rows"] == rows.height
+    assert_frame_equal(_published(home), rows, check_exact=True)
+
+
+@pytest.mark.flow
+def test_a_two_worker_dask_cluster_publishes_the_same_rows(
+    one_shard: tuple[Path, pl.DataFrame],
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    models, rows = one_shard
+    manifest = _sharded_run(home, models, monkeypatch, NIGHTREC_DASK__WORKERS="2")
+    assert manifest["shards"] == _shards(rows) and manifest["status"] == "ok"
+    assert_frame_equal(_published(home), rows, check_exact=True)
+    assert "shard tasks run on Dask: a local cluster of 2 worker process(es)" in caplog.text
+
+
+@pytest.mark.flow
+def test_a_worker_killed_mid_shard_is_retried_and_the_rows_are_the_same(
+    one_shard: tuple[Path, pl.DataFrame],
+    home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    models, rows = one_shard
+    # One worker is SIGKILLed inside its first shard: Dask runs that shard again elsewhere.
+    manifest = _sharded_run(
+        home,
+        models,
+        monkeypatch,
+        NIGHTREC_DASK__WORKERS="2",
+        NIGHTREC_SAFETY__FAULT="shard_worker_once",
+    )
+    assert manifest["status"] == "ok" and manifest["shards"] == _shards(rows)
+    assert_frame_equal(_published(home), rows, check_exact=True)
+    assert "killed by signal 9" in caplog.text
+
+
+@pytest.mark.flow
+def test_a_shard_whose_worker_keeps_dying_fails_the_run_naming_it(
+    one_shard: tuple[Path, pl.DataFrame], home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.rank.shard_runners import ShardFailed
+
+    models, rows = one_shard
+    died = rf"shard \d+/{_shards(rows)} failed: its worker died 1 time\(s\)"
+    with pytest.raises(ShardFailed, match=died):
+        _sharded_run(
+            home,
+            models,
+            monkeypatch,
+            NIGHTREC_DASK__WORKERS="2",
+            NIGHTREC_DASK__SHARD_RETRIES="0",
+            NIGHTREC_SAFETY__FAULT="mid_scoring",
+        )
+    assert not partition_dir(home / "recommendations", RUN_DATE).exists()
