@@ -29,6 +29,8 @@ class BackfillParams(BaseModel):
     source: str | None = None
     home: str | None = None
     allow_degraded: bool | None = None
+    workers: int | None = Field(None, ge=0, description="local Dask worker processes")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler")
 
     @model_validator(mode="after")
     def _ordered(self) -> BackfillParams:
@@ -57,6 +59,8 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
             source=params.source,
             home=params.home,
             allow_degraded=params.allow_degraded,
+            workers=params.workers,
+            dask_address=params.dask_address,
         )
         settings = run_settings(nightly)
         if day in stale:

@@ -174,6 +174,23 @@ def ingest(
     out.print(table(f"Ingested {len(results)} file(s) from {source}", [totals]))
 
 
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        help="score shards of customers on a local Dask cluster of N worker processes "
+        "(default: settings.dask.workers, 0 = in this process)",
+    ),
+]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dask-address",
+        help="score shards on the Dask scheduler at this address (default: "
+        "NIGHTREC_DASK__ADDRESS); workers must see NIGHTREC_HOME's work folder",
+    ),
+]
 AllowDegradedOption = Annotated[
     bool,
     typer.Option(
@@ -217,6 +234,8 @@ def run(
         str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
     ] = None,
     allow_degraded: AllowDegradedOption = False,
+    workers: WorkersOption = None,
+    dask_address: DaskAddressOption = None,
 ) -> None:
     """Run the nightly flow for one date (uses events before D + 1 day)."""
     settings = settings_for(home, landing_dir=landing, source=source)
@@ -230,6 +249,8 @@ def run(
         home=str(settings.home),
         device=device,
         allow_degraded=allow_degraded or None,
+        workers=workers,
+        dask_address=dask_address,
     )
     if date is None:
         params = params.model_copy(update={"run_date": _newest_event_day(settings, "--date")})
@@ -272,6 +293,8 @@ def backfill(
         ),
     ] = None,
     allow_degraded: AllowDegradedOption = False,
+    workers: WorkersOption = None,
+    dask_address: DaskAddressOption = None,
 ) -> None:
     """Run the nightly flow for every day from START to END (both inclusive), oldest first;
     resumable."""
@@ -291,6 +314,8 @@ def backfill(
         source=settings.source,
         home=str(settings.home),
         allow_degraded=allow_degraded or None,
+        workers=workers,
+        dask_address=dask_address,
     )
     try:
         rows = backfill_flow(params)

@@ -49,6 +49,12 @@ class NightlyParams(BaseModel):
     allow_degraded: bool | None = Field(
         None, description="a fallback publish counts as success (default: settings)"
     )
+    workers: int | None = Field(
+        None, ge=0, description="score on a local Dask cluster of this many worker processes"
+    )
+    dask_address: str | None = Field(
+        None, description="score on the Dask scheduler at this address (tcp://host:8786)"
+    )
 
 
 def run_settings(params: NightlyParams) -> Settings:
@@ -58,6 +64,15 @@ def run_settings(params: NightlyParams) -> Settings:
         home=Path(params.home) if params.home else None,
         allow_degraded=params.allow_degraded,
     )
+    if params.workers is not None or params.dask_address is not None:
+        dask = settings.dask.model_copy(
+            update={
+                k: v
+                for k, v in {"workers": params.workers, "address": params.dask_address}.items()
+                if v is not None
+            }
+        )
+        settings = settings.model_copy(update={"dask": dask})
     if params.device is None:
         return settings
     neural = settings.neural.model_copy(update={"device": params.device})

@@ -22,6 +22,31 @@ SHARD_SEED = 20_261_130
 CANDIDATE_ROW_BYTES = 3_000
 
 
+SAMPLE_SEED = 20_261_201
+_SAMPLE_BUCKETS = 1_000_000
+
+
+def sample_fraction(n_users: int, cap: int) -> float:
+    """The share of customers a training keeps so that about `cap` of `n_users` remain."""
+    return 1.0 if n_users <= cap else cap / n_users
+
+
+def in_sample(fraction: float) -> pl.Expr:
+    """True for the customers in a hash sample of about `fraction` of all: the same customers
+    in every window and in the validation set (a customer's draw is a hash of their id)."""
+    if fraction >= 1.0:
+        return pl.lit(True)
+    bucket = pl.col(USER_ID).hash(seed=SAMPLE_SEED) % _SAMPLE_BUCKETS
+    return bucket < int(fraction * _SAMPLE_BUCKETS)
+
+
+def sampled(users: pl.Series, fraction: float) -> pl.Series:
+    """`users` (a sorted Series of ids) restricted to the hash sample."""
+    if fraction >= 1.0:
+        return users
+    return pl.DataFrame({USER_ID: users}).filter(in_sample(fraction)).get_column(USER_ID)
+
+
 def shard_of(n_shards: int) -> pl.Expr:
     """The shard (0 .. n_shards - 1) of each row's customer."""
     return (pl.col(USER_ID).hash(seed=SHARD_SEED) % n_shards).cast(pl.Int32)

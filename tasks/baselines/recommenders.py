@@ -210,16 +210,23 @@ def _interactions(
         pairs.select(USER_ID).unique().sort(USER_ID).with_row_index("_row").select(USER_ID, "_row")
     )
     items = pairs.get_column(ITEM_ID).unique().sort()
+    return _binary_matrix(pairs, user_index, items), user_index, items
+
+
+def _binary_matrix(
+    pairs: pl.DataFrame, user_index: pl.DataFrame, items: pl.Series
+) -> sp.csr_matrix:
+    """1 where a (user, item) pair was bought: rows by `user_index` (user_id, _row), columns
+    in the order of `items`."""
     item_index = pl.DataFrame({ITEM_ID: items}).with_row_index("_col")
     coded = pairs.join(user_index, on=USER_ID).join(item_index, on=ITEM_ID)
-    matrix = sp.csr_matrix(
+    return sp.csr_matrix(
         (
             np.ones(coded.height, dtype=np.float64),
             (coded.get_column("_row").to_numpy(), coded.get_column("_col").to_numpy()),
         ),
         shape=(user_index.height, items.len()),
     )
-    return matrix, user_index, items
 
 
 def _user_block(n_items: int) -> int:
@@ -511,15 +518,7 @@ def ease_top_items(
     )
     pairs = purchases.select(USER_ID, ITEM_ID).unique()
     user_index = pairs.select(USER_ID).unique().sort(USER_ID).with_row_index("_row")
-    item_index = pl.DataFrame({ITEM_ID: fit.items}).with_row_index("_col")
-    coded = pairs.join(user_index, on=USER_ID).join(item_index, on=ITEM_ID)
-    x = sp.csr_matrix(
-        (
-            np.ones(coded.height, dtype=np.float64),
-            (coded.get_column("_row").to_numpy(), coded.get_column("_col").to_numpy()),
-        ),
-        shape=(user_index.height, fit.items.len()),
-    )
+    x = _binary_matrix(pairs, user_index, fit.items)
     rows = np.arange(user_index.height)
     row_ids, col_ids, vals = _top_k_blocks(x, rows, k, lambda block: block @ fit.weights)
     return pl.DataFrame(

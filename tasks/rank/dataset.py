@@ -100,9 +100,10 @@ def labelled_frame(
     as_of: dt.datetime,
     horizon_days: int,
     cfg: CandidateSettings,
+    shared: SharedAggregates | None = None,
 ) -> pl.DataFrame:
     """candidate_frame plus the 0/1 label from the horizon after as_of."""
-    frame = candidate_frame(events, catalog, users, as_of, cfg)
+    frame = candidate_frame(events, catalog, users, as_of, cfg, shared=shared)
     labels = horizon_labels(events, as_of, horizon_days)
     return frame.join(labels, on=[USER_ID, ITEM_ID], how="left").with_columns(
         pl.col(LABEL).fill_null(0)

@@ -29,10 +29,12 @@ from tasks.rank.dataset import (
     groups_with_positives,
     known_buyers,
     labelled_frame,
+    shared_aggregates,
     training_as_of_dates,
 )
 from tasks.rank.topk import top_k
 from tasks.settings import Settings
+from tasks.shards import sample_fraction, sampled, shard_count, shard_users
 from tasks.timeutil import events_before
 
 log = logging.getLogger("nightrec.rank")
@@ -51,6 +53,15 @@ class Windows:
     # from here instead of built again (a large catalog spends most of a window there). It is
     # handed out once and then dropped, so it does not stay in memory through training.
     newest_candidates: pl.DataFrame | None
+    # Share of customers kept (`scale.max_train_lists`); 1.0 = everyone. Validation uses the
+    # same hash sample, so the newest window's candidates still hold every validated customer.
+    sample_fraction: float = 1.0
+
+    def sample_meta(self) -> dict[str, Any]:
+        return {
+            "fraction": round(self.sample_fraction, 6),
+            "lists": int(sum(f.get_column(USER_ID).n_unique() for f in self.frames)),
+        }
 
     def take_candidates_for(self, users: pl.Series) -> pl.DataFrame | None:
         """The newest window's candidates of `users`, when it holds every one of them; the
@@ -136,7 +147,7 @@ def _validation_report(
 ) -> dict[str, Any]:
     """Protocol metrics on the validation window: the ranker beside the baselines."""
     as_of = windows.used[0]
-    users = evaluated_users(events, as_of, settings.horizon_days)
+    users = sampled(evaluated_users(events, as_of, settings.horizon_days), windows.sample_fraction)
     frame = windows.take_candidates_for(users)
     recs = recommend(booster, events, catalog, users, as_of, settings, features, frame)
     return validation_report({"lightgbm": recs}, events, as_of, settings, users)
@@ -146,19 +157,29 @@ def training_windows(
     events: pl.DataFrame, catalog: pl.DataFrame, as_of: dt.datetime, settings: Settings
 ) -> Windows:
     """Labelled windows before `as_of`, newest first, each with its `_as_of` column.
-    Raises NotEnoughHistory when fewer than two have labelled customers."""
+    Raises NotEnoughHistory when fewer than two have labelled customers.
+
+    A shop with more customers than `scale.max_train_lists` allows keeps a hash sample of
+    them (the same in every window), so training memory and time stop growing with the shop;
+    each window is built in shards of customers within `scale.shard_memory_mib`."""
     cfg = settings.ranker
     events = events_before(events, as_of)
     dates = training_as_of_dates(as_of, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
+    newest_buyers = known_buyers(events, dates[0]).len()
+    fraction = sample_fraction(newest_buyers, settings.scale.max_train_lists // len(dates))
+    if fraction < 1.0:
+        log.info(
+            "training on a %.1f%% hash sample of customers (scale.max_train_lists %s)",
+            100 * fraction,
+            f"{settings.scale.max_train_lists:,}",
+        )
     frames: list[pl.DataFrame] = []
     used: list[dt.datetime] = []
     newest: pl.DataFrame | None = None
     for i, window_as_of in enumerate(dates, start=1):
         log.info("training window %d/%d: as-of %s", i, len(dates), f"{window_as_of:%Y-%m-%d}")
-        users = known_buyers(events, window_as_of)
-        labelled = labelled_frame(
-            events, catalog, users, window_as_of, settings.horizon_days, settings.candidates
-        )
+        users = sampled(known_buyers(events, window_as_of), fraction)
+        labelled = _labelled_in_shards(events, catalog, users, window_as_of, settings)
         if newest is None:
             newest = labelled.drop(LABEL)
         frame = groups_with_positives(labelled)
@@ -173,7 +194,28 @@ def training_windows(
             f"before {as_of:%Y-%m-%d}; "
             f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
         )
-    return Windows(frames, used, newest)
+    return Windows(frames, used, newest, fraction)
+
+
+def _labelled_in_shards(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    settings: Settings,
+) -> pl.DataFrame:
+    """`labelled_frame` of `users`, built a shard of customers at a time around aggregates
+    shared by all (the same rows as in one piece)."""
+    cfg = settings.candidates
+    n_shards = shard_count(users.len(), cfg.max_per_user, settings.scale.shard_memory_mib)
+    if n_shards == 1:
+        return labelled_frame(events, catalog, users, as_of, settings.horizon_days, cfg)
+    shared = shared_aggregates(events, catalog, as_of, cfg)
+    parts = []
+    for shard in shard_users(users, n_shards):
+        own = events.filter(pl.col(USER_ID).is_in(shard.implode()))
+        parts.append(labelled_frame(own, catalog, shard, as_of, settings.horizon_days, cfg, shared))
+    return pl.concat(parts).sort(USER_ID, ITEM_ID)
 
 
 def keyed(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -213,6 +255,7 @@ def train_ranker(
         "train_windows": [d.isoformat() for d in used[:-1]],
         "validation_window": used[0].isoformat(),
         "train_rows": int(sum(f.height for f in frames[:-1])),
+        "train_sample": windows.sample_meta(),
         "best_iteration": early.best_iteration,
         "params": lgbm.booster_params(cfg, settings.seed),
         "candidates": settings.candidates.model_dump(),

@@ -27,6 +27,7 @@ from tasks.rank.dataset import LABEL, candidate_frame
 from tasks.rank.topk import top_k
 from tasks.rank.train import Windows, training_windows, validation_report
 from tasks.settings import Settings
+from tasks.shards import sampled
 from tasks.timeutil import events_before
 
 LIST_KEY = "_list_key"
@@ -158,7 +159,9 @@ class TrainingContext:
 
     @cached_property
     def validation_users(self) -> pl.Series:
-        return evaluated_users(self.events, self.validation_as_of, self.settings.horizon_days)
+        """The protocol's customers of the validation window, in the training's hash sample."""
+        users = evaluated_users(self.events, self.validation_as_of, self.settings.horizon_days)
+        return sampled(users, self.windows.sample_fraction)
 
     @cached_property
     def validation_frame(self) -> pl.DataFrame:
@@ -195,4 +198,5 @@ class TrainingContext:
             "validation_window": used[0].isoformat(),
             "candidates": self.settings.candidates.model_dump(),
             "features": self.features,
+            "train_sample": self.windows.sample_meta(),
         }
