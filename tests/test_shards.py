@@ -39,10 +39,10 @@ K = 5
 
 
 def test_shard_count_follows_the_budget() -> None:
-    per_user = 150 * CANDIDATE_ROW_BYTES  # 450,000 bytes: 2 customers fit 1 MiB
-    assert 2**20 // per_user == 2
-    assert shard_count(40, 150, 1) == 20
-    assert shard_count(41, 150, 1) == 21
+    per_user = 150 * CANDIDATE_ROW_BYTES  # 180,000 bytes: 5 customers fit 1 MiB
+    assert 2**20 // per_user == 5
+    assert shard_count(40, 150, 1) == 8
+    assert shard_count(41, 150, 1) == 9
     assert shard_count(40, 150, 1024) == 1
     assert shard_count(0, 150, 1) == 1
 
@@ -119,7 +119,7 @@ def _assert_same_lists(got: pl.DataFrame, want: pl.DataFrame) -> None:
 
 
 def _shards(rows: pl.DataFrame) -> int:
-    """Shards of 2 customers (1 MiB at 150 candidates of CANDIDATE_ROW_BYTES each)."""
+    """Shards of 5 customers (1 MiB at 150 candidates of CANDIDATE_ROW_BYTES each)."""
     return shard_count(rows.get_column(USER_ID).n_unique(), 150, 1)
 
 
@@ -142,7 +142,7 @@ def one_shard(
 def _sharded_run(
     home: Path, models: Path, monkeypatch: pytest.MonkeyPatch, **env: str
 ) -> dict[str, object]:
-    """The same day again in a fresh home with the same model, 2 customers per shard."""
+    """The same day again in a fresh home with the same model, 5 customers per shard."""
     from flows.nightly import NightlyParams, nightly_flow
 
     _shop_home(home)
