@@ -28,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import polars as pl
+import torch
 from machine import describe
 from ranking_quality import load
 
@@ -78,7 +79,10 @@ def evaluate_as_of(events: pl.DataFrame, catalog: pl.DataFrame, as_of: dt.dateti
     recs["repurchase"] = repurchase(train, users, as_of, settings.k)
     # int8 dynamic quantization of the same network, on CPU, same frame.
     network: NeuralScorer = trained["neural"].scorer  # type: ignore[assignment]
-    int8 = NeuralScorer(quantized(network.model), network.prep, network.device, network.num_threads)
+    # The int8 model is a CPU model: its scorer must feed it CPU tensors even when the network
+    # trained on a GPU.
+    cpu = torch.device("cpu")
+    int8 = NeuralScorer(quantized(network.model), network.prep, cpu, network.num_threads)
     float_s, _ = _timed(lambda: network.score(frame, train, as_of))
     int8_s, _ = _timed(lambda: int8.score(frame, train, as_of))
     recs["neural-int8"] = recommend_with(int8, train, catalog, users, as_of, settings, frame)

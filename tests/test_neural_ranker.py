@@ -17,6 +17,7 @@ from tasks.rank.neural.blend import blend, choose_weight, mean_ndcg10, zscore_pe
 from tasks.rank.neural.data import (
     PAD,
     UNKNOWN,
+    ListTensors,
     build_tensors,
     dense_matrix,
     fit_preprocessor,
@@ -244,3 +245,18 @@ def test_the_gpu_path_trains_in_bf16_and_agrees_with_cpu_on_the_top_ranks() -> N
     on_gpu = predict(gpu.model, data, cuda)  # bf16 autocast inside
     on_cpu = predict(gpu.model.cpu(), data, CPU)  # the same weights in float32
     assert kendalltau(on_gpu, on_cpu).statistic >= 0.9
+
+
+def test_lists_with_a_positive_are_known_without_the_device() -> None:
+    # Three lists over five rows; list 2 is padding only after its first row.
+    tensors = ListTensors(
+        dense=torch.zeros(5, 1),
+        item=torch.arange(5),
+        label=torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0]),
+        rows=torch.tensor([[0, 1], [2, 3], [4, -1]]),
+        user=torch.zeros(3, dtype=torch.int64),
+        seq=torch.zeros(3, 1, dtype=torch.int64),
+    )
+    assert tensors.lists_with_positive().tolist() == [True, False, False]
+    relabelled = ListTensors(**{**tensors.__dict__, "label": torch.tensor([0.0] * 4 + [1.0])})
+    assert relabelled.lists_with_positive().tolist() == [False, False, True]

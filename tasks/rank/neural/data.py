@@ -177,6 +177,11 @@ class ListTensors:
     def to(self, device: torch.device) -> ListTensors:
         return ListTensors(*(t.to(device) for t in self.__dict__.values()))
 
+    def lists_with_positive(self) -> torch.Tensor:
+        """[lists] bool: the list has a relevant row (computed where the tensors are)."""
+        positive = torch.cat([self.label > 0, torch.zeros(1, dtype=torch.bool)])
+        return positive[self.rows.clamp(min=-1)].any(dim=1)
+
     def batch(self, lists: torch.Tensor) -> dict[str, torch.Tensor]:
         """The padded inputs of the given lists: gathers only."""
         rows = self.rows[lists]

@@ -65,7 +65,9 @@ def torch_runtime(device: torch.device, num_threads: int) -> Iterator[None]:
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA only; float32 on CPU (CPU bf16 is slower and less exact)."""
+    """bf16 autocast for training steps on CUDA only; float32 on CPU (CPU bf16 is slower and
+    less exact). Scoring and early-stopping evaluation always run in float32: bf16 scores tie
+    and reorder top-10 lists."""
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -99,8 +101,7 @@ def predict(
     for start in range(0, data.n_lists, batch_lists):
         lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
         batch = data.batch(lists)
-        with autocast(device):
-            scores = _forward(model, batch).float()
+        scores = _forward(model, batch).float()
         out[batch["rows"][batch["mask"]]] = scores[batch["mask"]]
     return out.cpu().numpy()
 
@@ -115,8 +116,7 @@ def evaluate_ndcg(
     for start in range(0, data.n_lists, batch_lists):
         lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
         batch = data.batch(lists)
-        with autocast(device):
-            scores = _forward(model, batch)
+        scores = _forward(model, batch)
         keep = batch["label"].sum(-1) > 0
         total += float(ndcg_at(scores, batch["label"], batch["mask"], EVAL_K)[keep].sum())
         lists_seen += int(keep.sum())
@@ -183,7 +183,9 @@ def fit(
         state = {"epoch": 0, "best_ndcg": -1.0, "best_epoch": 0, "bad": 0, "history": []}
         best_weights = copy.deepcopy(model.state_dict())
         if checkpoint is not None and checkpoint.is_file():
-            saved = torch.load(checkpoint, map_location=device, weights_only=False)
+            # On the CPU: the RNG states must stay CPU byte tensors (set_rng_state refuses a CUDA
+            # one); load_state_dict moves the weights and optimizer state to the model's device.
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
             if saved["fingerprint"] != fingerprint:
                 raise CheckpointMismatch(
                     f"{checkpoint} was written by another configuration or data set"
@@ -197,6 +199,9 @@ def fit(
                 torch.cuda.set_rng_state(saved["rng_cuda"])
         resumed_from = state["epoch"]
         train_dev = train.to(device)
+        # Which lists can teach anything, known on the CPU: skipping the others needs no sync
+        # with the device at every step.
+        has_positive = train.lists_with_positive()
         valid_dev = valid.to(device) if valid is not None else None
         while state["epoch"] < max_epochs and (valid is None or state["bad"] < cfg.patience):
             epoch = state["epoch"] + 1
@@ -204,12 +209,13 @@ def fit(
             # The shuffle depends on (seed, epoch) only, so a resumed run draws the same order.
             order = torch.randperm(
                 train.n_lists, generator=torch.Generator().manual_seed(seed * 1000 + epoch)
-            ).to(device)
+            )
+            order_dev = order.to(device)
             losses = []
             for start in range(0, train.n_lists, cfg.batch_lists):
-                batch = train_dev.batch(order[start : start + cfg.batch_lists])
-                if not bool((batch["label"].sum(-1) > 0).any()):
+                if not bool(has_positive[order[start : start + cfg.batch_lists]].any()):
                     continue
+                batch = train_dev.batch(order_dev[start : start + cfg.batch_lists])
                 with autocast(device):
                     scores = _forward(model, batch)
                 loss = listwise_loss(scores, batch["label"], batch["mask"])
