@@ -17,8 +17,9 @@ from tasks.protocol.metrics import ranking_metrics
 from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank import registry
 from tasks.rank.params import TUNED_NEURAL_KEY, TUNED_PARAMS_KEY, with_ranker_params
+from tasks.rank.recommend import BoosterScorer, recommend_with
 from tasks.rank.task import choose_model
-from tasks.rank.train import recommend, train_ranker
+from tasks.rank.train import train_ranker
 from tasks.settings import load_settings
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 from tasks.tune.lgbm_objective import LightGBMObjective
@@ -89,9 +90,8 @@ def test_fold_zero_replays_the_nightly_trainer_at_its_as_of(tiny_store: Path) ->
     trained = train_ranker(events, catalog, fold0_as_of, tuned)
     assert trained.early_booster is not None
     users = evaluated_users(events, fold0_as_of, tuned.horizon_days)
-    recs = recommend(
-        trained.early_booster, events, catalog, users, fold0_as_of, tuned, trained.meta["features"]
-    )
+    scorer = BoosterScorer(trained.early_booster, trained.meta["features"])
+    recs = recommend_with(scorer, events, catalog, users, fold0_as_of, tuned)
     truth = truth_window(events, fold0_as_of, tuned.horizon_days)
     ndcg = ranking_metrics(recs, truth, users, K)[f"ndcg@{K}"]
     assert ndcg == pytest.approx(fold0, abs=1e-6)

@@ -26,7 +26,7 @@ from tasks.features.build import SharedFeatures
 from tasks.rank import registry
 from tasks.rank.dataset import SharedAggregates, candidate_frame
 from tasks.rank.kinds import load_scorer
-from tasks.rank.kinds.base import Scorer, scored_frame
+from tasks.rank.recommend import Scorer, scored_frame
 from tasks.rank.topk import top_k
 from tasks.safety.faults import kill_if_armed, kill_once_if_armed
 from tasks.settings import Settings

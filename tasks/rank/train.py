@@ -17,22 +17,20 @@ import lightgbm as lgb
 import polars as pl
 
 from tasks.baselines.recommenders import popularity, repurchase
-from tasks.candidates.generate import popular_items
-from tasks.constants import ITEM_ID, SCORE, USER_ID
+from tasks.constants import ITEM_ID, USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.metrics import ranking_metrics
 from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank import lgbm
 from tasks.rank.dataset import (
     LABEL,
-    candidate_frame,
     groups_with_positives,
     known_buyers,
     labelled_frame,
     shared_aggregates,
     training_as_of_dates,
 )
-from tasks.rank.topk import top_k
+from tasks.rank.recommend import BoosterScorer, recommend_with
 from tasks.settings import Settings
 from tasks.shards import sample_fraction, sampled, shard_count, shard_users
 from tasks.timeutil import events_before
@@ -83,33 +81,6 @@ class TrainOutcome:
     early_booster: lgb.Booster | None = None  # stopped on the validation window, never fit on it
 
 
-def score_candidates(
-    booster: lgb.Booster, frame: pl.DataFrame, features: list[str]
-) -> pl.DataFrame:
-    """user_id, item_id, score for every candidate row."""
-    scores = lgbm.predict(booster, frame, features)
-    return frame.select(USER_ID, ITEM_ID).with_columns(pl.Series(SCORE, scores))
-
-
-def recommend(
-    booster: lgb.Booster,
-    events: pl.DataFrame,
-    catalog: pl.DataFrame,
-    users: pl.Series,
-    as_of: dt.datetime,
-    settings: Settings,
-    features: list[str],
-    frame: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Top-K per user as of `as_of` with the given booster, padded with popular items.
-    `frame` is the users' candidate frame when the caller already has it."""
-    if frame is None:
-        frame = candidate_frame(events, catalog, users, as_of, settings.candidates)
-    scored = score_candidates(booster, frame, features)
-    popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
-    return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
-
-
 def validation_report(
     model_recs: dict[str, pl.DataFrame],
     events: pl.DataFrame,
@@ -149,7 +120,9 @@ def _validation_report(
     as_of = windows.used[0]
     users = sampled(evaluated_users(events, as_of, settings.horizon_days), windows.sample_fraction)
     frame = windows.take_candidates_for(users)
-    recs = recommend(booster, events, catalog, users, as_of, settings, features, frame)
+    recs = recommend_with(
+        BoosterScorer(booster, features), events, catalog, users, as_of, settings, frame
+    )
     return validation_report({"lightgbm": recs}, events, as_of, settings, users)
 
 

@@ -15,20 +15,12 @@ import polars as pl
 
 from tasks.errors import NightrecError
 from tasks.rank import registry
-from tasks.rank.kinds.base import (
-    LIST_KEY,
-    ModelKind,
-    Scorer,
-    Trained,
-    TrainingContext,
-    recommend_with,
-    scored_frame,
-    with_list_key,
-)
+from tasks.rank.kinds.base import LIST_KEY, ModelKind, Trained, TrainingContext, with_list_key
 from tasks.rank.kinds.blend import BlendKind
 from tasks.rank.kinds.lightgbm import LightGBMKind
 from tasks.rank.kinds.neural import NeuralKind, fit_neural
 from tasks.rank.neural.train import resolve_device
+from tasks.rank.recommend import Scorer, recommend_with
 from tasks.settings import Settings
 
 __all__ = [
@@ -43,7 +35,6 @@ __all__ = [
     "recommend_with",
     "register_trained",
     "resolve_kind",
-    "scored_frame",
     "train_models",
     "with_list_key",
 ]

@@ -9,34 +9,26 @@ scoring (top-K, padding, publishing, metrics) is the same for every kind.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import polars as pl
 
-from tasks.candidates.generate import MERGED_RANK, CandidateReport, popular_items
-from tasks.constants import ITEM_ID, SCORE, USER_ID
+from tasks.candidates.generate import MERGED_RANK
+from tasks.constants import USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.split import evaluated_users
 from tasks.rank import registry
 from tasks.rank.dataset import LABEL, candidate_frame
-from tasks.rank.topk import top_k
+from tasks.rank.recommend import Scorer, recommend_with
 from tasks.rank.train import Windows, training_windows, validation_report
 from tasks.settings import Settings
 from tasks.shards import sampled
 from tasks.timeutil import events_before
 
 LIST_KEY = "_list_key"
-
-
-class Scorer(Protocol):
-    def score(self, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime) -> np.ndarray:
-        """A score per row of a candidate frame built as of `as_of` (higher = better)."""
-        ...
 
 
 @dataclass
@@ -61,52 +53,6 @@ class ModelKind(Protocol):
     def train(self, ctx: TrainingContext) -> Trained: ...
 
     def load(self, record: registry.ModelRecord, settings: Settings) -> Scorer: ...
-
-
-def scored_frame(
-    scorer: Scorer, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime
-) -> pl.DataFrame:
-    scores = scorer.score(frame, events, as_of)
-    return frame.select(USER_ID, ITEM_ID).with_columns(
-        pl.Series(SCORE, np.asarray(scores, dtype=np.float64))
-    )
-
-
-def recommend_with(
-    scorer: Scorer,
-    events: pl.DataFrame,
-    catalog: pl.DataFrame,
-    users: pl.Series,
-    as_of: dt.datetime,
-    settings: Settings,
-    frame: pl.DataFrame | None = None,
-    allowed_items: pl.Series | None = None,
-    check_features: Callable[[pl.DataFrame], None] | None = None,
-    report: CandidateReport | None = None,
-) -> pl.DataFrame:
-    """Top-K per user as of `as_of`, padded with popular items (as train.recommend does).
-
-    `frame` is the users' candidate frame when the caller already built it; `allowed_items`
-    (when given) limits what may be recommended (catalog less forbidden items);
-    `check_features` sees the feature frame before anything is scored; `report` receives the
-    candidate step's notes (a source that worked in its bounded form).
-    """
-    past = events_before(events, as_of)
-    if frame is None:
-        frame = candidate_frame(past, catalog, users, as_of, settings.candidates, report)
-    if check_features is not None:
-        check_features(frame)
-    popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
-    if allowed_items is not None:
-        frame = frame.filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
-        # Rank every item first: the filter must not leave fewer than 2k to pad with.
-        popular = (
-            popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
-            .filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
-            .head(2 * settings.k)
-        )
-    scored = scored_frame(scorer, frame, past, as_of)
-    return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
 
 
 def with_list_key(frames: list[pl.DataFrame], max_len: int = 0) -> pl.DataFrame:

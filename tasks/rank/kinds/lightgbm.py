@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass
-
 import lightgbm as lgb
-import numpy as np
-import polars as pl
 
-from tasks.rank import lgbm, registry
+from tasks.rank import registry
 from tasks.rank.kinds.base import Scorer, Trained, TrainingContext
+from tasks.rank.recommend import BoosterScorer
 from tasks.rank.train import TrainOutcome, train_ranker
 from tasks.settings import Settings
 
-
-@dataclass(frozen=True)
-class LightGBMScorer:
-    booster: lgb.Booster
-    features: list[str]
-
-    def score(self, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime) -> np.ndarray:
-        return lgbm.predict(self.booster, frame, self.features)
+LightGBMScorer = BoosterScorer  # the kind's scorer is a booster over its features
 
 
 def lightgbm_fit(ctx: TrainingContext) -> TrainOutcome:
