@@ -258,7 +258,7 @@ class ScaleSettings(BaseModel):
         "the run cuts its customers into as many shards as that needs",
     )
     max_train_lists: int = Field(
-        60_000,
+        20_000,
         ge=100,
         description="most customer lists (customer x window) a retrain learns from: each window "
         "keeps a hash sample of its customers beyond its share, so training memory and time "
