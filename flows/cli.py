@@ -163,6 +163,7 @@ def ingest(
             fault=settings.safety.fault,
             memory_limit_mib=settings.safety.ingest_memory_mib,
             columns_file=columns,
+            privacy=settings.privacy,
         )
     stale = sorted({d for r in results for d in r.stale_runs})
     if stale:

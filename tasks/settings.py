@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -247,6 +247,28 @@ class TuneSettings(BaseModel):
     )
 
 
+class PrivacySettings(BaseModel):
+    """Customer privacy: erasure, retention and pseudonymous ids (README, "Privacy")."""
+
+    key: SecretStr | None = Field(
+        None,
+        description="HMAC key of pseudonyms and of the erasure log's hashes "
+        "(NIGHTREC_PRIVACY__KEY); without it, erasure uses a key generated once into "
+        "NIGHTREC_HOME/privacy.key (0600); pseudonymize needs it set",
+    )
+    pseudonymize: bool = Field(
+        False,
+        description="replace customer ids by HMAC-SHA256(key, id) at ingestion, so the store, "
+        "caches, models and published rows never hold the shop's ids",
+    )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="the nightly run drops events and quarantined rows older than this many "
+        "days before its as-of (None: keep all); must cover the longest look-back",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -274,6 +296,7 @@ class Settings(BaseSettings):
     neural: NeuralSettings = NeuralSettings()
     safety: SafetySettings = SafetySettings()
     tune: TuneSettings = TuneSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -316,6 +339,19 @@ class Settings(BaseSettings):
     @property
     def tuning_dir(self) -> Path:
         return self.home / "tuning"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def privacy_key_file(self) -> Path:
+        """The generated erasure key when none is configured (0600)."""
+        return self.home / "privacy.key"
 
 
 def load_settings(**overrides: object) -> Settings:
