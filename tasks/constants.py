@@ -56,3 +56,7 @@ DEFAULT_HORIZON_DAYS: Final = 30
 # pandas copies for the contract) while larger chunks are no faster
 # (benchmarks/results/ingest_memory_chunks.md).
 DEFAULT_CHUNK_BYTES = 16 * 2**20
+
+# The item features' buyer windows (tasks/features/build.py); the longest bounds how far back
+# the features look from an as-of (README, "Privacy": retention must cover it).
+ITEM_BUYER_WINDOWS_DAYS: Final = (7, 30, 90)

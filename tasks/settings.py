@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from tasks.constants import DEFAULT_CHUNK_BYTES, DEFAULT_HORIZON_DAYS, DEFAULT_K
+from tasks.constants import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_K,
+    ITEM_BUYER_WINDOWS_DAYS,
+)
 
 
 class CandidateSettings(BaseModel):
@@ -273,7 +278,11 @@ class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NIGHTREC_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="NIGHTREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        # An error names the field, never echoes the input: it may hold privacy.key.
+        hide_input_in_errors=True,
     )
 
     home: Path = Field(Path("var"), description="data root: DuckDB file, models, outputs")
@@ -310,6 +319,35 @@ class Settings(BaseSettings):
         config_file = Path(os.environ.get("NIGHTREC_CONFIG", "nightrec.yaml"))
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
         return (init_settings, env_settings, yaml_source)
+
+    def lookback_days(self) -> dict[str, int]:
+        """How far before its as-of a nightly run reads events, by what reads them: the
+        oldest training window's as-of lies horizon + (n_windows - 1) x step days back, and
+        from there each bounded source looks back its own window. (History candidates and
+        the all-time features, such as orders so far or days since the first order, are not
+        bounded: under a retention they count the retained days only.)"""
+        windows = self.horizon_days + (self.ranker.n_windows - 1) * self.ranker.window_step_days
+        cfg = self.candidates
+        reads = {
+            "item features": max(ITEM_BUYER_WINDOWS_DAYS),
+            "co-purchase candidates": cfg.copurchase_days,
+            "EASE item selection": cfg.ease_select_days,
+            "popular candidates": cfg.popular_days,
+        }
+        return {f"training windows + {name}": windows + days for name, days in reads.items()}
+
+    @model_validator(mode="after")
+    def _retention_covers_lookback(self) -> Settings:
+        retention = self.privacy.retention_days
+        if retention is None:
+            return self
+        what, longest = max(self.lookback_days().items(), key=lambda kv: kv[1])
+        if retention < longest:
+            raise ValueError(
+                f"privacy.retention_days {retention} is shorter than the longest look-back "
+                f"the settings need, {longest} days ({what}); raise it or shorten that window"
+            )
+        return self
 
     # Layout under home, in one place so every stage agrees on it.
     @property

@@ -104,9 +104,7 @@ def compact(db_path: Path, lock_timeout_s: float = STORE_LOCK_TIMEOUT_S) -> int:
     for leftover in db_path.parent.glob(f"{COMPACT_PREFIX}{db_path.name}-*"):
         leftover.unlink(missing_ok=True)
     fresh = db_path.with_name(f"{COMPACT_PREFIX}{db_path.name}-{os.getpid()}")
-    lock = file_lock(
-        store_lock_path(db_path), timeout_s=lock_timeout_s, what=f"store {db_path}"
-    )
+    lock = file_lock(store_lock_path(db_path), timeout_s=lock_timeout_s, what=f"store {db_path}")
     with ExitStack() as stack:
         try:
             stack.enter_context(lock)
