@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,7 +21,9 @@ from flows.console import (
     table,
 )
 from flows.ops_cli import backfill_via_deployment_cli, serve, server
+from flows.privacy_cli import forget, pseudonym
 from flows.safety_cli import drill, quarantine_app
+from tasks.constants import OWNER_ONLY_UMASK
 from tasks.errors import DegradedRun, NightrecError, PrefectStartTimeout
 
 if TYPE_CHECKING:
@@ -40,6 +43,8 @@ app.add_typer(quarantine_app, name="quarantine")
 app.command()(drill)
 app.command()(server)
 app.command()(serve)
+app.command()(forget)
+app.command()(pseudonym)
 
 
 @app.callback()
@@ -508,7 +513,9 @@ def _validation_message(exc: Exception) -> str:
 
 def main() -> None:
     """The error boundary: a user error is two lines (error, hint) and exit 2, a degraded run
-    exit 3; anything else is a bug and keeps its trace. Imports nothing heavy."""
+    exit 3; anything else is a bug and keeps its trace. Imports nothing heavy. What the
+    command creates is its owner's only (umask 077: files 0600, folders 0700)."""
+    os.umask(OWNER_ONLY_UMASK)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

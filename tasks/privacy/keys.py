@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.constants import OWNER_ONLY_UMASK
 from tasks.errors import NightrecError
 from tasks.settings import PrivacySettings
 
@@ -119,9 +120,6 @@ def secure_home(home: Path) -> None:
     mode = home.stat().st_mode & 0o777
     if mode & 0o077 and home.stat().st_uid == os.getuid():
         os.chmod(home, 0o700)
-
-
-OWNER_ONLY_UMASK = 0o077
 
 
 def owner_only_umask() -> None:
