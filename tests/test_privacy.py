@@ -349,7 +349,10 @@ def test_pseudonyms_keep_raw_ids_out_and_the_ranking_unchanged(
         mapped.select(columns).sort("user_id", "rank"),
         ps_recs.select(columns).sort("user_id", "rank"),
     )
-    assert ps_validation["metrics"] == raw_validation["metrics"]  # same NDCG, every method
+    # Same NDCG (every metric, every method), up to the order of a float sum over customers.
+    for method, metrics in raw_validation["metrics"].items():
+        assert ps_validation["metrics"][method] == pytest.approx(metrics, rel=1e-12, abs=1e-15)
+    assert ps_manifest["model_version"] == raw_manifest["model_version"]  # the same booster
 
     # No raw id in any file (bytes and decoded), and never the key.
     ps_home = tmp_path / "pseudonymized"
