@@ -472,6 +472,7 @@ def test_retention_drops_old_rows_and_refuses_a_window_shorter_than_the_look_bac
     )
     assert result.returncode == 2
     (line, hint) = result.stderr.splitlines()
+    assert hint.startswith("hint: ")
     assert "privacy.retention_days 30 is shorter than the longest look-back" in line
     assert f"{need} days (training windows + co-purchase candidates)" in line
 
