@@ -463,6 +463,8 @@ def models_list(home: HomeOption = None) -> None:
             {
                 "version": record.version,
                 "champion": "*" if record.version == champion else "",
+                # retired: trained on data of customers erased since (`nightrec forget`)
+                "serves": "no (erased data)" if record.retired else "yes",
                 "kind": record.meta.get("model_kind", "lightgbm"),
                 "cutoff": record.meta["cutoff"][:10],
                 "valid ndcg@10": metrics.get(f"ndcg@{settings.k}", float("nan")),
