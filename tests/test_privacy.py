@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
+import hashlib
 import json
 import os
 import stat
@@ -299,6 +300,16 @@ def test_forget_input_and_unknown_customers(env: Path, tmp_path: Path) -> None:
     ids_file.write_text("# erasure requests\nQZX-a-JV\n\nQZX-b-JV\nQZX-a-JV\n")
     assert read_ids(["QZX-c-JV"], ids_file) == ["QZX-c-JV", "QZX-a-JV", "QZX-b-JV"]
 
+    cli = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "forget", "--home", str(env)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert cli.returncode == 2
+    assert cli.stderr.splitlines()[0] == "error: no customer id given"
+
     # Unknown to the store: not an error; 0 rows, and their later data is filtered.
     landing = tmp_path / "landing"
     ingest_catalog(env / "nightrec.duckdb", write_shop(landing))
@@ -527,3 +538,51 @@ def test_an_open_home_is_tightened_and_the_server_stays_on_loopback(tmp_path: Pa
     argv, env = server_command(Settings())
     assert argv[argv.index("--host") + 1] == "127.0.0.1"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_rewrite_partition_handles_every_part_and_keeps_the_manifest_true(tmp_path: Path) -> None:
+    """A partition of several Parquet parts (as a multi-part publish writes it): every part
+    loses the erased customer's rows, checksums and counts follow, other rows stay as they
+    were, and a partition without them is not touched."""
+    from tasks.publish.writer import publish, read_manifest, rewrite_partition
+
+    day = dt.date(2026, 1, 5)
+    recs = pl.DataFrame(
+        {
+            "user_id": ["QZX-a-JV", "QZX-a-JV", "QZX-b-JV", "QZX-b-JV", "QZX-c-JV", "QZX-c-JV"],
+            "item_id": ["i1", "i2", "i2", "i3", "i1", "i3"],
+            "rank": [1, 2, 1, 2, 1, 2],
+            "score": [0.9, 0.5, 0.8, 0.4, 0.7, 0.3],
+            "source": ["model"] * 4 + ["popularity_fallback"] * 2,
+        }
+    )
+    publish(recs, tmp_path, day, "run-1", "m1", 2, {"cutoff": "2026-01-06T00:00:00"})
+    folder = partition_dir(tmp_path, day)
+    whole = pl.read_parquet(folder / "part-00000.parquet")
+    whole.head(4).write_parquet(folder / "part-00000.parquet")
+    whole.tail(2).write_parquet(folder / "part-00001.parquet")
+    manifest = read_manifest(tmp_path, day)
+    manifest["files"] = {
+        name: {"rows": n, "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest()}
+        for name, n in (("part-00000.parquet", 4), ("part-00001.parquet", 2))
+    }
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert is_complete(tmp_path, day)
+
+    note = {"request_id": "r1", "erased_at": "2026-01-07T00:00:00"}
+    assert rewrite_partition(tmp_path, day, ["QZX-nobody-JV"], note) == {}
+    assert read_manifest(tmp_path, day) == manifest  # untouched
+    removed = rewrite_partition(tmp_path, day, ["QZX-b-JV", "QZX-c-JV"], note)
+    assert removed == {"QZX-b-JV": 2, "QZX-c-JV": 2}
+    after = read_manifest(tmp_path, day)
+    assert is_complete(tmp_path, day)
+    assert {n: f["rows"] for n, f in after["files"].items()} == {
+        "part-00000.parquet": 2,
+        "part-00001.parquet": 0,
+    }
+    assert (after["rows"], after["users"], after["items"]) == (2, 1, 2)
+    assert after["rows_by_source"] == {"model": 2}
+    assert after["erasures"] == [{**note, "rows_removed": 4}]
+    assert after["cutoff"] == manifest["cutoff"]
+    assert_frame_equal(pl.read_parquet(folder / "*.parquet"), whole.head(2))
+    assert not list(tmp_path.glob(".staging-*")) and not list(tmp_path.glob(".old-*"))
