@@ -51,7 +51,7 @@ from tasks.ingest.load import clean_staging, staging_root
 from tasks.locks import LockBusy, RunInProgress, file_lock
 from tasks.privacy.guard import ERASED, ERASURE_KEY, check_key, check_mode
 from tasks.privacy.keys import PrivacyError, PrivacyKey, erasure_key, pseudonym_key
-from tasks.publish.writer import partition_dates, rewrite_partition
+from tasks.publish.writer import partition_dates, recover_partition, rewrite_partition
 from tasks.rank import registry
 from tasks.settings import Settings
 from tasks.store import compact, connect, sql_text
@@ -268,8 +268,11 @@ def _erase_files(
                     shutil.rmtree(cache)
                     result.files["tuning caches"] += 1
     root = settings.recommendations_dir
-    for stale in [*root.glob(".staging-*"), *root.glob(".old-*")] if root.is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)  # a killed publish's leftovers
+    if root.is_dir():
+        for parked in root.glob(".old-run_date=*"):  # a swap killed half-way: undo it first
+            recover_partition(root, dt.date.fromisoformat(parked.name.split("=", 1)[1]))
+        for stale in root.glob(".staging-*"):  # a killed publish's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
     note = {"request_id": result.request_id, "erased_at": result.erased_at}
     for day in partition_dates(root):
         removed = rewrite_partition(root, day, user_ids, note)
