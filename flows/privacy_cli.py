@@ -52,9 +52,15 @@ def forget(
     if result.store_bytes:
         before, after = result.store_bytes
         cli.console.print(f"store rewritten without freed blocks: {before:,} -> {after:,} bytes")
+    short = (
+        f"; {result.not_scanned} id(s) under 8 characters not scanned (they match inside "
+        "unrelated values)"
+        if result.not_scanned
+        else ""
+    )
     cli.console.print(
-        f"byte scan of {settings.home}: none of {result.byte_scanned} id(s)/pseudonym(s) found"
-        " (ids under 8 characters are not scanned: they match inside other values)"
+        f"byte scan of {settings.home}: no file holds any of {result.byte_scanned} "
+        f"id(s)/pseudonym(s){short}"
     )
 
 

@@ -87,6 +87,7 @@ class ForgetResult:
     models_retired: list[str] = field(default_factory=list)
     store_bytes: tuple[int, int] | None = None  # the store file before / after compaction
     byte_scanned: int = 0  # ids (and pseudonyms) the final byte scan looked for
+    not_scanned: int = 0  # ids too short for a byte scan to mean anything (MIN_SCAN_CHARS)
 
     def rows(self, customer: str) -> int:
         return sum(self.customers[customer].values())
@@ -143,8 +144,9 @@ def forget(settings: Settings, customers: list[str]) -> ForgetResult:
         if settings.db_path.exists():
             before = settings.db_path.stat().st_size
             result.store_bytes = (before, compact(settings.db_path))
-    needles = [i for i in dict.fromkeys([*customers, *by_stored]) if len(i) >= MIN_SCAN_CHARS]
-    result.byte_scanned = len(needles)
+    every = list(dict.fromkeys([*customers, *by_stored]))
+    needles = [i for i in every if len(i) >= MIN_SCAN_CHARS]
+    result.byte_scanned, result.not_scanned = len(needles), len(every) - len(needles)
     leftovers = residue(settings.home, needles)
     if leftovers:
         raise ForgetIncomplete(
