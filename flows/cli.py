@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,7 +21,9 @@ from flows.console import (
     table,
 )
 from flows.ops_cli import backfill_via_deployment_cli, serve, server
+from flows.privacy_cli import forget, pseudonym
 from flows.safety_cli import drill, quarantine_app
+from tasks.constants import OWNER_ONLY_UMASK
 from tasks.errors import DegradedRun, NightrecError, PrefectStartTimeout
 
 if TYPE_CHECKING:
@@ -40,6 +43,8 @@ app.add_typer(quarantine_app, name="quarantine")
 app.command()(drill)
 app.command()(server)
 app.command()(serve)
+app.command()(forget)
+app.command()(pseudonym)
 
 
 @app.callback()
@@ -163,6 +168,7 @@ def ingest(
             fault=settings.safety.fault,
             memory_limit_mib=settings.safety.ingest_memory_mib,
             columns_file=columns,
+            privacy=settings.privacy,
         )
     stale = sorted({d for r in results for d in r.stale_runs})
     if stale:
@@ -482,6 +488,8 @@ def models_list(home: HomeOption = None) -> None:
             {
                 "version": record.version,
                 "champion": "*" if record.version == champion else "",
+                # retired: trained on data of customers erased since (`nightrec forget`)
+                "serves": "no (erased data)" if record.retired else "yes",
                 "kind": record.meta.get("model_kind", "lightgbm"),
                 "as_of": f"{record.as_of:%Y-%m-%d}",
                 "valid ndcg@10": metrics.get(f"ndcg@{settings.k}", float("nan")),
@@ -532,7 +540,9 @@ def _validation_message(exc: Exception) -> str:
 
 def main() -> None:
     """The error boundary: a user error is two lines (error, hint) and exit 2, a degraded run
-    exit 3; anything else is a bug and keeps its trace. Imports nothing heavy."""
+    exit 3; anything else is a bug and keeps its trace. Imports nothing heavy. What the
+    command creates is its owner's only (umask 077: files 0600, folders 0700)."""
+    os.umask(OWNER_ONLY_UMASK)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:

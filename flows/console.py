@@ -75,6 +75,9 @@ def settings_for(home: Path | None, writable: bool = True, **overrides: Any) -> 
     from tasks.settings import load_settings
 
     settings = load_settings(home=home, **overrides)
+    from tasks.privacy.keys import pseudonym_key
+
+    pseudonym_key(settings.privacy)  # pseudonyms without a key: refused before any work
     if writable:
         check_writable(settings.home)
     os.environ.setdefault(
@@ -90,8 +93,10 @@ class HomeNotWritable(NightrecError):
 
 def check_writable(home: Path) -> None:
     """Fail with one line, before any work, when `home` cannot be created or written."""
+    from tasks.privacy.keys import secure_home
+
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        secure_home(home)  # created 0700; a group- or world-readable one is tightened
         with tempfile.NamedTemporaryFile(dir=home, prefix=".write-check-"):
             pass
     except OSError as exc:

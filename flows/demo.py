@@ -60,6 +60,7 @@ def run_demo(
         max_bad_share=settings.max_bad_share,
         end=first_run - dt.timedelta(days=1),
         on_file=on_file,
+        privacy=settings.privacy,
     )
     rows = backfill_flow(
         BackfillParams(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from tasks.evaluate.backtest import run_backtest
 from tasks.evaluate.report import write_report
 from tasks.features.snapshot import Snapshot, snapshot_task
+from tasks.privacy.keys import owner_only_umask
 from tasks.progress import log_to_prefect, stage_task
 from tasks.settings import load_settings
 from tasks.timeutil import start_of
@@ -53,6 +54,7 @@ backtest_task = stage_task("backtest", backtest)
 @flow(name="evaluate", flow_run_name="evaluate-{params.as_of}")
 def evaluate_flow(params: EvaluateParams) -> dict[str, Any]:
     log_to_prefect()
+    owner_only_umask()
     settings = load_settings(home=Path(params.home) if params.home else None)
     as_of = start_of(params.as_of)
     work_dir = settings.work_dir / f"evaluate-{uuid.uuid4().hex[:8]}"

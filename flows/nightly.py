@@ -21,6 +21,8 @@ from tasks.locks import run_date_lock
 from tasks.ops.inputs import check_input, snapshot_input_state
 from tasks.ops.run_report import report_task
 from tasks.ops.run_status import enforce_status_task, run_fields
+from tasks.privacy.keys import owner_only_umask, pseudonym_key, secure_home
+from tasks.privacy.retention import privacy_fields, retention_task
 from tasks.progress import log_to_prefect
 from tasks.publish.writer import publish_task, recover_task
 from tasks.rank.task import choose_model_task, score_task
@@ -95,7 +97,10 @@ def _run_id(run_date: dt.date) -> str:
 def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Recommend for every known customer as of the end of `run_date`."""
     log_to_prefect()
+    owner_only_umask()
     settings = run_settings(params)
+    pseudonym_key(settings.privacy)  # pseudonyms without a key: refused before any work
+    secure_home(settings.home)
     if params.run_date is None:
         params = params.model_copy(update={"run_date": scheduled_run_date(settings)})
     # Two triggers for one date (schedule + UI, or a retried backfill) never write side by side.
@@ -109,6 +114,7 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
     report = report_path(settings.validation_dir, params.run_date, run_id)
     recover_task(settings.recommendations_dir, params.run_date)
     ingested = ingest_day_task(settings, params.run_date)
+    retention = retention_task(settings, run_as_of(params.run_date))
     snapshot = snapshot_task(settings, run_as_of(params.run_date), work_dir)
     input_note = check_input_task(
         snapshot_input_state(snapshot, params.run_date),
@@ -126,7 +132,15 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
         run_id,
         scored.model_version,
         settings.k,
-        run_fields(snapshot, choice, scored, ingested, report, [input_note] if input_note else []),
+        run_fields(
+            snapshot,
+            choice,
+            scored,
+            ingested,
+            report,
+            [input_note] if input_note else [],
+            privacy_fields(settings, retention),
+        ),
         settings.safety.fault,
     )
     clear_stale_task(settings.db_path, params.run_date)

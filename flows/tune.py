@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from tasks.features.snapshot import snapshot_task
 from tasks.ops.inputs import newest_event_day
+from tasks.privacy.keys import owner_only_umask
 from tasks.settings import load_settings
 from tasks.timeutil import start_of
 from tasks.tune.objectives import OBJECTIVES
@@ -71,6 +72,7 @@ class TuneParams(BaseModel):
     task_runner=ThreadPoolTaskRunner(max_workers=2),
 )
 def tune_flow(params: TuneParams) -> dict[str, Any]:
+    owner_only_umask()
     settings = load_settings(home=Path(params.home) if params.home else None)
     if params.parallel:
         tune_cfg = settings.tune.model_copy(update={"parallel": params.parallel})

@@ -84,3 +84,24 @@ create table if not exists catalog_ingestions (
     skipped_reasons json    not null,
     ingested_at   timestamp not null
 );
+
+-- Privacy (README, "Privacy"). The store's id mode ('ids': raw | pseudonymized) and the
+-- fingerprints of the keys it was used with: a store is never mixed. Produced by
+-- sql/privacy_state.sql.
+create table if not exists privacy_state (
+    name        varchar   primary key,
+    value       varchar   not null,
+    recorded_at timestamp not null
+);
+
+-- The erasure log and list: one row per erased customer and place (events, quarantine, a
+-- published partition, ...), with a keyed hash of the id (HMAC-SHA256), never the id.
+-- Request-wide places (staging parts, caches, models marked) have a null id_hash. Produced by
+-- sql/erasures.sql; ingestion filters the hashes it lists (sql/erasures_hashes.sql).
+create table if not exists erasures (
+    request_id varchar   not null,
+    erased_at  timestamp not null,
+    id_hash    varchar,
+    place      varchar   not null,
+    rows       bigint    not null
+);

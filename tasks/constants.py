@@ -56,3 +56,11 @@ DEFAULT_HORIZON_DAYS: Final = 30
 # pandas copies for the contract) while larger chunks are no faster
 # (benchmarks/results/ingest_memory_chunks.md).
 DEFAULT_CHUNK_BYTES = 16 * 2**20
+
+# The item features' buyer windows (tasks/features/build.py); the longest bounds how far back
+# the features look from an as-of (README, "Privacy": retention must cover it).
+ITEM_BUYER_WINDOWS_DAYS: Final = (7, 30, 90)
+
+# Files and folders nightrec creates are its owner's only (0600 / 0700): the umask the CLI and
+# the flows set when they start (never at import).
+OWNER_ONLY_UMASK: Final = 0o077

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +20,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from tasks.constants import DEFAULT_CHUNK_BYTES, DEFAULT_HORIZON_DAYS, DEFAULT_K
+from tasks.constants import (
+    DEFAULT_CHUNK_BYTES,
+    DEFAULT_HORIZON_DAYS,
+    DEFAULT_K,
+    ITEM_BUYER_WINDOWS_DAYS,
+)
 
 
 class CandidateSettings(BaseModel):
@@ -286,11 +291,37 @@ class DaskSettings(BaseModel):
         return self.address is not None or self.workers > 0
 
 
+class PrivacySettings(BaseModel):
+    """Customer privacy: erasure, retention and pseudonymous ids (README, "Privacy")."""
+
+    key: SecretStr | None = Field(
+        None,
+        description="HMAC key of pseudonyms and of the erasure log's hashes "
+        "(NIGHTREC_PRIVACY__KEY); without it, erasure uses a key generated once into "
+        "NIGHTREC_HOME/privacy.key (0600); pseudonymize needs it set",
+    )
+    pseudonymize: bool = Field(
+        False,
+        description="replace customer ids by HMAC-SHA256(key, id) at ingestion, so the store, "
+        "caches, models and published rows never hold the shop's ids",
+    )
+    retention_days: int | None = Field(
+        None,
+        ge=1,
+        description="the nightly run drops events and quarantined rows older than this many "
+        "days before its as-of (None: keep all); must cover the longest look-back",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NIGHTREC_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="NIGHTREC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        # An error names the field, never echoes the input: it may hold privacy.key.
+        hide_input_in_errors=True,
     )
 
     home: Path = Field(Path("var"), description="data root: DuckDB file, models, outputs")
@@ -315,6 +346,7 @@ class Settings(BaseSettings):
     tune: TuneSettings = TuneSettings()
     scale: ScaleSettings = ScaleSettings()
     dask: DaskSettings = DaskSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -328,6 +360,35 @@ class Settings(BaseSettings):
         config_file = Path(os.environ.get("NIGHTREC_CONFIG", "nightrec.yaml"))
         yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file)
         return (init_settings, env_settings, yaml_source)
+
+    def lookback_days(self) -> dict[str, int]:
+        """How far before its as-of a nightly run reads events, by what reads them: the
+        oldest training window's as-of lies horizon + (n_windows - 1) x step days back, and
+        from there each bounded source looks back its own window. (History candidates and
+        the all-time features, such as orders so far or days since the first order, are not
+        bounded: under a retention they count the retained days only.)"""
+        windows = self.horizon_days + (self.ranker.n_windows - 1) * self.ranker.window_step_days
+        cfg = self.candidates
+        reads = {
+            "item features": max(ITEM_BUYER_WINDOWS_DAYS),
+            "co-purchase candidates": cfg.copurchase_days,
+            "EASE item selection": cfg.ease_select_days,
+            "popular candidates": cfg.popular_days,
+        }
+        return {f"training windows + {name}": windows + days for name, days in reads.items()}
+
+    @model_validator(mode="after")
+    def _retention_covers_lookback(self) -> Settings:
+        retention = self.privacy.retention_days
+        if retention is None:
+            return self
+        what, longest = max(self.lookback_days().items(), key=lambda kv: kv[1])
+        if retention < longest:
+            raise ValueError(
+                f"privacy.retention_days {retention} is shorter than the longest look-back "
+                f"the settings need, {longest} days ({what}); raise it or shorten that window"
+            )
+        return self
 
     # Layout under home, in one place so every stage agrees on it.
     @property
@@ -357,6 +418,19 @@ class Settings(BaseSettings):
     @property
     def tuning_dir(self) -> Path:
         return self.home / "tuning"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.home / "locks"
+
+    @property
+    def privacy_key_file(self) -> Path:
+        """The generated erasure key when none is configured (0600)."""
+        return self.home / "privacy.key"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -24,7 +24,11 @@ COMPUTED_SQL_NAMES = {
 INLINE_STATEMENTS = {"begin transaction", "commit", "rollback"}
 # `execute(<formatted text>)` kept on purpose: (file, start of the text). The memory cap is a
 # setting, not a value of a row; `set` takes no bound parameter and the value is an int().
-FORMATTED_ALLOWED = {("tasks/store.py", "set memory_limit = '")}
+# ATTACH takes no bound parameter either: the compaction attaches the store's own file, quoted.
+FORMATTED_ALLOWED = {
+    ("tasks/store.py", "set memory_limit = '"),
+    ("tasks/store.py", "attach '"),
+}
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

@@ -15,6 +15,7 @@ from tasks.constants import (
     CART,
     CATEGORY,
     EVENT_TYPE,
+    ITEM_BUYER_WINDOWS_DAYS,
     ITEM_ID,
     ORDER_ID,
     PRICE,
@@ -115,7 +116,10 @@ def item_features(purchases: pl.DataFrame) -> pl.DataFrame:
     )
     buyers = per_buyer.group_by(ITEM_ID).agg(
         pl.len().alias("i_buyers"),
-        *((pl.col("age") <= d).sum().cast(pl.Int32).alias(f"i_buyers_{d}d") for d in (7, 30, 90)),
+        *(
+            (pl.col("age") <= d).sum().cast(pl.Int32).alias(f"i_buyers_{d}d")
+            for d in ITEM_BUYER_WINDOWS_DAYS
+        ),
         (pl.col("orders") > 1).mean().alias("i_repeat_rate"),
     )
     sales = purchases.group_by(ITEM_ID).agg(

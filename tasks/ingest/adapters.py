@@ -70,6 +70,11 @@ class SourceAdapter(Protocol):
     name: str
     required_columns: tuple[str, ...]
     known_columns: tuple[str, ...]
+    # The raw column that holds the customer, and how its text becomes the loaded user_id
+    # (privacy: pseudonyms and the erasure list work on that id, before the adapter runs).
+    user_column: str
+
+    def user_id(self, raw: pl.Expr) -> pl.Expr: ...
 
     def adapt(self, raw: pl.DataFrame) -> AdaptedFile: ...
 
@@ -86,7 +91,11 @@ def _check_columns(adapter: SourceAdapter, raw: pl.DataFrame) -> list[str]:
 
 def _clean_text(column: str) -> pl.Expr:
     """Trimmed text with empty strings as null."""
-    text = pl.col(column).str.strip_chars()
+    return _clean_expr(pl.col(column))
+
+
+def _clean_expr(expr: pl.Expr) -> pl.Expr:
+    text = expr.str.strip_chars()
     return pl.when(text == "").then(None).otherwise(text)
 
 
@@ -151,6 +160,10 @@ class CanonicalAdapter:
     name = "canonical"
     required_columns = REQUIRED_EVENT_COLUMNS
     known_columns = (*EVENT_COLUMNS, TITLE, CATEGORY)
+    user_column = USER_ID
+
+    def user_id(self, raw: pl.Expr) -> pl.Expr:
+        return _clean_expr(raw)
 
     def adapt(self, raw: pl.DataFrame) -> AdaptedFile:
         ignored = _check_columns(self, raw)
@@ -163,7 +176,7 @@ class CanonicalAdapter:
             *(_clean_text(c).alias(f"__raw_{c}") for c in (TS, QUANTITY, PRICE)),
         )
         frame = frame.with_columns(
-            _clean_text(USER_ID).alias(USER_ID),
+            self.user_id(pl.col(USER_ID)).alias(USER_ID),
             _clean_text(ITEM_ID).alias(ITEM_ID),
             _clean_text(EVENT_TYPE).str.to_lowercase().alias(EVENT_TYPE),
             _parse_ts(TS).alias(TS),
@@ -245,6 +258,11 @@ class OnlineRetailAdapter:
         "CustomerID",
     )
     known_columns = (*required_columns, "Description", "Country")
+    user_column = "CustomerID"
+
+    def user_id(self, raw: pl.Expr) -> pl.Expr:
+        # CustomerID is written like "17850.0"; the id is the integer part.
+        return _clean_expr(raw).str.replace(r"\.0+$", "")
 
     def adapt(self, raw: pl.DataFrame) -> AdaptedFile:
         ignored = _check_columns(self, raw)
@@ -254,10 +272,8 @@ class OnlineRetailAdapter:
             pl.col(ROW_INDEX).cast(pl.Int64),
             *(_clean_text(c).alias(f"__raw_{c}") for c in ("Quantity", "UnitPrice", "InvoiceDate")),
         )
-        customer = _clean_text("CustomerID")
         frame = frame.with_columns(
-            # CustomerID is written like "17850.0"; the id is the integer part.
-            customer.str.replace(r"\.0+$", "").alias(USER_ID),
+            self.user_id(pl.col(self.user_column)).alias(USER_ID),
             _clean_text("StockCode").str.to_uppercase().alias(ITEM_ID),
             pl.lit(PURCHASE).alias(EVENT_TYPE),
             _parse_ts("InvoiceDate").alias(TS),

@@ -44,7 +44,7 @@ from tasks.constants import (
     TITLE,
     TS,
 )
-from tasks.ingest.adapters import REASON, SourceAdapter, adapter_for
+from tasks.ingest.adapters import REASON, AdaptedFile, SourceAdapter, adapter_for
 from tasks.ingest.landing import (
     IngestError,
     check_range,
@@ -58,7 +58,9 @@ from tasks.ingest.landing import (
 )
 from tasks.ingest.mapping import ColumnMapping, find_mapping
 from tasks.ingest.stale import flag_stale, published_dates
+from tasks.privacy.guard import ERASED, IdGuard, bind_guard
 from tasks.safety.faults import kill_if_armed
+from tasks.settings import PrivacySettings, load_settings
 from tasks.store import connect, sql_text
 from tasks.validate.contracts import ROW_INDEX, validate_rows
 
@@ -199,6 +201,13 @@ def staging_root(con: duckdb.DuckDBPyConnection) -> Path:
     return db_path.parent / STAGING_DIR / f"ingest-{db_path.stem}"
 
 
+def store_guard(con: duckdb.DuckDBPyConnection, privacy: PrivacySettings) -> IdGuard:
+    """The privacy guard of the store `con` is open on (its key file lives beside it)."""
+    (db_file,) = con.execute(sql_text("store_file")).fetchone()
+    home = Path(db_file).parent if db_file else Path(tempfile.gettempdir())
+    return bind_guard(con, privacy, home)
+
+
 def clean_staging(root: Path) -> list[str]:
     """Remove what an interrupted ingestion left in `root`; returns what was removed."""
     if not root.is_dir():
@@ -311,6 +320,27 @@ def day_bounds(day: dt.date) -> dict[str, dt.datetime]:
     return {"day_start": start, "day_end": start + dt.timedelta(days=1, microseconds=-1)}
 
 
+def _without_erased(adapted: AdaptedFile, erased: pl.Series | None) -> AdaptedFile:
+    """The adapted chunk less the rows of erased customers, counted as filtered `erased`
+    (rows the adapter filtered for another reason keep that reason)."""
+    if erased is None:
+        return adapted
+    rows = pl.DataFrame({ROW_INDEX: pl.arange(0, erased.len(), eager=True).cast(pl.Int64)})
+    gone = rows.filter(erased)
+    events = adapted.events.join(gone, on=ROW_INDEX, how="anti")
+    rejected = adapted.rejected.join(gone, on=ROW_INDEX, how="anti")
+    n = adapted.events.height - events.height + adapted.rejected.height - rejected.height
+    if n == 0:
+        return adapted
+    return dataclasses.replace(
+        adapted,
+        events=events,
+        rejected=rejected,
+        filtered={**adapted.filtered, ERASED: adapted.filtered.get(ERASED, 0) + n},
+        defaulted=adapted.defaulted.join(gone, on=ROW_INDEX, how="anti"),
+    )
+
+
 def _stage_chunk(
     staged: _Staged,
     adapter: SourceAdapter,
@@ -318,9 +348,14 @@ def _stage_chunk(
     day: dt.date,
     params: dict,
     tally: _Tally,
+    guard: IdGuard | None = None,
 ) -> None:
-    """Adapt, validate and stage one chunk; rows keep their number in the whole file."""
-    adapted = adapter.adapt(raw)
+    """Adapt, validate and stage one chunk; rows keep their number in the whole file. The
+    guard (privacy) pseudonymizes the customer column first and marks erased customers."""
+    erased = None
+    if guard is not None:
+        raw, erased = guard.apply(raw, adapter.user_column, adapter.user_id)
+    adapted = _without_erased(adapter.adapt(raw), erased)
     tally.ignored.extend(c for c in adapted.ignored_columns if c not in tally.ignored)
     outcome = validate_rows("events", adapted.events, day_bounds(day))
     bad = pl.concat([adapted.rejected, outcome.bad_rows])
@@ -399,6 +434,7 @@ def ingest_file(
     fault: str | None = None,
     columns: ColumnMapping | None = None,
     new_items: bool = True,
+    guard: IdGuard | None = None,
 ) -> IngestionResult:
     """Ingest one day file: stream it in chunks, stage the validated rows as Parquet parts,
     then swap the day in with one transaction, so the day is replaced whole or not at all and
@@ -409,10 +445,13 @@ def ingest_file(
     published run dates that read it as stale. `columns` renames the export's columns first
     (tasks/ingest/mapping.py). The items of the day's events are merged into the catalog
     (first/last seen, last price); `new_items=False` (the source has a catalog file) adds no
-    item the catalog lacks, it only updates the ones it has."""
+    item the catalog lacks, it only updates the ones it has. `guard` applies the privacy
+    settings (pseudonyms, the erasure list); without one they are read from the settings."""
     adapter = adapter_for(source)
     day = day_of(path)
     root = staging_root(con)
+    if guard is None:
+        guard = store_guard(con, load_settings().privacy)
     leftovers = clean_staging(root)
     if leftovers:
         log.warning(
@@ -442,7 +481,7 @@ def ingest_file(
             if columns is not None:
                 raw = columns.apply(raw, path)
             try:
-                _stage_chunk(staged, adapter, raw, day, params, tally)
+                _stage_chunk(staged, adapter, raw, day, params, tally, guard)
             except IngestError as exc:
                 raise IngestError(f"{path}: {exc}", hint=exc.hint) from exc
             kill_if_armed(fault, "mid_ingest")
@@ -511,13 +550,15 @@ def ingest_landing(
     fault: str | None = None,
     memory_limit_mib: int | None = None,
     columns_file: Path | None = None,
+    privacy: PrivacySettings | None = None,
 ) -> list[IngestionResult]:
     """Ingest the catalog file(s) beside the day files, then every day file under `landing`
     within [start, end], in day order (see `ingest_file` for the keyword arguments).
 
     `columns_file` is a column mapping (tasks/ingest/mapping.py); without it a
-    `nightrec_columns.yml` beside the landing files is used when there is one. Raises
-    NothingToIngest (before touching the store) when no day file is there to load."""
+    `nightrec_columns.yml` beside the landing files is used when there is one. `privacy`
+    (default: the settings') decides pseudonyms and holds the key. Raises NothingToIngest
+    (before touching the store) when no day file is there to load."""
     check_range(start, end)
     adapter = adapter_for(source)  # fail on an unknown source before touching the store
     files = find_day_files(landing, start, end)
@@ -526,7 +567,9 @@ def ingest_landing(
     mapping = find_mapping(landing, adapter.known_columns, columns_file)
     catalogs = find_catalog_files(landing)
     results: list[IngestionResult] = []
+    privacy = load_settings().privacy if privacy is None else privacy
     with connect(db_path, memory_limit_mib=memory_limit_mib) as con:
+        guard = bind_guard(con, privacy, db_path.parent)
         for catalog_path in catalogs:
             log.info(ingest_catalog_file(con, catalog_path).summary())
         for done, path in enumerate(files, start=1):
@@ -541,6 +584,7 @@ def ingest_landing(
                 fault=fault,
                 columns=mapping,
                 new_items=not catalogs,
+                guard=guard,
             )
             results.append(result)
             if on_file is not None:

@@ -36,6 +36,7 @@ def ingest_run_day(settings: Settings, run_date: dt.date) -> list[dict]:
         published_root=settings.recommendations_dir,
         fault=settings.safety.fault,
         memory_limit_mib=settings.safety.ingest_memory_mib,
+        privacy=settings.privacy,
     )
     for result in results:
         log.info(result.summary())

@@ -30,6 +30,16 @@ def _status_lines(manifest: dict[str, Any]) -> list[str]:
         lines += ["## DEGRADED: not the model's lists for everyone", ""]
         lines += [f"- {reason}" for reason in manifest["degraded"]]
         lines.append("")
+    privacy = manifest.get("privacy") or {}
+    if privacy.get("ids") == "pseudonymized":
+        lines += ["Customer ids are pseudonyms (HMAC-SHA256 with the shop's key).", ""]
+    if retention := privacy.get("retention"):
+        lines += [
+            f"Retention {retention['retention_days']} days: dropped "
+            f"{retention['events_dropped']:,} event(s) before {retention['events_before']} and "
+            f"{retention['quarantined_dropped']:,} quarantined row(s).",
+            "",
+        ]
     if manifest.get("notes"):
         lines += ["Notes:", "", *(f"- {note}" for note in manifest["notes"]), ""]
     return lines

@@ -30,13 +30,15 @@ def run_fields(
     ingested: list[dict[str, Any]],
     report: Path,
     notes: list[str],
+    privacy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest fields a run adds to the writer's counts and checksums."""
+    """The manifest fields a run adds to the writer's counts and checksums; `privacy` says
+    the id mode and what retention dropped (never a key)."""
     degraded = degraded_reasons(choice, scored)
     return {
         "status": "degraded" if degraded else "ok",
         "degraded": degraded,
-        "notes": [*notes, *scored.notes],
+        "notes": [*notes, *choice.notes, *scored.notes],
         "as_of": snapshot.as_of.isoformat(),
         "input_events": snapshot.n_events,
         "input_watermark": snapshot.watermark.isoformat() if snapshot.watermark else None,
@@ -47,6 +49,7 @@ def run_fields(
         "shards": scored.shards,
         "validation_report": str(report),
         "ingested": ingested,
+        **({"privacy": privacy} if privacy is not None else {}),
     }
 
 

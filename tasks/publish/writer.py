@@ -137,6 +137,71 @@ def is_complete(root: Path, run_date: dt.date) -> bool:
     )
 
 
+def partition_dates(root: Path) -> list[dt.date]:
+    """Run dates with a published partition under `root`, oldest first."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        dt.date.fromisoformat(p.name.removeprefix("run_date="))
+        for p in root.glob("run_date=*")
+        if p.is_dir()
+    )
+
+
+def rewrite_partition(
+    root: Path,
+    run_date: dt.date,
+    drop_users: list[str],
+    note: dict[str, Any],
+) -> dict[str, int]:
+    """Remove `drop_users`' rows from every Parquet part of a published partition, staged and
+    swapped in like a publish (readers see the old partition or the new one). The manifest's
+    counts and checksums follow, and `note` is appended to its `erasures`. Returns the rows
+    removed per user (empty, and nothing rewritten, when the partition held none of them)."""
+    recover_partition(root, run_date)
+    final = partition_dir(root, run_date)
+    manifest = read_manifest(root, run_date)
+    parts = sorted(final.glob("*.parquet"))
+    if manifest is None or not parts:
+        return {}
+    drop = pl.Series(drop_users, dtype=pl.Utf8).implode()
+    frames = {part.name: pl.read_parquet(part) for part in parts}
+    removed: dict[str, int] = {}
+    for frame in frames.values():
+        hit = frame.filter(pl.col(USER_ID).is_in(drop)).group_by(USER_ID).len()
+        for user, n in hit.iter_rows():
+            removed[user] = removed.get(user, 0) + n
+    if not removed:
+        return {}
+    staging = root / f".staging-{final.name}-erase-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    kept_parts = []
+    files = dict(manifest.get("files", {}))
+    for name, frame in frames.items():
+        kept = frame.filter(~pl.col(USER_ID).is_in(drop))
+        kept.write_parquet(staging / name)
+        checksum = _sha256(staging / name)
+        files[name] = {**files.get(name, {}), "rows": kept.height, "sha256": checksum}
+        kept_parts.append(kept)
+    for other in final.iterdir():  # anything else of the partition travels as it is
+        if other.is_file() and other.suffix != ".parquet" and other.name != MANIFEST_NAME:
+            shutil.copy2(other, staging / other.name)
+    out = pl.concat(kept_parts) if kept_parts else pl.DataFrame()
+    source_counts = out.group_by(REC_SOURCE).len().sort(REC_SOURCE)
+    manifest.update(
+        rows=out.height,
+        users=out.get_column(USER_ID).n_unique(),
+        items=out.get_column(ITEM_ID).n_unique(),
+        rows_by_source=dict(source_counts.iter_rows()),
+        files=files,
+        erasures=[*manifest.get("erasures", []), {**note, "rows_removed": sum(removed.values())}],
+    )
+    (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str))
+    _swap_in(staging, final)
+    return removed
+
+
 def publish_from(
     recs_path: Path,
     root: Path,

@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from tasks.constants import USER_ID
+from tasks.constants import ITEM_ID, USER_ID
 from tasks.rank.dataset import LABEL
 from tasks.settings import RankerSettings
 
@@ -42,10 +42,29 @@ def _float32_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
     return frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
 
 
+def content_ordered(frame: pl.DataFrame, features: list[str]) -> pl.DataFrame:
+    """The training rows grouped by customer, groups ordered by their content (a hash of
+    their items, labels and features) and rows by item, not by the customer's id: bagging
+    samples rows by position, so an order by id would make the model depend on how ids are
+    spelled, and pseudonymized ids (README, Privacy) would train another model. Groups of the
+    same content are interchangeable; the id only breaks their ties."""
+    content = pl.struct([ITEM_ID, LABEL, *features]).hash(seed=0)
+    group_key = (
+        frame.select(USER_ID, content.alias("_h"))
+        .group_by(USER_ID)
+        .agg(pl.col("_h").sort().implode().hash(seed=0).first().alias("_group"))
+    )
+    return (
+        frame.join(group_key, on=USER_ID, how="left")
+        .sort("_group", USER_ID, ITEM_ID)
+        .drop("_group")
+    )
+
+
 def _dataset(
     frame: pl.DataFrame, features: list[str], reference: lgb.Dataset | None = None
 ) -> lgb.Dataset:
-    ordered = frame.sort(USER_ID, maintain_order=True)
+    ordered = content_ordered(frame, features)
     groups = ordered.group_by(USER_ID, maintain_order=True).len().get_column("len").to_numpy()
     return lgb.Dataset(
         _float32_matrix(ordered, features),

@@ -22,6 +22,10 @@ from tasks.errors import NightrecError
 CHAMPION_FILE = "champion.json"
 META_FILE = "meta.json"
 MODEL_FILE = "model.txt"
+# meta.json key of a model trained on the data of customers erased since (`nightrec forget`):
+# the erasure requests that retired it. A retired model never serves again (the next run
+# retrains), unless the same content is trained again from the erased store.
+ERASED_KEY = "erased"
 
 
 class RegistryError(NightrecError, RuntimeError):
@@ -45,6 +49,11 @@ class ModelRecord:
     @property
     def model_file(self) -> Path:
         return self.path / MODEL_FILE
+
+    @property
+    def retired(self) -> bool:
+        """Trained on data of customers erased since: never served again."""
+        return bool(self.meta.get(ERASED_KEY))
 
 
 def code_version() -> str:
@@ -89,7 +98,13 @@ def register(
     version = f"{kind}-{as_of:%Y%m%d}-{digest}"
     final = models_dir / version
     if final.exists():
-        return load(models_dir, version)
+        existing = load(models_dir, version)
+        if existing.retired:  # trained again after the erasure, byte for byte: it is clean
+            meta = {k: v for k, v in existing.meta.items() if k != ERASED_KEY}
+            meta["erasure_cleared_at"] = dt.datetime.now().isoformat(timespec="seconds")
+            _write_json_atomic(final / META_FILE, meta)
+            return ModelRecord(version, final, meta)
+        return existing
     staging = models_dir / f".{version}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
@@ -141,6 +156,11 @@ def champion(models_dir: Path) -> ModelRecord | None:
 def promote(models_dir: Path, version: str) -> ModelRecord:
     """Make `version` the champion, remembering the previous one for rollback."""
     record = load(models_dir, version)
+    if record.retired:
+        raise RegistryError(
+            f"model {version} was trained on data of customers erased since; it cannot serve "
+            "(the next run retrains)"
+        )
     state = champion_state(models_dir)
     if state["champion"] != version:
         history = [*state["history"], state["champion"]] if state["champion"] else state["history"]
@@ -162,7 +182,7 @@ def rollback(models_dir: Path) -> ModelRecord:
 
 def newest_before(models_dir: Path, as_of: dt.datetime) -> ModelRecord | None:
     """The newest registered model (promoted or not) trained only on data before `as_of`."""
-    eligible = [r for r in list_models(models_dir) if r.as_of <= as_of]
+    eligible = [r for r in list_models(models_dir) if r.as_of <= as_of and not r.retired]
     return eligible[-1] if eligible else None
 
 
@@ -171,9 +191,31 @@ def serving_model(models_dir: Path, as_of: dt.datetime) -> ModelRecord | None:
     day before the champion's as_of, the newest earlier champion that never saw its future."""
     state = champion_state(models_dir)
     promoted = {*state["history"], *([state["champion"]] if state["champion"] else [])}
-    eligible = [r for r in list_models(models_dir) if r.version in promoted and r.as_of <= as_of]
+    eligible = [
+        r
+        for r in list_models(models_dir)
+        if r.version in promoted and r.as_of <= as_of and not r.retired
+    ]
     current = state["champion"]
     for record in eligible:
         if record.version == current:
             return record
     return eligible[-1] if eligible else None
+
+
+def mark_erased(models_dir: Path, version: str, request_id: str, at: str) -> None:
+    """Retire a model trained on data of customers now erased (see ERASED_KEY)."""
+    record = load(models_dir, version)
+    marks = [*record.meta.get(ERASED_KEY, []), {"request_id": request_id, "at": at}]
+    _write_json_atomic(record.path / META_FILE, {**record.meta, ERASED_KEY: marks})
+
+
+def retired_champion(models_dir: Path) -> str | None:
+    """The champion's version when erasure retired it (the run retrains and says so)."""
+    version = champion_state(models_dir)["champion"]
+    if version is None:
+        return None
+    try:
+        return version if load(models_dir, version).retired else None
+    except RegistryError:
+        return None

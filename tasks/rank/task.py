@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ class ModelChoice:
     # Why the run cannot serve a model of its own (training failed, too little history, the
     # gate refused a first model); None when it can.
     problem: str | None = None
+    notes: tuple[str, ...] = ()  # for the manifest and report (e.g. a champion retired)
 
 
 def choose_model(
@@ -50,10 +52,23 @@ def choose_model(
     when asked); a new model of the configured kind serves only if the promotion gate accepts
     it."""
     models_dir = settings.models_dir
+    retired = registry.retired_champion(models_dir)
+    if retired is None:
+        return _choose_model(settings, snapshot, retrain, False)
+    # Trained on data of customers erased since: it never serves; retrain before serving.
+    note = f"champion {retired} was trained on erased customers' data: not served"
+    choice = _choose_model(settings, snapshot, retrain, True)
+    return dataclasses.replace(choice, notes=(*choice.notes, f"{note}; {choice.reason}"))
+
+
+def _choose_model(
+    settings: Settings, snapshot: Snapshot, retrain: bool | None, force_due: bool
+) -> ModelChoice:
+    models_dir = settings.models_dir
     serving = registry.serving_model(models_dir, snapshot.as_of)
     newest = registry.newest_before(models_dir, snapshot.as_of)
     age_days = (snapshot.as_of - newest.as_of).days if newest else None
-    due = newest is None or age_days >= settings.ranker.retrain_every_days
+    due = force_due or newest is None or age_days >= settings.ranker.retrain_every_days
     if retrain is False or (retrain is None and not due):
         if serving is None:
             return ModelChoice(None, False, "no model: baseline", problem="no model trained yet")
