@@ -46,9 +46,12 @@ def content_ordered(frame: pl.DataFrame, features: list[str]) -> pl.DataFrame:
     """The training rows grouped by customer, groups ordered by their content (a hash of
     their items, labels and features) and rows by item, not by the customer's id: bagging
     samples rows by position, so an order by id would make the model depend on how ids are
-    spelled, and pseudonymized ids (README, Privacy) would train another model. Groups of the
-    same content are interchangeable; the id only breaks their ties."""
-    content = pl.struct([ITEM_ID, LABEL, *features]).hash(seed=0)
+    spelled, and pseudonymized ids (README, Privacy) would train another model. Features are
+    hashed as the float32 LightGBM reads: a float64 may differ in its last bit between a
+    window built whole and in shards, and that must not reorder the rows. Groups of the same
+    content are interchangeable; the id only breaks their ties."""
+    as_read = [pl.col(f).cast(pl.Float32) for f in features]
+    content = pl.struct([pl.col(ITEM_ID), pl.col(LABEL), *as_read]).hash(seed=0)
     group_key = (
         frame.select(USER_ID, content.alias("_h"))
         .group_by(USER_ID)
