@@ -247,6 +247,41 @@ class TuneSettings(BaseModel):
     )
 
 
+class ExplainSettings(BaseModel):
+    """Why each published row was recommended (tasks/explain)."""
+
+    enabled: bool = Field(
+        True,
+        description="compute the model's feature contributions (LightGBM pred_contrib) of the "
+        "published rows; reasons and details are set either way",
+    )
+    top_features: int = Field(
+        3, ge=1, le=10, description="feature contributions kept per row (reason_features)"
+    )
+
+
+class FallbackSettings(BaseModel):
+    """The popularity list that pads short lists and serves when no model can."""
+
+    dp_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="count the popularity fallback's buyers with an epsilon-differentially "
+        "private mechanism (two-sided geometric noise); None = exact counts",
+    )
+    dp_max_items_per_user: int = Field(
+        10,
+        ge=1,
+        description="with dp_epsilon: each customer counts for at most this many items (their "
+        "most recently bought), which bounds the sensitivity of the counts",
+    )
+    dp_seed: int | None = Field(
+        None,
+        description="with dp_epsilon: seed of the noise, mixed with the run's as-of day "
+        "(None = settings.seed); whoever knows it can remove the noise, keep it secret",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -274,6 +309,8 @@ class Settings(BaseSettings):
     neural: NeuralSettings = NeuralSettings()
     safety: SafetySettings = SafetySettings()
     tune: TuneSettings = TuneSettings()
+    explain: ExplainSettings = ExplainSettings()
+    fallback: FallbackSettings = FallbackSettings()
 
     @classmethod
     def settings_customise_sources(

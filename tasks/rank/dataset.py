@@ -49,11 +49,13 @@ def candidate_frame(
     as_of: dt.datetime,
     cfg: CandidateSettings,
     report: CandidateReport | None = None,
+    anchors: bool = False,
 ) -> pl.DataFrame:
     """Candidates with features for `users` as of `as_of` (no labels). `report` (when given)
-    receives the candidate step's notes (a source that had to degrade) for the manifest."""
+    receives the candidate step's notes (a source that had to degrade) for the manifest;
+    `anchors` keeps what an explanation names (generate_candidates)."""
     past = events_before(events, as_of)
-    candidates = generate_candidates(past, users, as_of, cfg, report)
+    candidates = generate_candidates(past, users, as_of, cfg, report, anchors)
     return build_features(past, candidates, catalog, as_of)
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import polars as pl
 
 from tasks.baselines.recommenders import repurchase
-from tasks.candidates.generate import CandidateReport, popular_items
+from tasks.candidates.dp_popular import dp_note, fallback_popular
+from tasks.candidates.generate import CandidateReport
 from tasks.constants import ITEM_ID, REC_SOURCE
+from tasks.explain.reasons import contribution_model, explain_rows, fallback_sentence
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
@@ -133,13 +135,10 @@ def _baseline(
     allowed: pl.Series,
 ) -> pl.DataFrame:
     """Repurchase baseline padded with popular items, both limited to `allowed` items."""
-    ranked_popular = popular_items(
-        events, cutoff, settings.candidates.popular_days, events.height + 1
-    )
-    popular = ranked_popular.filter(pl.col(ITEM_ID).is_in(allowed.implode())).head(2 * settings.k)
+    popular = fallback_popular(events, cutoff, settings, allowed, allowed)
     baseline = repurchase(events, users, cutoff, settings.k + len(settings.safety.forbidden_items))
     baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
-    return top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
+    return top_k(baseline, users, popular, settings.k).with_columns(
         pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
         .then(pl.lit(BASELINE_VERSION))
         .otherwise(pl.col(REC_SOURCE))
@@ -177,11 +176,14 @@ def score_users(
     users = known_users(events, snapshot.cutoff)
     allowed = allowed_items(catalog, settings.safety.forbidden_items)
 
+    seen: dict[str, pl.DataFrame] = {}  # the candidates scored, for the explanations
+
     def check_features(frame: pl.DataFrame) -> None:
         kill_if_armed(settings.safety.fault, "mid_scoring")
         enforce(report, "features", [validate_features(frame)])
+        seen["candidates"] = frame
 
-    recs, used, kind, failures = None, BASELINE_VERSION, None, []
+    recs, used, kind, failures, scorer = None, BASELINE_VERSION, None, [], None
     candidates = CandidateReport()
     for version in _fallbacks(settings, snapshot, choice.version):
         try:
@@ -208,6 +210,16 @@ def score_users(
     if recs is None:  # the baseline reads no features, so there are none to check
         kill_if_armed(settings.safety.fault, "mid_scoring")
         recs = _baseline(settings, events, users, snapshot.cutoff, allowed)
+    served = used != BASELINE_VERSION
+    recs = explain_rows(
+        recs,
+        seen.get("candidates") if served else None,
+        contribution_model(scorer) if served else None,
+        settings.candidates,
+        settings.explain,
+        fallback_sentence(settings.k, served, settings.fallback.dp_epsilon),
+        BASELINE_VERSION,
+    )
     path = work_dir / "recs.parquet"
     recs.write_parquet(path)
     reasons = [*failures]
@@ -215,6 +227,8 @@ def score_users(
         reasons.insert(0, choice.problem)
     fallback = f"{'; '.join(reasons)}: scored with {used}" if reasons else None
     notes = tuple(f"candidates: {note}" for note in candidates.notes.values())
+    if (private := dp_note(settings)) is not None:
+        notes = (*notes, private)
     return ScoreOutcome(path, used, kind, fallback, notes)
 
 
