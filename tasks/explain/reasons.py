@@ -105,15 +105,21 @@ def top_contributions(model: Contributions, rows: pl.DataFrame, n: int) -> pl.Se
     )
 
 
-def _with_columns_of(rows: pl.DataFrame, candidates: pl.DataFrame | None, needed: list[str]):
+def _with_columns_of(
+    rows: pl.DataFrame, candidates: pl.DataFrame | None, needed: list[str]
+) -> pl.DataFrame:
     """`rows` joined to the candidates' `needed` columns; absent columns are null."""
-    if candidates is None:
-        return rows.with_columns(pl.lit(None).alias(c) for c in needed)
-    present = [c for c in dict.fromkeys(needed) if c in candidates.columns]
-    joined = rows.join(
-        candidates.select(USER_ID, ITEM_ID, *present), on=[USER_ID, ITEM_ID], how="left"
+    needed = list(dict.fromkeys(needed))
+    present = [] if candidates is None else [c for c in needed if c in candidates.columns]
+    if candidates is not None:
+        rows = rows.join(
+            candidates.select(USER_ID, ITEM_ID, *present), on=[USER_ID, ITEM_ID], how="left"
+        )
+    return rows.with_columns(
+        pl.lit(None, dtype=pl.Utf8 if c == COVIS_ANCHOR else pl.Float64).alias(c)
+        for c in needed
+        if c not in present
     )
-    return joined.with_columns(pl.lit(None).alias(c) for c in needed if c not in present)
 
 
 def _best_source(cfg: CandidateSettings) -> pl.Expr:
@@ -258,12 +264,13 @@ def explain_rows(
     else:
         features = pl.Series(REASON_FEATURES, [None] * model_rows.height, dtype=pl.Utf8)
     model_rows = model_rows.with_columns(features)
+    is_baseline = pl.col(REC_SOURCE) == (baseline_source or "")
     other = ordered.filter(~is_model).with_columns(
-        pl.when(pl.col(REC_SOURCE) == baseline_source)
+        pl.when(is_baseline)
         .then(pl.lit(REPURCHASE))
         .otherwise(pl.lit(FALLBACK))
         .alias(REASON),
-        pl.when(pl.col(REC_SOURCE) == baseline_source)
+        pl.when(is_baseline)
         .then(pl.lit("you bought it before (the repurchase baseline served: no model tonight)"))
         .otherwise(pl.lit(fallback_detail))
         .alias(REASON_DETAIL),
