@@ -25,8 +25,10 @@ def good_recs() -> pl.DataFrame:
             "item_id": ["a", "b", "c", "d", "a", "b"],
             "rank": [1, 2, 3, 1, 2, 3],
             "score": [0.9, 0.5, 0.5, 2.0, 1.0, -1.0],
-            "reason": ["repurchase", "bought-together", "similar-item"]
-            + ["trending", "popular", "fallback"],
+            "reason": [
+                *("repurchase", "bought-together", "similar-item"),
+                *("trending", "popular", "fallback"),
+            ],
             "reason_detail": ["bought twice", "with b", "like a", "#1", "#2", "padding"],
         },
         schema_overrides={"rank": pl.Int32},

@@ -15,7 +15,7 @@ from tasks.candidates.dp_popular import (
     two_sided_geometric,
 )
 from tasks.candidates.generate import popular_items
-from tasks.settings import load_settings
+from tasks.settings import Settings, load_settings
 
 AS_OF = dt.datetime(2026, 3, 1)
 
@@ -29,9 +29,9 @@ def _events() -> pl.DataFrame:
         rows += [(user, item, day) for item in items]
     rows += [("u1", item, AS_OF - dt.timedelta(days=90)) for item in "efgh"]
     rows += [("u5", item, AS_OF - dt.timedelta(days=5 - n)) for n, item in enumerate("abcd")]
-    return pl.DataFrame(
-        rows, schema=["user_id", "item_id", "ts"], orient="row"
-    ).with_columns(pl.lit("purchase").alias("event_type"), pl.col("ts").cast(pl.Datetime("us")))
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "ts"], orient="row").with_columns(
+        pl.lit("purchase").alias("event_type"), pl.col("ts").cast(pl.Datetime("us"))
+    )
 
 
 DOMAIN = pl.Series(list("abcdefghij"))
@@ -91,17 +91,15 @@ def test_fallback_list_is_exact_unless_epsilon_is_set(tmp_path) -> None:
     first = fallback_popular(events, AS_OF, private, DOMAIN)
     assert first.to_list() == fallback_popular(events, AS_OF, private, DOMAIN).to_list()
     assert first.len() == 4 and set(first) <= set(DOMAIN)
+
     # Twenty seeds: the noisy list is not always the exact one, and never-bought items of the
     # domain can enter it (the domain is noised whole).
-    lists = [
-        fallback_popular(
-            events,
-            AS_OF,
-            private.model_copy(update={"fallback": private.fallback.model_copy(update={"dp_seed": s})}),
-            DOMAIN,
-        ).to_list()
-        for s in range(20)
-    ]
+    def seeded(seed: int) -> Settings:
+        return private.model_copy(
+            update={"fallback": private.fallback.model_copy(update={"dp_seed": seed})}
+        )
+
+    lists = [fallback_popular(events, AS_OF, seeded(s), DOMAIN).to_list() for s in range(20)]
     assert any(items != exact.to_list() for items in lists)
     assert any(set(items) & set("efghij") for items in lists)
     restricted = fallback_popular(events, AS_OF, private, DOMAIN, allowed)

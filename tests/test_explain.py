@@ -54,8 +54,10 @@ def _candidates() -> pl.DataFrame:
         ("u2", "i8", M, M, M, 4, None, 0, None, None, 0, 0, 0.0, 1.0),
         ("u2", "i1", 3, M, 1, M, None, 1, None, 0.4, 0, 0, 0.2, 1.0),
         # candidates that were not published: never explained
-        *((f"u{n % 2 + 1}", f"x{n}", M, M, M, 9, None, 0, None, None, 0, 0, 0.0, 1.0)
-          for n in range(20)),
+        *(
+            (f"u{n % 2 + 1}", f"x{n}", M, M, M, 9, None, 0, None, None, 0, 0, 0.0, 1.0)
+            for n in range(20)
+        ),
     ]
     columns = [
         "user_id", "item_id", "hist_rank", "covis_rank", "ease_rank", "pop_rank",
@@ -203,6 +205,7 @@ def test_model_rows_without_a_candidate_frame_still_get_a_reason() -> None:
         _recs().head(2), None, None, CandidateSettings(), ExplainSettings(), FALLBACK_TEXT
     )
     assert out.get_column("reason").to_list() == ["popular", "popular"]
-    assert out.get_column("reason_detail").to_list() == [
-        "ranked by the model among your candidates"
-    ] * 2
+    assert (
+        out.get_column("reason_detail").to_list()
+        == ["ranked by the model among your candidates"] * 2
+    )

@@ -118,9 +118,7 @@ def _check_explanations(recs: pl.DataFrame, manifest: dict, home: Path) -> None:
     assert set(recs.get_column("reason")) <= set(REASONS)
     model_rows = recs.filter(pl.col("source") == "model")
     assert model_rows.height > 0 and model_rows.get_column("reason_features").null_count() == 0
-    assert model_rows.get_column("reason_features").str.count_matches(";").unique().to_list() == [
-        2
-    ]
+    assert model_rows.get_column("reason_features").str.count_matches(";").unique().to_list() == [2]
     counts = dict(recs.group_by("reason").len().iter_rows())
     assert manifest["rows_by_reason"] == dict(sorted(counts.items()))
     report = (home / "reports" / "nightly" / f"run_date={RUN_DATE}.md").read_text()

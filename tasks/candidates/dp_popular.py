@@ -86,9 +86,7 @@ def dp_popular_items(
     )
     counts = capped.group_by(ITEM_ID).agg(pl.len().cast(pl.Int64).alias("_count"))
     items = pl.DataFrame({ITEM_ID: domain.cast(pl.Utf8).unique().sort()})
-    exact = (
-        items.join(counts, on=ITEM_ID, how="left").get_column("_count").fill_null(0).to_numpy()
-    )
+    exact = items.join(counts, on=ITEM_ID, how="left").get_column("_count").fill_null(0).to_numpy()
     rng = np.random.Generator(np.random.PCG64(seed))
     noisy = exact + two_sided_geometric(items.height, epsilon, max_items_per_user, rng)
     return (

@@ -83,7 +83,7 @@ def customer_list(root: Path, customer: str, run_date: dt.date | None = None) ->
 
 
 def _features_text(text: str | None) -> str:
-    """"a:+0.412;b:-0.108" as "a +0.412, b -0.108"."""
+    """ "a:+0.412;b:-0.108" as "a +0.412, b -0.108"."""
     if not text:
         return ""
     return ", ".join(part.replace(":", " ", 1) for part in text.split(";"))

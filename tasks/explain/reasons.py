@@ -266,10 +266,7 @@ def explain_rows(
     model_rows = model_rows.with_columns(features)
     is_baseline = pl.col(REC_SOURCE) == (baseline_source or "")
     other = ordered.filter(~is_model).with_columns(
-        pl.when(is_baseline)
-        .then(pl.lit(REPURCHASE))
-        .otherwise(pl.lit(FALLBACK))
-        .alias(REASON),
+        pl.when(is_baseline).then(pl.lit(REPURCHASE)).otherwise(pl.lit(FALLBACK)).alias(REASON),
         pl.when(is_baseline)
         .then(pl.lit("you bought it before (the repurchase baseline served: no model tonight)"))
         .otherwise(pl.lit(fallback_detail))
@@ -291,5 +288,7 @@ def fallback_sentence(k: int, model_served: bool, dp_epsilon: float | None) -> s
         if model_served
         else "no model could serve tonight"
     )
-    private = "" if dp_epsilon is None else f" (differentially private counts, epsilon {dp_epsilon:g})"
+    private = (
+        "" if dp_epsilon is None else f" (differentially private counts, epsilon {dp_epsilon:g})"
+    )
     return f"one of the most bought items lately{private}: {why}"
