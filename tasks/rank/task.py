@@ -12,7 +12,7 @@ import polars as pl
 from tasks.baselines.recommenders import repurchase
 from tasks.candidates.dp_popular import dp_note, fallback_popular
 from tasks.candidates.generate import CandidateReport
-from tasks.constants import ITEM_ID, REC_SOURCE
+from tasks.constants import ITEM_ID, REC_SOURCE, SCORE
 from tasks.explain.reasons import contribution_model, explain_rows, fallback_sentence
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
@@ -134,10 +134,13 @@ def _baseline(
     cutoff: dt.datetime,
     allowed: pl.Series,
 ) -> pl.DataFrame:
-    """Repurchase baseline padded with popular items, both limited to `allowed` items."""
+    """Repurchase baseline padded with the popularity fallback list (exact or DP counts),
+    both limited to `allowed` items. The customer's own items only (score > 0): the
+    baseline's own popularity padding would be labelled a repurchase and skip the DP
+    counts, so the fallback list pads instead (its rows say `popularity_fallback`)."""
     popular = fallback_popular(events, cutoff, settings, allowed, allowed)
     baseline = repurchase(events, users, cutoff, settings.k + len(settings.safety.forbidden_items))
-    baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
+    baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()) & (pl.col(SCORE) > 0))
     return top_k(baseline, users, popular, settings.k).with_columns(
         pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
         .then(pl.lit(BASELINE_VERSION))
