@@ -270,10 +270,11 @@ class FallbackSettings(BaseModel):
         "private mechanism (two-sided geometric noise); None = exact counts",
     )
     dp_max_items_per_user: int = Field(
-        10,
+        5,
         ge=1,
         description="with dp_epsilon: each customer counts for at most this many items (their "
-        "most recently bought), which bounds the sensitivity of the counts",
+        "most recently bought), which bounds the sensitivity of the counts; 5 kept the most "
+        "NDCG on Online Retail at epsilon 1 (benchmarks/results/dp_fallback.md)",
     )
     dp_seed: int | None = Field(
         None,
