@@ -104,3 +104,41 @@ def test_fallback_list_is_exact_unless_epsilon_is_set(tmp_path) -> None:
     assert any(set(items) & set("efghij") for items in lists)
     restricted = fallback_popular(events, AS_OF, private, DOMAIN, allowed)
     assert set(restricted) <= set(allowed) and restricted.len() == 4
+
+
+def test_a_run_without_a_model_pads_with_the_private_list_and_says_so(tmp_path) -> None:
+    from tasks.features.snapshot import Snapshot
+    from tasks.rank.task import BASELINE_VERSION, ModelChoice, score_users
+
+    events = _events().with_columns(
+        pl.lit(1).alias("quantity"), pl.lit(1.0).alias("price"), pl.lit(None).alias("order_id")
+    )
+    events.write_parquet(tmp_path / "events.parquet")
+    pl.DataFrame({"item_id": DOMAIN}).write_parquet(tmp_path / "catalog.parquet")
+    snapshot = Snapshot(
+        tmp_path / "events.parquet", tmp_path / "catalog.parquet", AS_OF, events.height, None
+    )
+    settings = load_settings(home=tmp_path, k=3, fallback={"dp_epsilon": 1.0, "dp_seed": 5})
+    choice = ModelChoice(None, False, "no model", problem="no model trained yet")
+    outcome = score_users(settings, snapshot, choice, tmp_path, tmp_path / "report.json")
+    assert outcome.model_version == BASELINE_VERSION
+    assert outcome.notes == (
+        "popularity fallback: differentially private counts (epsilon 1, at most 5 items per "
+        "customer)",
+    )
+    recs = pl.read_parquet(outcome.recs_path)
+    padded = recs.filter(pl.col("source") == "popularity_fallback")
+    assert padded.height > 0  # u4 bought one item: two places padded
+    assert set(padded.get_column("reason_detail")) == {
+        "one of the most bought items lately (differentially private counts, epsilon 1): "
+        "no model could serve tonight"
+    }
+    # The padding follows the private list of this run (same seed, same as-of: same list).
+    private = fallback_popular(_events(), AS_OF, settings, DOMAIN, DOMAIN).to_list()
+    for user, items in padded.group_by("user_id", maintain_order=True).agg("item_id").iter_rows():
+        own = set(
+            recs.filter(pl.col("user_id") == user, pl.col("source") != "popularity_fallback")[
+                "item_id"
+            ]
+        )
+        assert items == [i for i in private if i not in own][: len(items)]

@@ -243,3 +243,7 @@ def test_nightly_flow_trains_and_serves_the_blend_when_set(
     assert {p.name for p in model_dir.iterdir()} >= {"model.txt", "network.pt", "booster.txt"}
     assert recs.height == manifest["users"] * K
     assert (recs.get_column("model_version") == manifest["model_version"]).all()
+    # Blend rows are explained by the blend's LightGBM part.
+    model_rows = recs.filter(pl.col("source") == "model")
+    assert model_rows.height > 0 and model_rows.get_column("reason_features").null_count() == 0
+    assert set(recs.get_column("reason")) <= set(REASONS)
