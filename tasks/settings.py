@@ -258,6 +258,13 @@ class ExplainSettings(BaseModel):
     top_features: int = Field(
         3, ge=1, le=10, description="feature contributions kept per row (reason_features)"
     )
+    method: Literal["path", "shap"] = Field(
+        "path",
+        description="path: each split on a row's path in every tree credits its feature with "
+        "the change of the expected score (exact sum, as fast as scoring); shap: LightGBM "
+        "pred_contrib (Shapley values; on Online Retail several times a whole scoring day, "
+        "benchmarks/results/explain_cost.md)",
+    )
 
 
 class FallbackSettings(BaseModel):

@@ -10,6 +10,8 @@ import pytest
 
 from tasks.candidates.generate import MISSING_RANK
 from tasks.explain.reasons import (
+    Contributions,
+    contribution_matrix,
     contribution_model,
     explain_rows,
     fallback_sentence,
@@ -94,11 +96,17 @@ class Recording:
 
     def __init__(self, booster: lgb.Booster) -> None:
         self.booster = booster
-        self.calls: list[tuple[tuple[int, ...], bool]] = []
+        self.calls: list[tuple[tuple[int, ...], str]] = []
 
-    def predict(self, matrix: np.ndarray, pred_contrib: bool = False) -> np.ndarray:
-        self.calls.append((matrix.shape, pred_contrib))
-        return self.booster.predict(matrix, pred_contrib=pred_contrib)
+    def predict(
+        self, matrix: np.ndarray, pred_contrib: bool = False, pred_leaf: bool = False
+    ) -> np.ndarray:
+        kind = "contrib" if pred_contrib else "leaf" if pred_leaf else "score"
+        self.calls.append((matrix.shape, kind))
+        return self.booster.predict(matrix, pred_contrib=pred_contrib, pred_leaf=pred_leaf)
+
+    def dump_model(self) -> dict:
+        return self.booster.dump_model()
 
 
 def _booster() -> lgb.Booster:
@@ -120,16 +128,22 @@ def test_reasons_and_details_from_the_best_source_and_the_features() -> None:
     assert out.get_column("reason_features").null_count() == out.height  # no model given
 
 
-def test_contributions_are_computed_for_the_published_model_rows_only() -> None:
+@pytest.mark.parametrize(("method", "call"), [("path", "leaf"), ("shap", "contrib")])
+def test_contributions_are_computed_for_the_published_model_rows_only(
+    method: str, call: str
+) -> None:
     recording = Recording(_booster())
-    from tasks.explain.reasons import Contributions
-
     model = Contributions(recording, FEATURES)
     out = explain_rows(
-        _recs(), _candidates(), model, CandidateSettings(), ExplainSettings(), FALLBACK_TEXT
+        _recs(),
+        _candidates(),
+        model,
+        CandidateSettings(),
+        ExplainSettings(method=method),
+        FALLBACK_TEXT,
     )
     # 8 model rows of 28 candidates (and not the padded row): one call, 8 rows, 3 features.
-    assert recording.calls == [((8, 3), True)]
+    assert recording.calls == [((8, 3), call)]
     texts = out.get_column("reason_features").to_list()
     assert texts[4] is None  # the fallback row
     for text in texts[:4] + texts[5:]:
@@ -137,12 +151,11 @@ def test_contributions_are_computed_for_the_published_model_rows_only() -> None:
         # f1 carries everything; f2, f3 tie at zero and keep the model's order
         assert names == ["f1", "f2", "f3"]
         assert text.endswith("f2:+0.000;f3:+0.000")
-    # The contribution is the booster's own: row 0's f1 value plus the bias is its raw score.
+    # Either way the f1 contribution is the whole raw score less the model's expected score.
     row = _candidates().filter(pl.col("item_id") == "i1", pl.col("user_id") == "u1")
     matrix = row.select(pl.col(FEATURES).cast(pl.Float32)).to_numpy()
-    contrib = recording.booster.predict(matrix, pred_contrib=True)[0]
-    assert texts[0].startswith(f"f1:{contrib[0]:+.3f};")
-    assert contrib.sum() == pytest.approx(recording.booster.predict(matrix)[0])
+    expected = recording.booster.predict(matrix)[0] - _expected_score(recording.booster)
+    assert texts[0].startswith(f"f1:{expected:+.3f};")
     # Turned off: the same reasons, no contributions, the booster never asked.
     quiet = Recording(_booster())
     off = explain_rows(
@@ -155,6 +168,36 @@ def test_contributions_are_computed_for_the_published_model_rows_only() -> None:
     )
     assert quiet.calls == [] and off.get_column("reason_features").null_count() == off.height
     assert off.drop("reason_features").equals(out.drop("reason_features"))
+
+
+def _expected_score(booster: lgb.Booster) -> float:
+    return sum(t["tree_structure"]["internal_value"] for t in booster.dump_model()["tree_info"])
+
+
+def test_path_credits_add_up_to_the_score_and_match_a_hand_walked_tree() -> None:
+    """Two features that both matter: each row's credits sum to its raw score less the
+    expected score; and for a one-tree model, a hand walk of the dump gives the credits."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 2))
+    y = 2 * x[:, 0] + x[:, 1]
+    params = {"objective": "regression", "verbosity": -1, "num_threads": 1, "num_leaves": 4}
+    for rounds in (1, 20):
+        booster = lgb.train(params, lgb.Dataset(x, y, feature_name=["a", "b"]), rounds)
+        model = Contributions(booster, ["a", "b"])
+        credits = contribution_matrix(model, x[:50].astype(np.float32), "path")
+        raw = booster.predict(x[:50].astype(np.float32))
+        np.testing.assert_allclose(credits.sum(axis=1), raw - _expected_score(booster))
+    one = lgb.train(params, lgb.Dataset(x, y, feature_name=["a", "b"]), 1)
+    point = x[:1].astype(np.float32)
+    node, walked = one.dump_model()["tree_info"][0]["tree_structure"], [0.0, 0.0]
+    while "split_feature" in node:
+        go_left = point[0, node["split_feature"]] <= node["threshold"]
+        child = node["left_child"] if go_left else node["right_child"]
+        value = child.get("internal_value", child.get("leaf_value"))
+        walked[node["split_feature"]] += value - node["internal_value"]
+        node = child
+    got = contribution_matrix(Contributions(one, ["a", "b"]), point, "path")[0]
+    np.testing.assert_allclose(got, walked)
 
 
 def test_top_contributions_keeps_n_by_magnitude() -> None:

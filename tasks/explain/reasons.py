@@ -16,10 +16,15 @@ chosen from, and the model, so it runs the same on the whole run or on one shard
   every 21 days, last 5 days ago", "often bought together with 85123A, which you bought").
   It quotes the customer's own history and an item's popularity rank, never a count of other
   customers.
-- `reason_features`: the `top_features` largest LightGBM contributions (pred_contrib, in the
-  model's raw score units) as "name:+0.412;name:-0.108", computed for the published model rows
-  only, never for all candidates. The blend's LightGBM part explains blend rows; a neural
-  model has no contributions (null), its rows keep the source reason and detail.
+- `reason_features`: the `top_features` largest LightGBM contributions (in the model's raw
+  score units) as "name:+0.412;name:-0.108", computed for the published model rows only,
+  never for all candidates. `explain.method` path (default): each split on the row's path in
+  every tree credits its feature with the change of the expected score (`path_table`), about
+  the cost of scoring; shap: LightGBM's `pred_contrib=True` (exact Shapley values, about 9 ms
+  a row for the Online Retail model, so several times a whole scoring day). Both add up to
+  the raw score less the model's expected score. The blend's LightGBM part explains blend
+  rows; a neural model has no contributions (null), its rows keep the source reason and
+  detail.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from tasks.candidates.generate import COVIS_ANCHOR, MISSING_RANK, SOURCES
 from tasks.constants import (
@@ -85,13 +91,69 @@ def contribution_model(scorer: Any) -> Contributions | None:
     return contribution_model(inner) if inner is not None else None
 
 
-def top_contributions(model: Contributions, rows: pl.DataFrame, n: int) -> pl.Series:
+def path_table(booster: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+    """What each leaf of each tree credits to each feature, from the model's own dump.
+
+    Walking from a tree's root to a leaf, every split moves the expected score from the
+    node's value to its child's (LightGBM keeps `internal_value`, the node's mean output, for
+    every split): the difference goes to the split's feature (Saabas' attribution). A leaf's
+    credits add up to leaf value less root value, so a row's credits over all trees add up to
+    its raw score less the sum of the roots' values, as Shapley values do.
+
+    Returns (table, offsets): row offsets[t] + leaf of the sparse table holds tree t's leaf."""
+    dump = booster.dump_model()
+    n_features = len(dump["feature_names"])
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    offsets = []
+    base = 0
+    for tree in dump["tree_info"]:
+        offsets.append(base)
+        stack = [(tree["tree_structure"], {})]
+        while stack:
+            node, credit = stack.pop()
+            if "split_feature" not in node:  # a leaf
+                for feature, value in credit.items():
+                    rows.append(base + node.get("leaf_index", 0))
+                    cols.append(feature)
+                    vals.append(value)
+                continue
+            here, feature = node["internal_value"], node["split_feature"]
+            for child in (node["left_child"], node["right_child"]):
+                value = child["internal_value"] if "split_feature" in child else child["leaf_value"]
+                stack.append((child, {**credit, feature: credit.get(feature, 0.0) + value - here}))
+        base += tree["num_leaves"]
+    table = sp.csr_matrix((vals, (rows, cols)), shape=(base, n_features), dtype=np.float64)
+    return table, np.asarray(offsets, dtype=np.int64)
+
+
+def contribution_matrix(model: Contributions, matrix: np.ndarray, method: str) -> np.ndarray:
+    """(rows, features) contributions of each feature to each row's raw score."""
+    if method == "shap":
+        return np.asarray(model.booster.predict(matrix, pred_contrib=True))[:, :-1]  # no bias
+    table, offsets = path_table(model.booster)
+    leaves = np.asarray(model.booster.predict(matrix, pred_leaf=True), dtype=np.int64)
+    leaves = leaves.reshape(matrix.shape[0], -1)
+    if leaves.shape[1] != offsets.size:
+        raise ValueError(f"{leaves.shape[1]} trees scored, {offsets.size} dumped")
+    n, trees = leaves.shape
+    onehot = sp.csr_matrix(
+        (np.ones(n * trees), (leaves + offsets).ravel(), np.arange(0, n * trees + 1, trees)),
+        shape=(n, table.shape[0]),
+    )
+    return (onehot @ table).toarray()
+
+
+def top_contributions(
+    model: Contributions, rows: pl.DataFrame, n: int, method: str = "path"
+) -> pl.Series:
     """One string per row: the `n` features with the largest |contribution| (ties: model
     order), "name:+0.412;name:-0.108". The matrix is float32 as the scorer sees it."""
     if rows.height == 0:
         return pl.Series(REASON_FEATURES, [], dtype=pl.Utf8)
     matrix = rows.select(pl.col(model.features).cast(pl.Float32)).to_numpy()
-    contrib = np.asarray(model.booster.predict(matrix, pred_contrib=True))[:, :-1]  # no bias
+    contrib = contribution_matrix(model, matrix, method)
     n = min(n, contrib.shape[1])
     order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :n]
     names = model.features
@@ -260,7 +322,7 @@ def explain_rows(
         .with_columns(detail.alias(REASON_DETAIL))
     )
     if model is not None and cfg.enabled and candidates is not None:
-        features = top_contributions(model, model_rows, cfg.top_features)
+        features = top_contributions(model, model_rows, cfg.top_features, cfg.method)
     else:
         features = pl.Series(REASON_FEATURES, [None] * model_rows.height, dtype=pl.Utf8)
     model_rows = model_rows.with_columns(features)
