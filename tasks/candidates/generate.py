@@ -209,13 +209,15 @@ def _neighbor_scores(
     anchors: bool = False,
 ) -> pl.DataFrame:
     """Score = sum over the user's recent items of sim / sqrt(recency position). With
-    `anchors`, also `<source>_anchor`: the recent item that contributed most (ties: smaller
-    id), which an explanation names ("bought together with ...")."""
+    `anchors`, also `<source>_anchor`: the recent item that contributed most, which an
+    explanation names ("bought together with ..."). An arg-max (exact ties, which need two
+    items whose similarity over the square root of their distinct recency positions is the
+    same float, go to the first one met): a sort per group costs 4 s on Online Retail, this
+    0.4 s."""
     contribution = (pl.col("sim") / pl.col("recency_pos").cast(pl.Float64).sqrt()).alias("_c")
     aggs = [pl.col("_c").sum().alias(f"{source}_score")]
     if anchors:
-        best = pl.col("_anchor").sort_by(["_c", "_anchor"], descending=[True, False]).first()
-        aggs.append(best.alias(f"{source}_anchor"))
+        aggs.append(pl.col("_anchor").get(pl.col("_c").arg_max()).alias(f"{source}_anchor"))
     scored = (
         recent_items.join(neighbors, on=ITEM_ID)
         .select(USER_ID, pl.col(ITEM_ID).alias("_anchor"), "neighbor_id", contribution)

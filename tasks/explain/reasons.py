@@ -29,6 +29,7 @@ chosen from, and the model, so it runs the same on the whole run or on one shard
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +92,18 @@ def contribution_model(scorer: Any) -> Contributions | None:
     return contribution_model(inner) if inner is not None else None
 
 
+_TABLES: weakref.WeakKeyDictionary[Any, tuple[sp.csr_matrix, np.ndarray]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def cached_path_table(booster: Any) -> tuple[sp.csr_matrix, np.ndarray]:
+    """path_table, built once per booster (each shard of a run reuses it)."""
+    if booster not in _TABLES:
+        _TABLES[booster] = path_table(booster)
+    return _TABLES[booster]
+
+
 def path_table(booster: Any) -> tuple[sp.csr_matrix, np.ndarray]:
     """What each leaf of each tree credits to each feature, from the model's own dump.
 
@@ -132,7 +145,7 @@ def contribution_matrix(model: Contributions, matrix: np.ndarray, method: str) -
     """(rows, features) contributions of each feature to each row's raw score."""
     if method == "shap":
         return np.asarray(model.booster.predict(matrix, pred_contrib=True))[:, :-1]  # no bias
-    table, offsets = path_table(model.booster)
+    table, offsets = cached_path_table(model.booster)
     leaves = np.asarray(model.booster.predict(matrix, pred_leaf=True), dtype=np.int64)
     leaves = leaves.reshape(matrix.shape[0], -1)
     if leaves.shape[1] != offsets.size:
