@@ -185,7 +185,7 @@ def main() -> None:
         f"Online Retail, run date {args.date} (events before {cutoff:%Y-%m-%d}), model "
         f"{newest.version}, K = {settings.k}: {users.len():,} customers, "
         f"{frame.height:,} candidate rows, {recs.height:,} published rows of which "
-        f"{model_rows:,} model rows get feature contributions (pred_contrib on those rows "
+        f"{model_rows:,} model rows get feature contributions (computed on those rows "
         "only).",
         "",
         "| scoring day (`score_users`), median of the pairs | seconds |",
@@ -200,7 +200,12 @@ def main() -> None:
         "| --- | --- |",
         f"| `explain_rows`, reasons and details | {reasons_s:.3f} |",
         f"| `explain_rows`, with contributions (method path) | {full_s:.3f} |",
-        f"| co-purchase anchors in `generate_candidates` (extra) | {anchors_extra:.3f} |",
+        "| co-purchase anchors in `generate_candidates` (extra) | "
+        + (
+            f"{anchors_extra:.3f} |"
+            if anchors_extra >= 0
+            else f"about 0 (measured {anchors_extra:.3f}: below the noise) |"
+        ),
         f"| contributions of {sample.height:,} sampled model rows, method path | {path_s:.3f} |",
         f"| contributions of {sample.height:,} sampled model rows, method shap "
         f"(`pred_contrib=True`) | {shap_s:.2f} |",
