@@ -20,6 +20,7 @@ from flows.console import (
     settings_for,
     table,
 )
+from flows.explain_cli import explain
 from flows.ops_cli import backfill_via_deployment_cli, serve, server
 from flows.privacy_cli import forget, pseudonym
 from flows.safety_cli import drill, quarantine_app
@@ -41,6 +42,7 @@ models_app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.add_typer(quarantine_app, name="quarantine")
 app.command()(drill)
+app.command()(explain)
 app.command()(server)
 app.command()(serve)
 app.command()(forget)

@@ -44,7 +44,42 @@ SCORE: Final = "score"
 MODEL_VERSION: Final = "model_version"
 RUN_ID: Final = "run_id"
 REC_SOURCE: Final = "source"
-OUTPUT_COLUMNS: Final = (USER_ID, ITEM_ID, RANK, SCORE, MODEL_VERSION, RUN_ID, REC_SOURCE)
+# Why a row was recommended (tasks/explain): a short code, a sentence for the reader, and the
+# model's top feature contributions ("name:+0.412;name:-0.108", null when not computed).
+REASON: Final = "reason"
+REASON_DETAIL: Final = "reason_detail"
+REASON_FEATURES: Final = "reason_features"
+OUTPUT_COLUMNS: Final = (
+    USER_ID,
+    ITEM_ID,
+    RANK,
+    SCORE,
+    MODEL_VERSION,
+    RUN_ID,
+    REC_SOURCE,
+    REASON,
+    REASON_DETAIL,
+    REASON_FEATURES,
+)
+# The reason codes a published row may carry (the recommendations contract checks them).
+REPURCHASE: Final = "repurchase"
+VIEWED: Final = "viewed"
+BOUGHT_TOGETHER: Final = "bought-together"
+SIMILAR_ITEM: Final = "similar-item"
+TRENDING: Final = "trending"
+POPULAR_IN_CATEGORY: Final = "popular-in-category"
+POPULAR: Final = "popular"
+FALLBACK: Final = "fallback"
+REASONS: Final = (
+    REPURCHASE,
+    VIEWED,
+    BOUGHT_TOGETHER,
+    SIMILAR_ITEM,
+    TRENDING,
+    POPULAR_IN_CATEGORY,
+    POPULAR,
+    FALLBACK,
+)
 MANIFEST_NAME: Final = "_manifest.json"
 
 # Evaluation protocol (DESIGN.md, "Evaluation protocol").

@@ -313,6 +313,49 @@ class PrivacySettings(BaseModel):
     )
 
 
+class ExplainSettings(BaseModel):
+    """Why each published row was recommended (tasks/explain)."""
+
+    enabled: bool = Field(
+        True,
+        description="compute the model's feature contributions (LightGBM pred_contrib) of the "
+        "published rows; reasons and details are set either way",
+    )
+    top_features: int = Field(
+        3, ge=1, le=10, description="feature contributions kept per row (reason_features)"
+    )
+    method: Literal["path", "shap"] = Field(
+        "path",
+        description="path: each split on a row's path in every tree credits its feature with "
+        "the change of the expected score (exact sum, as fast as scoring); shap: LightGBM "
+        "pred_contrib (Shapley values; on Online Retail several times a whole scoring day, "
+        "benchmarks/results/explain_cost.md)",
+    )
+
+
+class FallbackSettings(BaseModel):
+    """The popularity list that pads short lists and serves when no model can."""
+
+    dp_epsilon: float | None = Field(
+        None,
+        gt=0,
+        description="count the popularity fallback's buyers with an epsilon-differentially "
+        "private mechanism (two-sided geometric noise); None = exact counts",
+    )
+    dp_max_items_per_user: int = Field(
+        5,
+        ge=1,
+        description="with dp_epsilon: each customer counts for at most this many items (their "
+        "most recently bought), which bounds the sensitivity of the counts; 5 kept the most "
+        "NDCG on Online Retail at epsilon 1 (benchmarks/results/dp_fallback.md)",
+    )
+    dp_seed: int | None = Field(
+        None,
+        description="with dp_epsilon: seed of the noise, mixed with the run's as-of day "
+        "(None = settings.seed); whoever knows it can remove the noise, keep it secret",
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -347,6 +390,8 @@ class Settings(BaseSettings):
     scale: ScaleSettings = ScaleSettings()
     dask: DaskSettings = DaskSettings()
     privacy: PrivacySettings = PrivacySettings()
+    explain: ExplainSettings = ExplainSettings()
+    fallback: FallbackSettings = FallbackSettings()
 
     @classmethod
     def settings_customise_sources(

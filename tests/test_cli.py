@@ -24,7 +24,16 @@ def test_help_lists_the_commands() -> None:
         [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
-    for command in ("demo", "ingest", "run", "backfill", "models", "quarantine", "drill"):
+    for command in (
+        "demo",
+        "ingest",
+        "run",
+        "backfill",
+        "models",
+        "quarantine",
+        "drill",
+        "explain",
+    ):
         assert command in result.stdout
 
 

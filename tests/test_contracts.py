@@ -25,6 +25,11 @@ def good_recs() -> pl.DataFrame:
             "item_id": ["a", "b", "c", "d", "a", "b"],
             "rank": [1, 2, 3, 1, 2, 3],
             "score": [0.9, 0.5, 0.5, 2.0, 1.0, -1.0],
+            "reason": [
+                *("repurchase", "bought-together", "similar-item"),
+                *("trending", "popular", "fallback"),
+            ],
+            "reason_detail": ["bought twice", "with b", "like a", "#1", "#2", "padding"],
         },
         schema_overrides={"rank": pl.Int32},
     )
@@ -52,7 +57,10 @@ def test_a_good_top_k_passes_every_rule() -> None:
     small = pl.DataFrame(
         {"user_id": ["u1", "u1", "u2", "u2"], "item_id": ["a", "b", "b", "a"]},
     ).with_columns(
-        pl.Series("rank", [1, 2, 1, 2], dtype=pl.Int32), pl.Series("score", [2.0, 1.0, 1.0, 1.0])
+        pl.Series("rank", [1, 2, 1, 2], dtype=pl.Int32),
+        pl.Series("score", [2.0, 1.0, 1.0, 1.0]),
+        pl.lit("popular").alias("reason"),
+        pl.lit("#1").alias("reason_detail"),
     )
     assert failed_rules(small, catalog_items=["a", "b"]) == set()
     # Forbidden items shrink what the catalog allows: {a, b, c} less c leaves two.
@@ -86,7 +94,14 @@ def test_per_customer_aggregates_by_hand() -> None:
                 [
                     r,
                     pl.DataFrame(
-                        {"user_id": ["u1"], "item_id": ["d"], "rank": [4], "score": [0.1]}
+                        {
+                            "user_id": ["u1"],
+                            "item_id": ["d"],
+                            "rank": [4],
+                            "score": [0.1],
+                            "reason": ["popular"],
+                            "reason_detail": ["#4"],
+                        }
                     ),
                 ],
                 how="vertical_relaxed",
@@ -165,6 +180,24 @@ def test_per_customer_aggregates_by_hand() -> None:
             lambda r: _set(r, 5, "score", None),
             {},
             {f"{ROWS}expect_column_values_to_not_be_null:score"},
+        ),
+        (
+            "a row without a reason",
+            lambda r: _set(r, 4, "reason", None),
+            {},
+            {f"{ROWS}expect_column_values_to_not_be_null:reason"},
+        ),
+        (
+            "a reason outside the known codes",
+            lambda r: _set(r, 0, "reason", "because"),
+            {},
+            {f"{ROWS}expect_column_values_to_be_in_set:reason"},
+        ),
+        (
+            "a reason without its detail",
+            lambda r: _set(r, 3, "reason_detail", None),
+            {},
+            {f"{ROWS}expect_column_values_to_not_be_null:reason_detail"},
         ),
     ],
 )

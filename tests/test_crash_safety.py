@@ -124,6 +124,8 @@ def test_a_swap_killed_between_its_renames_is_undone(tmp_path: Path) -> None:
     root, day = tmp_path / "recommendations", dt.date(2026, 1, 5)
     recs = pl.DataFrame(
         {"user_id": ["u1"], "item_id": ["i1"], "rank": [1], "score": [1.0], "source": ["model"]}
+    ).with_columns(
+        reason=pl.lit("popular"), reason_detail=pl.lit("#1"), reason_features=pl.lit(None)
     )
     publish(recs, root, day, "run-1", "m1", 1, {})
     final = partition_dir(root, day)

@@ -63,6 +63,21 @@ def test_a_candidate_source_failing_in_training_is_a_degraded_run(
     recs = _published(home)
     assert recs.height == manifest["users"] * K
     assert set(recs.get_column("source")) <= {"baseline-repurchase", "popularity_fallback"}
+    # Explained as what they are: the customer's own items, or the popular list padding them.
+    expected = {
+        "baseline-repurchase": (
+            "repurchase",
+            "you bought it before (the repurchase baseline served: no model tonight)",
+        ),
+        "popularity_fallback": (
+            "fallback",
+            "one of the most bought items lately: no model could serve tonight",
+        ),
+    }
+    explained = set(recs.select("source", "reason", "reason_detail").unique().iter_rows())
+    assert explained == {(source, *expected[source]) for source in recs["source"].unique()}
+    assert recs.get_column("reason_features").null_count() == recs.height
+    assert manifest["rows_by_reason"] == dict(sorted(recs.group_by("reason").len().iter_rows()))
 
 
 def test_allow_degraded_publishes_the_fallback_and_returns(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from tasks.constants import MANIFEST_NAME
+from tasks.constants import MANIFEST_NAME, REASONS
+from tasks.explain.published import NoPartition, UnknownCustomer
 from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.ingest.stale import flag_stale, published_dates, stale_dates
 from tasks.publish.writer import is_complete, partition_dir
@@ -21,6 +24,7 @@ from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 pytestmark = pytest.mark.flow
 # After an intended ranking change: NIGHTREC_REGENERATE_GOLDEN=1 pytest tests/test_flows.py
 GOLDEN = Path(__file__).parent / "golden" / "nightly_topk.csv"
+EXPLAIN_GOLDEN = Path(__file__).parent / "golden" / "explain_customer.txt"
 SHOP = SynthShopConfig(n_customers=40, n_items=30, n_categories=4, days=45, seed=3)
 RUN_DATE = SHOP.start + dt.timedelta(days=SHOP.days - 2)
 K = 5
@@ -85,6 +89,7 @@ def test_nightly_flow_publishes_top_k_for_every_known_user(
         recs.select("user_id", "item_id", "rank", "source").write_csv(GOLDEN)
     golden = pl.read_csv(GOLDEN, schema_overrides={"rank": pl.Int32})
     assert_frame_equal(recs.select(golden.columns), golden)
+    _check_explanations(recs, manifest, home)
 
     # A rerun replaces the day with the same content, reusing the day's model.
     again = nightly_flow(params)
@@ -92,6 +97,58 @@ def test_nightly_flow_publishes_top_k_for_every_known_user(
     assert again["retrained"] is False and again["model_version"] == manifest["model_version"]
     assert_frame_equal(rerun.drop("run_id"), recs.drop("run_id"))
     assert is_complete(home / "recommendations", RUN_DATE)
+
+
+def _explain(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", "explain", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def _check_explanations(recs: pl.DataFrame, manifest: dict, home: Path) -> None:
+    """Every published row has a known reason and a detail; the model's rows carry their top
+    contributions; the manifest and the report count the reasons; `nightrec explain` prints
+    a customer's list as the golden file says."""
+    assert recs.get_column("reason").null_count() == 0
+    assert recs.get_column("reason_detail").null_count() == 0
+    assert set(recs.get_column("reason")) <= set(REASONS)
+    model_rows = recs.filter(pl.col("source") == "model")
+    assert model_rows.height > 0 and model_rows.get_column("reason_features").null_count() == 0
+    assert model_rows.get_column("reason_features").str.count_matches(";").unique().to_list() == [2]
+    counts = dict(recs.group_by("reason").len().iter_rows())
+    assert manifest["rows_by_reason"] == dict(sorted(counts.items()))
+    report = (home / "reports" / "nightly" / f"run_date={RUN_DATE}.md").read_text()
+    for reason, rows in counts.items():
+        assert f"| {reason} | {rows:,} | {rows / recs.height:.1%} |" in report
+
+    customer = recs.get_column("user_id").sort()[0]
+    shown = _explain("--customer", customer, "--date", str(RUN_DATE), "--home", str(home))
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout.replace(manifest["model_version"], "MODEL")
+    if os.environ.get("NIGHTREC_REGENERATE_GOLDEN") == "1":
+        EXPLAIN_GOLDEN.write_text(text)
+    assert text == EXPLAIN_GOLDEN.read_text()
+    newest = _explain("--customer", customer, "--home", str(home))
+    assert newest.stdout == shown.stdout  # the newest partition by default
+
+    unknown = _explain("--customer", "nobody", "--home", str(home))
+    assert unknown.returncode == 2
+    assert unknown.stderr.splitlines() == [
+        f"error: customer 'nobody' has no list in run_date={RUN_DATE} "
+        f"({manifest['users']:,} customers there)",
+        f"hint: {UnknownCustomer.hint}",
+    ]
+    missing = _explain("--customer", customer, "--date", "2001-01-01", "--home", str(home))
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        f"error: no published partition run_date=2001-01-01 under {home / 'recommendations'} "
+        f"(published dates: {RUN_DATE})",
+        f"hint: {NoPartition.hint}",
+    ]
 
 
 def test_backfill_runs_days_in_order_and_skips_complete_days(
@@ -186,3 +243,7 @@ def test_nightly_flow_trains_and_serves_the_blend_when_set(
     assert {p.name for p in model_dir.iterdir()} >= {"model.txt", "network.pt", "booster.txt"}
     assert recs.height == manifest["users"] * K
     assert (recs.get_column("model_version") == manifest["model_version"]).all()
+    # Blend rows are explained by the blend's LightGBM part.
+    model_rows = recs.filter(pl.col("source") == "model")
+    assert model_rows.height > 0 and model_rows.get_column("reason_features").null_count() == 0
+    assert set(recs.get_column("reason")) <= set(REASONS)

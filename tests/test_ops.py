@@ -119,6 +119,7 @@ def test_the_run_report_has_counts_by_source_and_the_validation_table() -> None:
         "input_events": 1234,
         "model_choice": "promoted: beats repurchase",
         "rows_by_source": {"model": 25, "popularity_fallback": 5},
+        "rows_by_reason": {"fallback": 5, "popular": 5, "repurchase": 20},
     }
     validation = {
         "k": 10,
@@ -138,6 +139,13 @@ def test_the_run_report_has_counts_by_source_and_the_validation_table() -> None:
     lines = render_run_report(manifest, validation).splitlines()
     assert "| 2011-08-01 | 30 | 3 | 12 | 10 | lgbm-1 | True | 1,234 |" in lines
     assert "| popularity_fallback | 5 |" in lines
+    # The mix of reasons, most rows first (ties by name), with each one's share.
+    at = lines.index("| reason | rows | share |")
+    assert lines[at + 2 : at + 5] == [
+        "| repurchase | 20 | 66.7% |",
+        "| fallback | 5 | 16.7% |",
+        "| popular | 5 | 16.7% |",
+    ]
     assert "| lightgbm | 0.5000 | 0.2500 | 0.1250 | 1.0000 | 0.1000 |" in lines
     assert "Model choice: promoted: beats repurchase." in lines
     assert not any("Validation" in line for line in render_run_report(manifest, None).splitlines())

@@ -44,6 +44,9 @@ def _recs() -> pl.DataFrame:
             "rank": [1, 2, 1, 2],
             "score": [2.0, 1.0, 5.0, 4.0],
             "source": ["model"] * 4,
+            "reason": ["repurchase", "bought-together", "repurchase", "popular"],
+            "reason_detail": ["bought twice", "with x", "bought once", "#1"],
+            "reason_features": ["ui_orders:+0.500", None, "ui_orders:+0.200", None],
         }
     )
 
@@ -58,6 +61,7 @@ def test_publish_writes_partition_and_manifest(tmp_path: Path) -> None:
     assert json.loads((folder / MANIFEST_NAME).read_text()) == manifest
     assert (manifest["rows"], manifest["users"], manifest["k"]) == (4, 2, 2)
     assert manifest["rows_by_source"] == {"model": 4}
+    assert manifest["rows_by_reason"] == {"bought-together": 1, "popular": 1, "repurchase": 2}
     assert is_complete(tmp_path, day)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run_date=2026-01-05"]
 

@@ -43,6 +43,7 @@ EVENT_WEIGHTS = {PURCHASE: 1.0, CART: 0.5, VIEW: 0.1}
 SOURCES = ("hist", "covis", "ease", "pop")
 MISSING_RANK = 9_999
 MERGED_RANK = "merged_rank"
+COVIS_ANCHOR = "covis_anchor"
 
 log = logging.getLogger("nightrec.candidates")
 
@@ -204,17 +205,27 @@ def _recent_items(purchases: pl.DataFrame, n: int) -> pl.DataFrame:
 
 
 def _neighbor_scores(
-    recent_items: pl.DataFrame, neighbors: pl.DataFrame, source: str, per_user: int
+    recent_items: pl.DataFrame,
+    neighbors: pl.DataFrame,
+    source: str,
+    per_user: int,
+    anchors: bool = False,
 ) -> pl.DataFrame:
-    """Score = sum over the user's recent items of sim / sqrt(recency position)."""
+    """Score = sum over the user's recent items of sim / sqrt(recency position). With
+    `anchors`, also `<source>_anchor`: the recent item that contributed most, which an
+    explanation names ("bought together with ..."). An arg-max (exact ties, which need two
+    items whose similarity over the square root of their distinct recency positions is the
+    same float, go to the first one met): a sort per group costs 4 s on Online Retail, this
+    0.4 s."""
+    contribution = (pl.col("sim") / pl.col("recency_pos").cast(pl.Float64).sqrt()).alias("_c")
+    aggs = [pl.col("_c").sum().alias(f"{source}_score")]
+    if anchors:
+        aggs.append(pl.col("_anchor").get(pl.col("_c").arg_max()).alias(f"{source}_anchor"))
     scored = (
         recent_items.join(neighbors, on=ITEM_ID)
+        .select(USER_ID, pl.col(ITEM_ID).alias("_anchor"), "neighbor_id", contribution)
         .group_by(USER_ID, pl.col("neighbor_id").alias(ITEM_ID))
-        .agg(
-            (pl.col("sim") / pl.col("recency_pos").cast(pl.Float64).sqrt())
-            .sum()
-            .alias(f"{source}_score")
-        )
+        .agg(aggs)
     )
     return _ranked(scored, f"{source}_score", f"{source}_rank", per_user)
 
@@ -225,10 +236,12 @@ def copurchase_candidates(
     cfg: CandidateSettings,
     users: pl.Series | None = None,
     neighbors: pl.DataFrame | None = None,
+    anchors: bool = False,
 ) -> pl.DataFrame:
     """user_id, item_id, covis_score, covis_rank: neighbours of the customer's recent items
     (for `users` only when given). The neighbours come from every customer: pass them
-    (`item_neighbors` of all events) when `events` holds only some customers."""
+    (`item_neighbors` of all events) when `events` holds only some customers. With
+    `anchors`, also covis_anchor (the recent item that contributed most)."""
     purchases = events.filter((pl.col(EVENT_TYPE) == PURCHASE) & (pl.col(TS) < as_of))
     if neighbors is None:
         neighbors = item_neighbors(purchases, as_of, cfg)
@@ -236,7 +249,7 @@ def copurchase_candidates(
         purchases if users is None else purchases.filter(pl.col(USER_ID).is_in(users.implode()))
     )
     recent_items = _recent_items(buyers, cfg.copurchase_recent_items)
-    return _neighbor_scores(recent_items, neighbors, "covis", cfg.copurchase_per_user)
+    return _neighbor_scores(recent_items, neighbors, "covis", cfg.copurchase_per_user, anchors)
 
 
 def fit_ease_source(
@@ -341,19 +354,22 @@ def generate_candidates(
     cfg: CandidateSettings,
     report: CandidateReport | None = None,
     shared: SharedCandidates | None = None,
+    anchors: bool = False,
 ) -> pl.DataFrame:
     """The union of all sources for `users`, one row per (user, item), with every source's
     score (0 when absent) and rank (MISSING_RANK when absent), n_sources, and merged_rank
     (1 = best by weighted reciprocal-rank fusion); at most `max_per_user` rows per user.
     `report` (when given) receives a note per source that had to degrade. With `shared`
-    (from every customer's events), `events` need only hold `users`' own events."""
+    (from every customer's events), `events` need only hold `users`' own events. With
+    `anchors` (scoring, for the explanations), also COVIS_ANCHOR: the customer's item a
+    co-purchase candidate was bought together with (null for other candidates)."""
     if shared is None:
         shared = shared_candidates(events, as_of, cfg, report)
     user_frame = pl.DataFrame({USER_ID: users.unique()})
     user_ids = user_frame.get_column(USER_ID)
     parts = [
         history_candidates(events, as_of, cfg).join(user_frame, on=USER_ID, how="semi"),
-        copurchase_candidates(events, as_of, cfg, user_ids, shared.neighbors),
+        copurchase_candidates(events, as_of, cfg, user_ids, shared.neighbors, anchors),
         ease_candidates(events, user_ids, as_of, cfg, shared.ease),
         user_frame.join(shared.popular, how="cross"),
     ]

@@ -45,6 +45,21 @@ def _status_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _reason_lines(manifest: dict[str, Any]) -> list[str]:
+    """The mix of reasons (tasks/explain) with each one's share of the rows."""
+    reasons = manifest.get("rows_by_reason")
+    if not reasons:
+        return []
+    total = sum(reasons.values()) or 1
+    ordered = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+    return [
+        "",
+        "| reason | rows | share |",
+        "| --- | --- | --- |",
+        *(f"| {name} | {rows:,} | {rows / total:.1%} |" for name, rows in ordered),
+    ]
+
+
 def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | None) -> str:
     """Markdown: what was published (rows, users, items, by source) and the model's metrics."""
     lines = [
@@ -62,6 +77,7 @@ def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | Non
         "| source | rows |",
         "| --- | --- |",
         *(f"| {name} | {rows:,} |" for name, rows in manifest["rows_by_source"].items()),
+        *_reason_lines(manifest),
     ]
     if validation:
         k = validation["k"]

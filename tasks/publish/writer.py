@@ -25,6 +25,7 @@ from tasks.constants import (
     MODEL_VERSION,
     OUTPUT_COLUMNS,
     RANK,
+    REASON,
     REC_SOURCE,
     RUN_ID,
     USER_ID,
@@ -69,6 +70,7 @@ def publish(
     part = staging / PART_NAME
     out.write_parquet(part)
     source_counts = out.group_by(REC_SOURCE).len().sort(REC_SOURCE)
+    reason_counts = out.group_by(REASON).len().sort(REASON)
     manifest = {
         "run_date": run_date.isoformat(),
         "run_id": run_id,
@@ -78,6 +80,7 @@ def publish(
         "users": out.get_column(USER_ID).n_unique(),
         "items": out.get_column(ITEM_ID).n_unique(),
         "rows_by_source": dict(source_counts.iter_rows()),
+        "rows_by_reason": dict(reason_counts.iter_rows()),
         "files": {PART_NAME: {"rows": out.height, "sha256": _sha256(part)}},
         "written_at": dt.datetime.now().isoformat(timespec="seconds"),
         **extra,

@@ -82,14 +82,18 @@ def candidate_frame(
     cfg: CandidateSettings,
     report: CandidateReport | None = None,
     shared: SharedAggregates | None = None,
+    anchors: bool = False,
 ) -> pl.DataFrame:
     """Candidates with features for `users` as of `as_of` (no labels). `report` (when given)
     receives the candidate step's notes (a source that had to degrade) for the manifest.
-    With `shared` (built from every customer's events), `events` need only hold `users`'."""
+    With `shared` (built from every customer's events), `events` need only hold `users`';
+    `anchors` keeps what an explanation names (generate_candidates)."""
     past = events_before(events, as_of)
     if shared is None:
         shared = shared_aggregates(past, catalog, as_of, cfg, report)
-    candidates = generate_candidates(past, users, as_of, cfg, report, shared.candidates)
+    candidates = generate_candidates(
+        past, users, as_of, cfg, report, shared.candidates, anchors=anchors
+    )
     return build_features(past, candidates, catalog, as_of, shared.features)
 
 

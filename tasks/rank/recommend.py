@@ -12,7 +12,8 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from tasks.candidates.generate import CandidateReport, popular_items
+from tasks.candidates.dp_popular import fallback_popular
+from tasks.candidates.generate import CandidateReport
 from tasks.constants import ITEM_ID, SCORE, USER_ID
 from tasks.rank import lgbm
 from tasks.rank.dataset import candidate_frame
@@ -68,17 +69,14 @@ def recommend_with(
     """
     past = events_before(events, as_of)
     if frame is None:
-        frame = candidate_frame(past, catalog, users, as_of, settings.candidates, report)
+        frame = candidate_frame(
+            past, catalog, users, as_of, settings.candidates, report, anchors=True
+        )
     if check_features is not None:
         check_features(frame)
-    popular = popular_items(events, as_of, settings.candidates.popular_days, 2 * settings.k)
+    # Ranked over every allowed item first: the filter must not leave fewer than 2k to pad with.
+    popular = fallback_popular(events, as_of, settings, catalog.get_column(ITEM_ID), allowed_items)
     if allowed_items is not None:
         frame = frame.filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
-        # Rank every item first: the filter must not leave fewer than 2k to pad with.
-        popular = (
-            popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
-            .filter(pl.col(ITEM_ID).is_in(allowed_items.implode()))
-            .head(2 * settings.k)
-        )
     scored = scored_frame(scorer, frame, past, as_of)
-    return top_k(scored, users, popular.get_column(ITEM_ID), settings.k)
+    return top_k(scored, users, popular, settings.k)

@@ -22,12 +22,13 @@ import polars as pl
 from tasks.baselines.recommenders import EaseFit
 from tasks.candidates.generate import SharedCandidates
 from tasks.constants import ITEM_ID
+from tasks.explain.reasons import contribution_model, explain_rows, fallback_sentence
 from tasks.features.build import SharedFeatures
 from tasks.rank import registry
 from tasks.rank.dataset import SharedAggregates, candidate_frame
 from tasks.rank.kinds import load_scorer
 from tasks.rank.recommend import Scorer, scored_frame
-from tasks.rank.topk import top_k
+from tasks.rank.topk import BASELINE_VERSION, top_k
 from tasks.safety.faults import kill_if_armed, kill_once_if_armed
 from tasks.settings import Settings
 from tasks.shards import shard_of
@@ -154,6 +155,15 @@ def score_shard(job: ShardJob, shard: int) -> ShardResult:
     frame = frame.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
     scorer = _scorer(settings, job.version)
     recs = top_k(scored_frame(scorer, frame, events, job.as_of), users, padding, settings.k)
+    recs = explain_rows(
+        recs,
+        frame,
+        contribution_model(scorer),
+        settings.candidates,
+        settings.explain,
+        fallback_sentence(settings.k, True, settings.fallback.dp_epsilon),
+        BASELINE_VERSION,
+    )
     path = job.part_path(shard)
     path.parent.mkdir(parents=True, exist_ok=True)
     recs.write_parquet(path)

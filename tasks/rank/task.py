@@ -11,8 +11,10 @@ from pathlib import Path
 import polars as pl
 
 from tasks.baselines.recommenders import repurchase
-from tasks.candidates.generate import CandidateReport, popular_items
-from tasks.constants import ITEM_ID, REC_SOURCE
+from tasks.candidates.dp_popular import dp_note, fallback_popular
+from tasks.candidates.generate import CandidateReport
+from tasks.constants import ITEM_ID, REC_SOURCE, SCORE
+from tasks.explain.reasons import explain_rows, fallback_sentence
 from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
@@ -22,7 +24,7 @@ from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.promotion import register_and_gate
 from tasks.rank.shard_runners import ShardFailed, shard_runner
 from tasks.rank.sharded import ShardJob, clear_caches, write_shared
-from tasks.rank.topk import MODEL_SOURCE, top_k
+from tasks.rank.topk import BASELINE_VERSION, MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
@@ -31,7 +33,6 @@ from tasks.timeutil import known_users
 from tasks.validate.run_report import ContractViolation, enforce
 
 log = logging.getLogger("nightrec.rank")
-BASELINE_VERSION = "baseline-repurchase"
 
 
 @dataclass(frozen=True)
@@ -146,14 +147,14 @@ def _baseline(
     as_of: dt.datetime,
     allowed: pl.Series,
 ) -> pl.DataFrame:
-    """Repurchase baseline padded with popular items, both limited to `allowed` items."""
-    ranked_popular = popular_items(
-        events, as_of, settings.candidates.popular_days, events.height + 1
-    )
-    popular = ranked_popular.filter(pl.col(ITEM_ID).is_in(allowed.implode())).head(2 * settings.k)
+    """Repurchase baseline padded with the popularity fallback list (exact or DP counts),
+    both limited to `allowed` items. The customer's own items only (score > 0): the
+    baseline's own popularity padding would be labelled a repurchase and skip the DP
+    counts, so the fallback list pads instead (its rows say `popularity_fallback`)."""
+    popular = fallback_popular(events, as_of, settings, allowed, allowed)
     baseline = repurchase(events, users, as_of, settings.k + len(settings.safety.forbidden_items))
-    baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
-    return top_k(baseline, users, popular.get_column(ITEM_ID), settings.k).with_columns(
+    baseline = baseline.filter(pl.col(ITEM_ID).is_in(allowed.implode()) & (pl.col(SCORE) > 0))
+    return top_k(baseline, users, popular, settings.k).with_columns(
         pl.when(pl.col(REC_SOURCE) == MODEL_SOURCE)
         .then(pl.lit(BASELINE_VERSION))
         .otherwise(pl.col(REC_SOURCE))
@@ -173,19 +174,6 @@ def _fallbacks(settings: Settings, snapshot: Snapshot, chosen: str | None) -> li
     return order
 
 
-def _padding_items(
-    settings: Settings, events: pl.DataFrame, as_of: dt.datetime, allowed: pl.Series
-) -> pl.Series:
-    """The popular items that pad short lists, every item ranked before the allowed filter so
-    that it never leaves fewer than 2k."""
-    ranked = popular_items(events, as_of, settings.candidates.popular_days, events.height + 1)
-    return (
-        ranked.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
-        .head(2 * settings.k)
-        .get_column(ITEM_ID)
-    )
-
-
 def _prepare_shards(
     settings: Settings, snapshot: Snapshot, work_dir: Path, candidates: CandidateReport
 ) -> tuple[Path, int, int]:
@@ -195,7 +183,11 @@ def _prepare_shards(
     allowed = allowed_items(catalog, settings.safety.forbidden_items)
     shared = shared_aggregates(events, catalog, snapshot.as_of, settings.candidates, candidates)
     folder = work_dir / "shared"
-    write_shared(shared, _padding_items(settings, events, snapshot.as_of, allowed), allowed, folder)
+    # Ranked over every allowed item first: the filter must not leave fewer than 2k to pad with.
+    padding = fallback_popular(
+        events, snapshot.as_of, settings, catalog.get_column(ITEM_ID), allowed
+    )
+    write_shared(shared, padding, allowed, folder)
     n_shards = shard_count(
         users.len(), settings.candidates.max_per_user, settings.scale.shard_memory_mib
     )
@@ -287,12 +279,24 @@ def score_users(
         events, catalog = snapshot.events(), snapshot.catalog()
         users = known_users(events, snapshot.as_of)
         allowed = allowed_items(catalog, settings.safety.forbidden_items)
-        _baseline(settings, events, users, snapshot.as_of, allowed).write_parquet(path)
+        recs = _baseline(settings, events, users, snapshot.as_of, allowed)
+        fallback_detail = fallback_sentence(settings.k, False, settings.fallback.dp_epsilon)
+        explain_rows(
+            recs,
+            None,
+            None,
+            settings.candidates,
+            settings.explain,
+            fallback_detail,
+            BASELINE_VERSION,
+        ).write_parquet(path)
     reasons = [*failures]
     if choice.version is None and choice.problem:
         reasons.insert(0, choice.problem)
     fallback = f"{'; '.join(reasons)}: scored with {used}" if reasons else None
     notes = tuple(f"candidates: {note}" for note in candidates.notes.values())
+    if (private := dp_note(settings)) is not None:
+        notes = (*notes, private)
     return ScoreOutcome(path, used, kind, fallback, notes, n_shards if parts is not None else 0)
 
 

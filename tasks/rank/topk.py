@@ -8,6 +8,8 @@ from tasks.constants import ITEM_ID, RANK, REC_SOURCE, SCORE, USER_ID
 
 MODEL_SOURCE = "model"
 FALLBACK_SOURCE = "popularity_fallback"
+# The version (and row source) of lists served by the repurchase baseline, when no model can.
+BASELINE_VERSION = "baseline-repurchase"
 
 
 def top_k(scored: pl.DataFrame, users: pl.Series, popular: pl.Series, k: int) -> pl.DataFrame:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import polars as pl
 
-from tasks.constants import ITEM_ID, RANK, SCORE, USER_ID
+from tasks.constants import ITEM_ID, RANK, REASONS, SCORE, USER_ID
 from tasks.validate.contracts import SuiteReport, check_frame
 
 TABLE = "recommendations"
@@ -60,6 +60,7 @@ def validate_topk(
         "catalog_items": sorted(catalog),
         "known_users": sorted(known),
         "forbidden_items": forbidden,
+        "reasons": list(REASONS),
     }
     rows = check_frame(TABLE, recs, parameters)
     customers = check_frame(

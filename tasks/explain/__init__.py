@@ -1,0 +1,1 @@
+"""Explanations of the published rows: reason codes, details and feature contributions."""
