@@ -554,6 +554,9 @@ def test_rewrite_partition_handles_every_part_and_keeps_the_manifest_true(tmp_pa
             "rank": [1, 2, 1, 2, 1, 2],
             "score": [0.9, 0.5, 0.8, 0.4, 0.7, 0.3],
             "source": ["model"] * 4 + ["popularity_fallback"] * 2,
+            "reason": ["repurchase"] * 4 + ["fallback"] * 2,
+            "reason_detail": ["bought once"] * 4 + ["popular"] * 2,
+            "reason_features": [""] * 6,
         }
     )
     publish(recs, tmp_path, day, "run-1", "m1", 2, {"as_of": "2026-01-06T00:00:00"})
