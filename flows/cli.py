@@ -442,6 +442,30 @@ def tune(
     out.print(f"Report: {info['folder']}/report")
 
 
+@app.command()
+def monitor(
+    days: Annotated[int, typer.Option(min=1, help="how many of the newest run dates to show")] = 30,
+    until: Annotated[
+        dt.date | None,
+        day_option("last run date shown, inclusive (default: the newest measured)", "--until"),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Run health over the last runs: one row per run date, each check's measure marked W
+    (warned, published) or F (failed, not published); '-' where a check was skipped."""
+    from tasks.monitor.trends import last_runs, newest_alarms, trend_rows
+
+    settings = settings_for(home, writable=False)
+    history = last_runs(settings.db_path, until, days)
+    if history.height == 0:
+        out.print("no run health stored yet: run `nightrec run` or `nightrec backfill` first")
+        return
+    rows = trend_rows(history)
+    out.print(table(f"Run health, {len(rows)} run(s) in {settings.db_path}", rows))
+    for line in newest_alarms(history):
+        out.print(line, highlight=False)
+
+
 @models_app.command("list")
 def models_list(home: HomeOption = None) -> None:
     """Registered models, oldest first; the champion is marked."""

@@ -84,3 +84,21 @@ create table if not exists catalog_ingestions (
     skipped_reasons json    not null,
     ingested_at   timestamp not null
 );
+
+-- Run health (tasks/monitor): one row per run date and check, the newest run of a date wins.
+-- Produced by sql/run_health.sql.
+create table if not exists run_health (
+    run_date      date      not null,
+    check_name    varchar   not null,
+    run_id        varchar   not null,
+    status        varchar   not null,
+    value         double,
+    reference     double,
+    measure       double,
+    warn          double,
+    fail          double,
+    detail        varchar   not null,
+    model_version varchar,
+    measured_at   timestamp not null,
+    primary key (run_date, check_name)
+);

@@ -30,8 +30,10 @@ def run_fields(
     ingested: list[dict[str, Any]],
     report: Path,
     notes: list[str],
+    health: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest fields a run adds to the writer's counts and checksums."""
+    """The manifest fields a run adds to the writer's counts and checksums; `health` is the
+    run's health summary (tasks/monitor), None when the monitor is off."""
     degraded = degraded_reasons(choice, scored)
     return {
         "status": "degraded" if degraded else "ok",
@@ -46,6 +48,7 @@ def run_fields(
         "model_fallback": scored.fallback,
         "validation_report": str(report),
         "ingested": ingested,
+        "health": health,
     }
 
 

@@ -112,6 +112,7 @@ class ScoreOutcome:
     model_kind: str | None  # lightgbm | neural | blend; None for the baseline
     fallback: str | None  # why the chosen model was not used, when it was not
     notes: tuple[str, ...] = ()  # candidate sources that served in their bounded form
+    features_path: Path | None = None  # a sample of the scored features (drift check)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -177,13 +178,19 @@ def score_users(
     users = known_users(events, snapshot.cutoff)
     allowed = allowed_items(catalog, settings.safety.forbidden_items)
 
+    samples: list[pl.DataFrame] = []  # scored features kept for the drift check (monitor)
+    keep = settings.monitor.feature_sample_rows
+
     def check_features(frame: pl.DataFrame) -> None:
         kill_if_armed(settings.safety.fault, "mid_scoring")
         enforce(report, "features", [validate_features(frame)])
+        if settings.monitor.enabled:
+            samples.append(frame.sample(min(keep, frame.height), seed=settings.seed))
 
     recs, used, kind, failures = None, BASELINE_VERSION, None, []
     candidates = CandidateReport()
     for version in _fallbacks(settings, snapshot, choice.version):
+        samples.clear()  # only the features of the model that scores
         try:
             record = registry.load(settings.models_dir, version)
             scorer = load_scorer(record, settings)
@@ -215,7 +222,12 @@ def score_users(
         reasons.insert(0, choice.problem)
     fallback = f"{'; '.join(reasons)}: scored with {used}" if reasons else None
     notes = tuple(f"candidates: {note}" for note in candidates.notes.values())
-    return ScoreOutcome(path, used, kind, fallback, notes)
+    features_path = None
+    if samples and recs is not None and used != BASELINE_VERSION:
+        sample = pl.concat(samples, how="diagonal_relaxed")
+        features_path = work_dir / "features_sample.parquet"
+        sample.sample(min(keep, sample.height), seed=settings.seed).write_parquet(features_path)
+    return ScoreOutcome(path, used, kind, fallback, notes, features_path)
 
 
 choose_model_task = stage_task("choose-model", choose_model)
