@@ -453,15 +453,19 @@ def monitor(
 ) -> None:
     """Run health over the last runs: one row per run date, each check's measure marked W
     (warned, published) or F (failed, not published); '-' where a check was skipped."""
-    from tasks.monitor.trends import last_runs, newest_alarms, trend_rows
+    from tasks.monitor.trends import SHORT, last_runs, newest_alarms, trend_rows
 
     settings = settings_for(home, writable=False)
     history = last_runs(settings.db_path, until, days)
     if history.height == 0:
         out.print("no run health stored yet: run `nightrec run` or `nightrec backfill` first")
         return
-    rows = trend_rows(history)
+    rows = trend_rows(history, short=True)
     out.print(table(f"Run health, {len(rows)} run(s) in {settings.db_path}", rows))
+    out.print(
+        "measures (README, Run health): " + ", ".join(f"{s}={n}" for n, s in SHORT.items()),
+        highlight=False,
+    )
     for line in newest_alarms(history):
         out.print(line, highlight=False)
 

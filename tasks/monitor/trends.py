@@ -14,6 +14,25 @@ from tasks.monitor.checks import CHECKS
 from tasks.monitor.health import read_history
 
 MARK = {"ok": "", "warn": " W", "fail": " F", "skip": ""}
+# Short column names of the terminal table (`nightrec monitor`), in the order of CHECKS.
+SHORT = {
+    "model_age": "age",
+    "rolling_ndcg": "ndcg",
+    "volume": "vol",
+    "duplicates": "dup",
+    "new_customers": "newcu",
+    "new_items": "newit",
+    "quarantine": "quar",
+    "input_drift": "in-psi",
+    "fallback": "fallb",
+    "score_ties": "ties",
+    "coverage": "cov",
+    "diversity": "div",
+    "novelty": "nov",
+    "overlap": "overl",
+    "feature_drift": "feat",
+    "model_validation": "valid",
+}
 
 
 def last_runs(db_path: Path, until: dt.date | None, runs: int) -> pl.DataFrame:
@@ -43,12 +62,12 @@ def newest_alarms(history: pl.DataFrame) -> list[str]:
 def _cell(measure: float | None, status: str) -> str:
     if measure is None or (isinstance(measure, float) and math.isnan(measure)):
         return "-"
-    return f"{measure:.3g}{MARK.get(status, '')}"
+    return f"{measure:.2g}{MARK.get(status, '')}"
 
 
-def trend_rows(history: pl.DataFrame) -> list[dict[str, Any]]:
+def trend_rows(history: pl.DataFrame, short: bool = False) -> list[dict[str, Any]]:
     """One row per run date: the run's overall status and each check's measure, marked W
-    (warn) or F (fail); '-' where the check was skipped."""
+    (warn) or F (fail); '-' where the check was skipped. `short`: the terminal's names."""
     rows: list[dict[str, Any]] = []
     for (day,), checks in history.group_by("run_date", maintain_order=True):
         by_name = {r["check_name"]: r for r in checks.iter_rows(named=True)}
@@ -57,7 +76,8 @@ def trend_rows(history: pl.DataFrame) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run_date": str(day), "health": overall}
         for name in CHECKS:
             found = by_name.get(name)
-            row[name] = _cell(found["measure"], found["status"]) if found else ""
+            column = SHORT[name] if short else name
+            row[column] = _cell(found["measure"], found["status"]) if found else ""
         rows.append(row)
     return rows
 
