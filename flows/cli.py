@@ -245,7 +245,12 @@ def run(
 
 def _print_run(manifest: dict[str, Any]) -> None:
     keys = ("run_date", "rows", "users", "model_version", "retrained", "status")
-    out.print(table("Nightly run", [{k: manifest.get(k, "") for k in keys}]))
+    row = {k: manifest.get(k, "") for k in keys}
+    health = manifest.get("health") or {}
+    row["health"] = health.get("status", "off")
+    out.print(table("Nightly run", [row]))
+    for warning in health.get("warnings", []):
+        out.print(f"health warning: {warning}", highlight=False)
 
 
 @app.command()

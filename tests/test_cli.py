@@ -24,7 +24,16 @@ def test_help_lists_the_commands() -> None:
         [sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
-    for command in ("demo", "ingest", "run", "backfill", "models", "quarantine", "drill"):
+    for command in (
+        "demo",
+        "ingest",
+        "run",
+        "backfill",
+        "models",
+        "quarantine",
+        "drill",
+        "monitor",
+    ):
         assert command in result.stdout
 
 
@@ -118,7 +127,7 @@ def test_commands_that_need_the_prefect_api_say_so_in_one_line(
     assert lines[1] == "hint: `nightrec server` in another terminal, then `nightrec serve`"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["tune"], ["ingest"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["tune"], ["ingest"], ["demo"], ["monitor"]])
 def test_help_imports_no_pipeline_library(command: list[str]) -> None:
     probe = (
         "import sys\n"

@@ -128,6 +128,8 @@ def test_volume_against_the_median_of_the_same_weekday() -> None:
     # Weeks before the first event are left out rather than counted as zeros.
     first_two = c.volume(_events(rows), DAY, weeks=8)
     assert first_two.reference == 25.0
+    closed = c.volume(_events(rows[:-10]), DAY, weeks=4)  # no events on the day
+    assert closed.measure is None and closed.detail.endswith("none on the day (closed?)")
     alone = c.volume(_events(rows[-10:]), DAY, weeks=4)
     assert alone.measure is None and "no earlier Thursday" in alone.detail
 

@@ -121,7 +121,7 @@ def test_a_half_volume_day_warns_and_publishes(shop_home: Path) -> None:
     assert _manifest(shop_home, DAY1) == manifest  # published, warning and all
     assert _stored(shop_home, DAY1)["volume"]["status"] == "warn"
     report = (shop_home / "reports" / "nightly" / f"run_date={DAY1}.md").read_text()
-    assert "## Health: WARN" in report and "- volume 0.5" in report
+    assert "## Health: WARN" in report and "\n- volume 0.4" in report
     png = shop_home / "reports" / "nightly" / f"trends-run_date={DAY1}.png"
     assert f"]({png.name})" in report and png.read_bytes()[:4] == b"\x89PNG"
 
@@ -233,7 +233,7 @@ def test_a_constant_scorer_fails_the_score_ties_check(
     snapshot = take_snapshot(settings, cutoff_of(DAY1), shop_home / "work" / "t")
     choose_model(settings, snapshot, retrain=True)
     (constant,) = [
-        r for r in registry.list_models(settings.models_dir) if r.version[:8] == "constan"
+        r for r in registry.list_models(settings.models_dir) if r.version.startswith("constant-")
     ]
     registry.promote(settings.models_dir, constant.version)  # it replaces the ranker
     with pytest.raises(HealthCheckFailed) as failed:
@@ -244,7 +244,9 @@ def test_a_constant_scorer_fails_the_score_ties_check(
     assert _stored(shop_home, DAY1)["score_ties"]["model_version"] == constant.version
 
 
-def test_thirty_normal_days_raise_nothing(base_home: Path, tmp_path: Path) -> None:
+def test_thirty_normal_days_raise_nothing(
+    base_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The checks run day by day on the plain task functions (the flow's steps without
     Prefect's per-run overhead: a 30-run flow backfill is minutes here); the stored rows of
     the 30 nights hold no warning and no failure."""
@@ -281,3 +283,15 @@ def test_thirty_normal_days_raise_nothing(base_home: Path, tmp_path: Path) -> No
     assert set(measured) >= {"volume", "input_drift", "feature_drift", "rolling_ndcg", "overlap"}
     retrained = rows.filter(pl.col("check_name") == "model_age").get_column("measure")
     assert retrained.max() < 1.0  # the weekly retrain kept the model younger than its cadence
+
+    # `nightrec monitor` prints one row per run date (DAY0's flow run and the 30 nights).
+    from flows.cli import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "argv", ["nightrec", "monitor", "--days", "40", "--home", str(home)])
+        with pytest.raises(SystemExit) as exit_:
+            main()
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    shown = [d for d in [DAY0, *days] if f"│ {d} │ ok " in printed]
+    assert shown == [DAY0, *days]

@@ -172,6 +172,8 @@ def volume(events: pl.DataFrame, day: dt.date, weeks: int) -> Check:
     detail = f"{today:,} events vs median {median:,.0f} of {len(counts)} earlier {day:%A}(s)"
     if median == 0:
         return Check("volume", today, median, None, detail + " (none expected)")
+    if today == 0:  # a closed day or a missing feed; safety.max_input_age_days stops the latter
+        return Check("volume", today, median, None, detail + ": none on the day (closed?)")
     return Check("volume", today, median, today / median, detail)
 
 

@@ -4,6 +4,8 @@ matplotlib's object API on the Agg canvas (as tasks/evaluate/plots.py)."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
+import math
 import os
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import DateFormatter
 from matplotlib.figure import Figure
 
+from tasks.monitor.checks import CHECKS
 from tasks.monitor.trends import series
 
 # (title, [(check, column, label)]): what each panel shows.
@@ -29,18 +32,42 @@ PANELS = (
 STATUS_COLOURS = {"warn": "tab:orange", "fail": "tab:red"}
 
 
+def _levels(history: pl.DataFrame, name: str) -> list[tuple[float, str]]:
+    """The newest run's warn and fail levels of a check, as y values (both sides of a fold)."""
+    rows = history.filter(pl.col("check_name") == name).sort("run_date").tail(1)
+    if rows.height == 0:
+        return []
+    levels = []
+    for column, colour in (("warn", STATUS_COLOURS["warn"]), ("fail", STATUS_COLOURS["fail"])):
+        level = rows.get_column(column)[0]
+        if level is not None:
+            levels.append((level, colour))
+            if CHECKS[name][0] == "fold":
+                levels.append((1.0 / level, colour))
+    return levels
+
+
+def _instant(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time())
+
+
 def plot_trends(history: pl.DataFrame, path: Path, title: str) -> Path:
-    """Six small panels over the runs in `history`; warn and fail points are coloured."""
+    """Six small panels over the runs in `history`; warn and fail points are coloured, the
+    newest warn and fail levels of a panel's one measure are dashed lines."""
+    days = history.get_column("run_date").unique().sort().to_list()
+    ticks = days[:: max(1, math.ceil(len(days) / 6))]
     fig = Figure(figsize=(11, 6.5))
     fig.suptitle(title, fontsize="medium")
     for i, (panel, lines) in enumerate(PANELS):
         ax = fig.add_subplot(3, 2, i + 1)
+        drawn = False
         for name, column, label in lines:
             points = series(history, name, column).drop_nulls("value")
             if points.height == 0:
                 continue
-            days = points.get_column("run_date").to_list()
-            ax.plot(days, points.get_column("value").to_list(), marker=".", label=label)
+            drawn = True
+            x = points.get_column("run_date").to_list()
+            ax.plot(x, points.get_column("value").to_list(), marker=".", label=label)
             for status, colour in STATUS_COLOURS.items():
                 alarmed = points.filter(pl.col("status") == status)
                 if alarmed.height:
@@ -51,11 +78,21 @@ def plot_trends(history: pl.DataFrame, path: Path, title: str) -> Path:
                         zorder=3,
                         label=status,
                     )
+            if column == "measure" and len(lines) == 1:
+                for level, colour in _levels(history, name):
+                    ax.axhline(level, color=colour, linestyle="--", linewidth=0.8)
+        if not drawn:
+            ax.text(0.5, 0.5, "not measured yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_yticks([])
         ax.set_title(panel, fontsize="small")
-        ax.tick_params(labelsize="x-small")
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+        ax.tick_params(labelsize="x-small")
+        if days:
+            pad = dt.timedelta(hours=12)
+            ax.set_xlim(_instant(days[0]) - pad, _instant(days[-1]) + pad)
         ax.grid(alpha=0.3)
-        if len(lines) > 1 or ax.get_legend_handles_labels()[1][1:]:
+        if len(lines) > 1 or len(ax.get_legend_handles_labels()[1]) > 1:
             ax.legend(fontsize="x-small")
     fig.tight_layout()
     FigureCanvasAgg(fig)
