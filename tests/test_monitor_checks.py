@@ -241,3 +241,38 @@ def test_rolling_ndcg_against_repurchase_on_the_days_since() -> None:
     # ours: both customers hit at rank 1 (NDCG 1); repurchase: only b (mean 0.5)
     assert (check.value, check.reference, check.measure) == (1.0, 0.5, 2.0)
     assert c.rolling_ndcg(None, events, None, as_of, 7, 1).measure is None
+
+
+def test_a_model_alarm_forces_a_retrain_only_when_the_setting_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks.monitor.health import ModelHealth, retrain_decision
+
+    old = c.judge(c.model_age(10, 7, "lgbm-x"), MonitorChecks())
+    assert old.status == "warn" and old.measure == pytest.approx(10 / 7)
+    early = ModelHealth([old])
+    asked, notes = retrain_decision(load_settings(), early, None)
+    assert asked is None and notes[0].startswith("model health: model_age 1.43 (warn 1)")
+    assert notes[0].endswith("(monitor.retrain_on_alarm is off)")
+    monkeypatch.setenv("NIGHTREC_MONITOR__RETRAIN_ON_ALARM", "true")
+    asked, notes = retrain_decision(load_settings(), early, None)
+    assert asked is True and notes == [f"retrain forced by the model health: {old.line()}"]
+    assert retrain_decision(load_settings(), early, False) == (False, [])  # --no-retrain wins
+    fine = ModelHealth([c.judge(c.model_age(3, 7, "lgbm-x"), MonitorChecks())])
+    assert retrain_decision(load_settings(), fine, None) == (None, [])
+
+
+def test_the_report_shows_the_health_and_says_when_it_was_not_measured() -> None:
+    from tasks.monitor.health import summary
+    from tasks.ops.run_report import health_lines
+
+    checks = [
+        c.judge(c.Check("volume", 40, 100.0, 0.4, "40 events vs median 100"), MonitorChecks()),
+        c.judge(c.Check("duplicates", 0.0, None, 0.0, "0 of 40 events"), MonitorChecks()),
+    ]
+    lines = health_lines(summary(checks, 0.25), "trends.png")
+    assert lines[0] == "## Health: WARN"
+    assert "- volume 0.4 (warn 1.75, fail 4): 40 events vs median 100" in lines
+    assert "| duplicates | ok | 0 | 0.05 | 0.3 | 0 of 40 events |" in lines
+    assert "![health over the last runs](trends.png)" in lines
+    assert health_lines(None)[0] == "## Health: not measured (monitor.enabled is off)"
