@@ -86,6 +86,10 @@ def one_day(day: dt.date, rep: int) -> tuple[float, float, dict[str, float]]:
     return sum(steps.values()) - monitor, monitor, steps
 
 
+def _checks(steps: dict[str, float]) -> float:
+    return steps["model checks"] + steps["health checks"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="a store to copy (default: a synthetic shop)")
@@ -121,9 +125,11 @@ def main() -> None:
         )
     load_after = os.getloadavg()
     ratio = statistics.median(r[2] for r in rows)
+    checks_ratio = statistics.median(_checks(r[3]) / r[0] for r in rows)
     machine = f"{platform.platform()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     load = f"load average (1, 5, 15 min) {load_before} before, {load_after} after"
     print(f"median ratio monitor / scoring day: {ratio:.3f} ({args.runs} runs), day {day}, {what}")
+    print(f"median ratio checks alone (no trend plot) / scoring day: {checks_ratio:.3f}")
     print(machine)
     print(load)
     shutil.rmtree(scratch, ignore_errors=True)
@@ -136,7 +142,9 @@ def main() -> None:
             "",
             f"**Median ratio monitor / scoring day: {ratio:.3f}** over {args.runs} runs "
             f"(median scoring day {statistics.median(r[0] for r in rows):.2f} s, median monitor "
-            f"{statistics.median(r[1] for r in rows):.2f} s).",
+            f"{statistics.median(r[1] for r in rows):.2f} s); the checks alone (model checks, "
+            "input and output checks with their store write, no trend plot): "
+            f"**{checks_ratio:.3f}**.",
             "",
             "| run | scoring day (s) | monitor (s) | ratio | " + " | ".join(steps) + " |",
             "| --- | --- | --- | --- |" + " --- |" * len(steps),

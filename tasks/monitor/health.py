@@ -117,11 +117,11 @@ def _day_totals(db_path: Path, day: dt.date) -> tuple[int | None, int | None]:
 
 
 def input_checks(
-    settings: Settings, snapshot: Snapshot, run_date: dt.date, model: str | None
+    settings: Settings, events: pl.DataFrame, run_date: dt.date, model: str | None
 ) -> list[c.Check]:
-    """The day's events against earlier days and the serving model's training window."""
+    """The day's events (of the run's snapshot) against earlier days and the serving model's
+    training window."""
     monitor = settings.monitor
-    events = snapshot.events()
     day = c.day_events(events, run_date)
     start = start_of(run_date)
     ref_end = start
@@ -147,11 +147,12 @@ def output_checks(
     scored: ScoreOutcome,
     run_date: dt.date,
     history: pl.DataFrame,
+    events: pl.DataFrame,
 ) -> list[c.Check]:
     """The scored top-K (before the swap) against earlier runs and the model's training."""
     recs = pl.read_parquet(scored.recs_path)
     catalog = snapshot.catalog()
-    past = events_before(snapshot.events(), snapshot.cutoff)
+    past = events_before(events, snapshot.cutoff)
     earlier = {
         name: history.filter(pl.col("check_name") == name).get_column("value").to_list()
         for name in c.RELATIVE
@@ -242,10 +243,11 @@ def run_health(
         return None
     started = time.perf_counter()
     history = _history(settings, run_date, settings.monitor.history_runs)
+    events = snapshot.events()
     found = [
         *early.checks,
-        *_judged(settings, input_checks(settings, snapshot, run_date, choice.version)),
-        *_judged(settings, output_checks(settings, snapshot, scored, run_date, history)),
+        *_judged(settings, input_checks(settings, events, run_date, choice.version)),
+        *_judged(settings, output_checks(settings, snapshot, scored, run_date, history, events)),
     ]
     store_checks(settings.db_path, run_date, run_id, scored.model_version, found)
     result = summary(found, early.seconds + time.perf_counter() - started)
