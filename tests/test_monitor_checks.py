@@ -129,7 +129,10 @@ def test_volume_against_the_median_of_the_same_weekday() -> None:
     first_two = c.volume(_events(rows), DAY, weeks=8)
     assert first_two.reference == 25.0
     closed = c.volume(_events(rows[:-10]), DAY, weeks=4)  # no events on the day
-    assert closed.measure is None and closed.detail.endswith("none on the day (closed?)")
+    assert closed.measure is None and closed.detail.endswith(
+        "none on the day (a closed day, or a feed that missed it)"
+    )
+    assert c.judge(closed, MonitorChecks()).status == "warn"  # published, and said
     alone = c.volume(_events(rows[-10:]), DAY, weeks=4)
     assert alone.measure is None and "no earlier Thursday" in alone.detail
 

@@ -64,6 +64,9 @@ class Check:
     measure: float | None  # what the thresholds judge; None: the check could not run
     detail: str = ""
     status: Status = "ok"
+    # Without a measure the check is skip, unless it knows better: a day without events
+    # warns (a closed shop, or a feed that missed a day) rather than passing unseen.
+    unmeasured: Status = "skip"
     warn: float | None = None
     fail: float | None = None
 
@@ -96,7 +99,7 @@ def judge(check: Check, bounds: MonitorChecks) -> Check:
     bound: UpperBound | LowerBound | FoldBound = getattr(bounds, check.name)
     direction = CHECKS[check.name][0]
     if check.measure is None or not math.isfinite(check.measure):
-        status: Status = "skip"
+        status: Status = check.unmeasured if bound.warn is not None else "skip"
     elif _alarm(check.measure, bound.fail, direction):
         status = "fail"
     elif _alarm(check.measure, bound.warn, direction):
@@ -172,8 +175,9 @@ def volume(events: pl.DataFrame, day: dt.date, weeks: int) -> Check:
     detail = f"{today:,} events vs median {median:,.0f} of {len(counts)} earlier {day:%A}(s)"
     if median == 0:
         return Check("volume", today, median, None, detail + " (none expected)")
-    if today == 0:  # a closed day or a missing feed; safety.max_input_age_days stops the latter
-        return Check("volume", today, median, None, detail + ": none on the day (closed?)")
+    if today == 0:  # no ratio to judge; a feed that stopped for good fails the input-age check
+        detail += ": none on the day (a closed day, or a feed that missed it)"
+        return Check("volume", today, median, None, detail, unmeasured="warn")
     return Check("volume", today, median, today / median, detail)
 
 
