@@ -128,6 +128,8 @@ def test_volume_against_the_median_of_the_same_weekday() -> None:
     # Weeks before the first event are left out rather than counted as zeros.
     first_two = c.volume(_events(rows), DAY, weeks=8)
     assert first_two.reference == 25.0
+    small = c.volume(_events(rows), DAY, weeks=4, min_rows=26)  # median 25: too few to judge
+    assert small.measure is None and small.detail.endswith("fewer than 26")
     closed = c.volume(_events(rows[:-10]), DAY, weeks=4)  # no events on the day
     assert closed.measure is None and closed.detail.endswith(
         "none on the day (a closed day, or a feed that missed it)"

@@ -159,9 +159,10 @@ def day_events(events: pl.DataFrame, day: dt.date) -> pl.DataFrame:
     return events.filter((pl.col(TS) >= start) & (pl.col(TS) < start + dt.timedelta(days=1)))
 
 
-def volume(events: pl.DataFrame, day: dt.date, weeks: int) -> Check:
+def volume(events: pl.DataFrame, day: dt.date, weeks: int, min_rows: int = 1) -> Check:
     """The day's events against the median of the same weekday over `weeks` earlier weeks
-    (weeks before the first event are left out; a closed day counts as 0)."""
+    (weeks before the first event are left out; a closed day counts as 0). A median below
+    `min_rows` is too small a count to judge a ratio by (a dozen events swing by half)."""
     per_day = dict(
         events.group_by(pl.col(TS).dt.date().alias("d")).len().iter_rows()
     )  # {date: count}
@@ -175,6 +176,8 @@ def volume(events: pl.DataFrame, day: dt.date, weeks: int) -> Check:
     detail = f"{today:,} events vs median {median:,.0f} of {len(counts)} earlier {day:%A}(s)"
     if median == 0:
         return Check("volume", today, median, None, detail + " (none expected)")
+    if median < min_rows:
+        return Check("volume", today, median, None, f"{detail}: fewer than {min_rows}")
     if today == 0:  # no ratio to judge; a feed that stopped for good fails the input-age check
         detail += ": none on the day (a closed day, or a feed that missed it)"
         return Check("volume", today, median, None, detail, unmeasured="warn")

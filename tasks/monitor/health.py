@@ -132,7 +132,7 @@ def input_checks(
     window = f"{ref_start:%Y-%m-%d}..{ref_end - dt.timedelta(days=1):%Y-%m-%d}"
     rows_in, rows_quarantined = _day_totals(settings.db_path, run_date)
     return [
-        c.volume(events, run_date, monitor.weekday_weeks),
+        c.volume(events, run_date, monitor.weekday_weeks, monitor.min_rows),
         c.duplicates(day),
         c.newcomers(events, day, start, USER_ID),
         c.newcomers(events, day, start, "item_id"),
