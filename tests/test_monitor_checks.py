@@ -281,3 +281,15 @@ def test_the_report_shows_the_health_and_says_when_it_was_not_measured() -> None
     assert "| duplicates | ok | 0 | 0.05 | 0.3 | 0 of 40 events |" in lines
     assert "![health over the last runs](trends.png)" in lines
     assert health_lines(None)[0] == "## Health: not measured (monitor.enabled is off)"
+
+
+def test_a_store_from_before_run_health_has_no_history(tmp_path) -> None:
+    import duckdb
+
+    from tasks.monitor.health import read_history
+    from tasks.monitor.trends import last_runs, trend_rows
+
+    db = tmp_path / "nightrec.duckdb"
+    duckdb.connect(str(db)).execute("create table events (x integer)").close()
+    assert read_history(db, DAY, DAY + dt.timedelta(days=1)).height == 0
+    assert trend_rows(last_runs(db, None, 30)) == []

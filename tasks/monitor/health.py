@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 from prefect import task
 
@@ -42,9 +43,15 @@ def read_partition(root: Path, run_date: dt.date) -> pl.DataFrame | None:
 
 
 def read_history(db_path: Path, since: dt.date, before: dt.date) -> pl.DataFrame:
-    """Stored checks of the run dates in [since, before), oldest first."""
+    """Stored checks of the run dates in [since, before), oldest first (none in a store that
+    no run with the monitor has written to yet)."""
     with connect(db_path, read_only=True) as con:
-        table = con.execute(sql_text("run_health_history"), {"since": since, "before": before})
+        try:
+            table = con.execute(sql_text("run_health_history"), {"since": since, "before": before})
+        # A store created before run_health existed (DuckDB then looks for a Python object of
+        # that name, and finds this module's function).
+        except (duckdb.CatalogException, duckdb.InvalidInputException):
+            return pl.DataFrame(schema={"run_date": pl.Date, "check_name": pl.Utf8})
         return pl.from_arrow(table.to_arrow_table())
 
 
