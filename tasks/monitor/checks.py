@@ -53,7 +53,6 @@ CHECKS: dict[str, tuple[Direction, str]] = {
 }
 # Checks whose measure is the value over the median of the same check in earlier runs.
 RELATIVE = ("coverage", "diversity", "novelty")
-DRIFT_CHECKS = ("input_drift", "feature_drift")
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from tasks.store import connect, sql_text
 from tasks.timeutil import cutoff_of, events_before, start_of
 
 log = logging.getLogger("nightrec.monitor")
-HISTORY_COLUMNS = ("run_date", "check_name", "status", "value", "reference", "measure", "detail")
 
 
 def read_partition(root: Path, run_date: dt.date) -> pl.DataFrame | None:
