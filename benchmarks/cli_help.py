@@ -26,6 +26,7 @@ COMMANDS = [
     ["tune"],
     ["models", "list"],
     ["quarantine", "list"],
+    ["monitor"],
     ["drill"],
     ["server"],
     ["serve"],

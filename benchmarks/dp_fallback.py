@@ -60,7 +60,7 @@ def load(db: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     with connect(db, read_only=True) as con:
         events = pl.from_arrow(
             con.execute(
-                sql_text("events_snapshot"), {"cutoff": dt.datetime(2100, 1, 1)}
+                sql_text("events_snapshot"), {"as_of": dt.datetime(2100, 1, 1)}
             ).to_arrow_table()
         )
         catalog = pl.from_arrow(con.execute(sql_text("catalog_snapshot")).to_arrow_table())

@@ -45,7 +45,7 @@ from tasks.rank import registry
 from tasks.rank.kinds import load_scorer, recommend_with, register_trained, train_models
 from tasks.rank.task import ModelChoice, allowed_items, score_users
 from tasks.settings import ExplainSettings, Settings, load_settings
-from tasks.timeutil import cutoff_of, events_before, known_users
+from tasks.timeutil import events_before, known_users, run_as_of
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "online_retail" / "by-day"
@@ -82,15 +82,15 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}")
     if not settings.db_path.exists():
         ingest_landing(settings.db_path, "online-retail", args.data, max_bad_share=0.05)
-    cutoff = cutoff_of(args.date)
+    as_of = run_as_of(args.date)
     work = home / "work" / "explain-cost"
-    snapshot = take_snapshot(settings, cutoff, work)
+    snapshot = take_snapshot(settings, as_of, work)
     events, catalog = snapshot.events(), snapshot.catalog()
 
-    newest = registry.newest_before(settings.models_dir, cutoff)
+    newest = registry.newest_before(settings.models_dir, as_of)
     if newest is None or newest.meta.get("model_kind", "lightgbm") != "lightgbm":
         seconds, trained = _timed(
-            lambda: train_models(["lightgbm"], events, catalog, cutoff, settings)["lightgbm"]
+            lambda: train_models(["lightgbm"], events, catalog, as_of, settings)["lightgbm"]
         )
         newest = register_trained(settings.models_dir, trained)
         print(f"trained {newest.version} in {seconds:.1f} s")
@@ -114,7 +114,7 @@ def main() -> None:
         )
 
     # The explanation steps alone, on the same inputs as score_users.
-    users = known_users(events, cutoff)
+    users = known_users(events, as_of)
     allowed = allowed_items(catalog, settings.safety.forbidden_items)
     scorer = load_scorer(newest, settings)
     seen: dict[str, pl.DataFrame] = {}
@@ -123,7 +123,7 @@ def main() -> None:
         events,
         catalog,
         users,
-        cutoff,
+        as_of,
         settings,
         allowed_items=allowed,
         check_features=lambda frame: seen.__setitem__("frame", frame),
@@ -156,11 +156,11 @@ def main() -> None:
     top3 = float(
         np.mean([len(set(a) & set(b)) / 3 for a, b in zip(top_path, top_shap, strict=True)])
     )
-    past = events_before(events, cutoff)
+    past = events_before(events, as_of)
 
     def candidates(anchors: bool) -> float:
         return _timed(
-            lambda: generate_candidates(past, users, cutoff, settings.candidates, anchors=anchors)
+            lambda: generate_candidates(past, users, as_of, settings.candidates, anchors=anchors)
         )[0]
 
     anchors_extra = statistics.median(candidates(True) - candidates(False) for _ in range(3))
@@ -182,7 +182,7 @@ def main() -> None:
         "(1 / 5 / 15 min) at the end.",
         f"Command: `{COMMAND} --runs {args.runs}`",
         "",
-        f"Online Retail, run date {args.date} (events before {cutoff:%Y-%m-%d}), model "
+        f"Online Retail, run date {args.date} (events before {as_of:%Y-%m-%d}), model "
         f"{newest.version}, K = {settings.k}: {users.len():,} customers, "
         f"{frame.height:,} candidate rows, {recs.height:,} published rows of which "
         f"{model_rows:,} model rows get feature contributions (computed on those rows "

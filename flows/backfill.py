@@ -86,6 +86,7 @@ def backfill_flow(params: BackfillParams) -> list[dict[str, Any]]:
                 "users": manifest["users"],
                 "model_version": manifest["model_version"],
                 "retrained": manifest["retrained"],
+                "health": (manifest.get("health") or {}).get("status", "off"),
                 "seconds": round(seconds, 2),
             }
         )

@@ -274,7 +274,12 @@ def run(
 
 def _print_run(manifest: dict[str, Any]) -> None:
     keys = ("run_date", "rows", "users", "model_version", "retrained", "status")
-    out.print(table("Nightly run", [{k: manifest.get(k, "") for k in keys}]))
+    row = {k: manifest.get(k, "") for k in keys}
+    health = manifest.get("health") or {}
+    row["health"] = health.get("status", "off")
+    out.print(table("Nightly run", [row]))
+    for warning in health.get("warnings", []):
+        out.print(f"health warning: {warning}", highlight=False)
 
 
 @app.command()
@@ -473,6 +478,34 @@ def tune(
         verdict = "promoted" if reg["promoted"] else "not promoted"
         out.print(f"Registered {reg['version']}: {verdict} ({reg['reason']})")
     out.print(f"Report: {info['folder']}/report")
+
+
+@app.command()
+def monitor(
+    days: Annotated[int, typer.Option(min=1, help="how many of the newest run dates to show")] = 30,
+    until: Annotated[
+        dt.date | None,
+        day_option("last run date shown, inclusive (default: the newest measured)", "--until"),
+    ] = None,
+    home: HomeOption = None,
+) -> None:
+    """Run health over the last runs: one row per run date, each check's measure marked W
+    (warned, published) or F (failed, not published); '-' where a check was skipped."""
+    from tasks.monitor.trends import SHORT, last_runs, newest_alarms, trend_rows
+
+    settings = settings_for(home, writable=False)
+    history = last_runs(settings.db_path, until, days)
+    if history.height == 0:
+        out.print("no run health stored yet: run `nightrec run` or `nightrec backfill` first")
+        return
+    rows = trend_rows(history, short=True)
+    out.print(table(f"Run health, {len(rows)} run(s) in {settings.db_path}", rows))
+    out.print(
+        "measures (README, Run health): " + ", ".join(f"{s}={n}" for n, s in SHORT.items()),
+        highlight=False,
+    )
+    for line in newest_alarms(history):
+        out.print(line, highlight=False)
 
 
 @models_app.command("list")

@@ -18,6 +18,7 @@ from tasks.features.snapshot import snapshot_task
 from tasks.ingest.stale import clear_stale_task
 from tasks.ingest.task import ingest_day_task
 from tasks.locks import run_date_lock
+from tasks.monitor.health import health_task, model_checks_task, retrain_decision_task
 from tasks.ops.inputs import check_input, snapshot_input_state
 from tasks.ops.run_report import report_task
 from tasks.ops.run_status import enforce_status_task, run_fields
@@ -122,9 +123,14 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
         settings.safety.allow_stale_input,
         "the run's snapshot",
     )
-    choice = choose_model_task(settings, snapshot, params.retrain)
+    early = model_checks_task(settings, snapshot, params.run_date)
+    retrain, monitor_notes = retrain_decision_task(settings, early, params.retrain)
+    choice = choose_model_task(settings, snapshot, retrain)
     scored = score_task(settings, snapshot, choice, work_dir, report)
     check_topk_task(settings, snapshot, scored.recs_path, report)
+    # A failed check raises here: the swap below never happens, the previous partition stays.
+    health = health_task(settings, snapshot, params.run_date, run_id, choice, scored, early)
+    notes = [input_note] if input_note else []
     manifest = publish_task(
         scored.recs_path,
         settings.recommendations_dir,
@@ -138,14 +144,15 @@ def _run_locked(params: NightlyParams, settings: Settings) -> dict[str, Any]:
             scored,
             ingested,
             report,
-            [input_note] if input_note else [],
-            privacy_fields(settings, retention),
+            [*notes, *monitor_notes],
+            privacy=privacy_fields(settings, retention),
+            health=health,
         ),
         settings.safety.fault,
     )
     clear_stale_task(settings.db_path, params.run_date)
     shutil.rmtree(work_dir, ignore_errors=True)
-    report_task(manifest, settings.reports_dir, settings.models_dir)
+    report_task(manifest, settings.reports_dir, settings.models_dir, settings)
     log.info(
         "%s: %s rows for %s users with %s (%s)",
         params.run_date,

@@ -104,4 +104,21 @@ create table if not exists erasures (
     id_hash    varchar,
     place      varchar   not null,
     rows       bigint    not null
+
+-- Run health (tasks/monitor): one row per run date and check, the newest run of a date wins.
+-- Produced by sql/run_health.sql.
+create table if not exists run_health (
+    run_date      date      not null,
+    check_name    varchar   not null,
+    run_id        varchar   not null,
+    status        varchar   not null,
+    value         double,
+    reference     double,
+    measure       double,
+    warn          double,
+    fail          double,
+    detail        varchar   not null,
+    model_version varchar,
+    measured_at   timestamp not null,
+    primary key (run_date, check_name)
 );

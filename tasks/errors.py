@@ -40,3 +40,18 @@ class PrefectStartTimeout(NightrecError):
         "the machine is busy: raise NIGHTREC_OPS__PREFECT_START_TIMEOUT_S, or start "
         "`nightrec server` and set PREFECT_API_URL"
     )
+
+
+class HealthCheckFailed(NightrecError):
+    """A run health check (tasks/monitor) passed its `fail` threshold: nothing was published
+    (the previous partition stays) and the CLI exits 4."""
+
+    hint = (
+        "see `nightrec monitor` and the check's detail; fix the input and rerun the day, or "
+        "raise NIGHTREC_MONITOR__CHECKS__<NAME>__FAIL if the change is real"
+    )
+    exit_code = 4
+
+    def __init__(self, message: str, health: object = None) -> None:
+        super().__init__(message)
+        self.health = health  # the run's health summary (what the manifest would have held)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -356,6 +356,139 @@ class FallbackSettings(BaseModel):
     )
 
 
+class UpperBound(BaseModel):
+    """Thresholds of a check that alarms when its measure rises above them (None: never)."""
+
+    warn: float | None = Field(None, ge=0)
+    fail: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UpperBound:
+        if self.warn is not None and self.fail is not None and self.fail < self.warn:
+            raise ValueError(f"fail ({self.fail}) is below warn ({self.warn})")
+        return self
+
+
+class LowerBound(BaseModel):
+    """Thresholds of a check that alarms when its measure falls below them (None: never)."""
+
+    warn: float | None = Field(None, ge=0)
+    fail: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LowerBound:
+        if self.warn is not None and self.fail is not None and self.fail > self.warn:
+            raise ValueError(f"fail ({self.fail}) is above warn ({self.warn})")
+        return self
+
+
+class FoldBound(BaseModel):
+    """Thresholds of a ratio that alarms when it moves this many times up or down (a fold of
+    2 alarms below 0.5 and above 2)."""
+
+    warn: float | None = Field(None, ge=1)
+    fail: float | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FoldBound:
+        if self.warn is not None and self.fail is not None and self.fail < self.warn:
+            raise ValueError(f"fail ({self.fail}) is below warn ({self.warn})")
+        return self
+
+
+B = TypeVar("B", UpperBound, LowerBound, FoldBound)
+
+
+def _bound(
+    base: type[B], name: str, warn: float | None = None, fail: float | None = None
+) -> type[B]:
+    """A bound whose defaults are this check's: an override of one level (an env variable
+    such as NIGHTREC_MONITOR__CHECKS__VOLUME__FAIL) keeps the other level's default."""
+    low = 1 if base is FoldBound else 0
+    return create_model(
+        name,
+        __base__=base,
+        warn=(float | None, Field(warn, ge=low)),
+        fail=(float | None, Field(fail, ge=low)),
+    )
+
+
+VolumeBound = _bound(FoldBound, "VolumeBound", warn=1.75, fail=4.0)
+DuplicatesBound = _bound(UpperBound, "DuplicatesBound", warn=0.05, fail=0.3)
+NewCustomersBound = _bound(UpperBound, "NewCustomersBound", warn=0.6)
+NewItemsBound = _bound(UpperBound, "NewItemsBound", warn=0.6)
+QuarantineBound = _bound(UpperBound, "QuarantineBound", warn=0.02)
+InputDriftBound = _bound(UpperBound, "InputDriftBound", warn=0.5, fail=3.0)
+FeatureDriftBound = _bound(UpperBound, "FeatureDriftBound", warn=0.5)
+ScoreTiesBound = _bound(UpperBound, "ScoreTiesBound", warn=0.2, fail=0.5)
+FallbackBound = _bound(UpperBound, "FallbackBound", warn=0.25)
+CoverageBound = _bound(LowerBound, "CoverageBound", warn=0.5)
+DiversityBound = _bound(LowerBound, "DiversityBound", warn=0.5)
+NoveltyBound = _bound(LowerBound, "NoveltyBound", warn=0.7)
+OverlapBound = _bound(LowerBound, "OverlapBound")
+ModelAgeBound = _bound(UpperBound, "ModelAgeBound", warn=1.0)
+RollingNdcgBound = _bound(LowerBound, "RollingNdcgBound", warn=0.8)
+ModelValidationBound = _bound(LowerBound, "ModelValidationBound")
+
+
+class MonitorChecks(BaseModel):
+    """Per check: `warn` publishes and says so (manifest, report, `nightrec monitor`); `fail`
+    stops the run before the swap (the previous partition stays) and exits 4. A check whose
+    measure passes neither is ok; None turns a level off. README, "Run health", says what
+    each measure is."""
+
+    volume: VolumeBound = VolumeBound()
+    duplicates: DuplicatesBound = DuplicatesBound()
+    new_customers: NewCustomersBound = NewCustomersBound()
+    new_items: NewItemsBound = NewItemsBound()
+    quarantine: QuarantineBound = QuarantineBound()
+    input_drift: InputDriftBound = InputDriftBound()
+    feature_drift: FeatureDriftBound = FeatureDriftBound()
+    score_ties: ScoreTiesBound = ScoreTiesBound()
+    fallback: FallbackBound = FallbackBound()
+    coverage: CoverageBound = CoverageBound()
+    diversity: DiversityBound = DiversityBound()
+    novelty: NoveltyBound = NoveltyBound()
+    overlap: OverlapBound = OverlapBound()
+    model_age: ModelAgeBound = ModelAgeBound()
+    rolling_ndcg: RollingNdcgBound = RollingNdcgBound()
+    model_validation: ModelValidationBound = ModelValidationBound()
+
+
+class MonitorSettings(BaseModel):
+    """Run health (tasks/monitor): every night's checks against earlier nights, stored in the
+    store's `run_health` table."""
+
+    enabled: bool = Field(True, description="compute, store and enforce the run's health")
+    checks: MonitorChecks = MonitorChecks()
+    weekday_weeks: int = Field(
+        4, ge=1, description="volume: the day against the median of this many same weekdays"
+    )
+    history_runs: int = Field(
+        14, ge=1, description="coverage, diversity, novelty: against the median of these runs"
+    )
+    reference_days: int = Field(
+        28, ge=1, description="input drift: the days before the serving model's as-of"
+    )
+    drift_bins: int = Field(10, ge=2, description="quantile bins of the drift measure (PSI)")
+    feature_psi: float = Field(
+        0.25, gt=0, description="feature drift: a feature with a PSI above this has drifted"
+    )
+    min_rows: int = Field(
+        100, ge=1, description="a distribution check on fewer rows is skipped (said so)"
+    )
+    rolling_days: int = Field(
+        7, ge=1, description="the rolling metric judges the lists published this many days ago"
+    )
+    retrain_on_alarm: bool = Field(
+        False, description="a model check (model_age, rolling_ndcg) off ok forces a retrain"
+    )
+    trend_runs: int = Field(30, ge=2, description="runs the report's trend plots show")
+    feature_sample_rows: int = Field(
+        20_000, ge=100, description="scored feature rows kept to measure feature drift"
+    )
+
+
 class Settings(BaseSettings):
     """Everything a run needs to know that is not a per-run parameter."""
 
@@ -392,6 +525,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     explain: ExplainSettings = ExplainSettings()
     fallback: FallbackSettings = FallbackSettings()
+    monitor: MonitorSettings = MonitorSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -33,6 +33,7 @@ def test_help_lists_the_commands() -> None:
         "quarantine",
         "drill",
         "explain",
+        "monitor",
     ):
         assert command in result.stdout
 
@@ -127,7 +128,7 @@ def test_commands_that_need_the_prefect_api_say_so_in_one_line(
     assert lines[1] == "hint: `nightrec server` in another terminal, then `nightrec serve`"
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["tune"], ["ingest"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["tune"], ["ingest"], ["demo"], ["monitor"]])
 def test_help_imports_no_pipeline_library(command: list[str]) -> None:
     probe = (
         "import sys\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -105,11 +106,16 @@ def test_two_triggers_for_one_date_make_one_flow_run_and_one_write(stack: Stack)
         stack, "POST", "/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [first]}}}
     ).json()
     by_key = {a["key"]: a["data"] for a in artifacts}
-    assert set(by_key) == {"nightly-run-report", "nightly-run-report-file"}
+    assert set(by_key) == {"nightly-run-report", "nightly-run-report-file", "nightly-health-trend"}
     table = by_key["nightly-run-report"]
     assert f"| {FIRST_DAY} | {manifest['rows']:,} | {manifest['users']:,} |" in table
     report = stack.home / "reports" / "nightly" / f"run_date={FIRST_DAY}.md"
-    assert report.read_text() == table
+    # The artifact is the report, its trend plot inline (the UI cannot read the host's file).
+    png = f"trends-run_date={FIRST_DAY}.png"
+    inline = re.compile(r"\]\(data:image/png;base64,[A-Za-z0-9+/=]+\)")
+    assert len(inline.findall(table)) == 1
+    assert report.read_text() == inline.sub(f"]({png})", table)
+    assert str(FIRST_DAY) in by_key["nightly-health-trend"]
     assert f"]({report.resolve().as_uri()})" in by_key["nightly-run-report-file"]
 
 

@@ -4,13 +4,19 @@ flow run's Artifacts tab."""
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from tasks.rank import registry
+from tasks.settings import Settings
 
 METRIC_NAMES = ("ndcg", "recall", "map", "hitrate", "precision")
 
@@ -60,7 +66,37 @@ def _reason_lines(manifest: dict[str, Any]) -> list[str]:
     ]
 
 
-def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | None) -> str:
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def health_lines(health: dict[str, Any] | None, trends_png: str | None = None) -> list[str]:
+    """The run's health: warnings first, then every check, then the trend plots."""
+    if not health:
+        return ["## Health: not measured (monitor.enabled is off)", ""]
+    lines = [f"## Health: {health['status'].upper()}", ""]
+    if health["warnings"]:
+        lines += ["Warnings (published):", "", *(f"- {w}" for w in health["warnings"]), ""]
+    lines += [
+        "| check | status | measure | warn | fail | detail |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, check in health["checks"].items():
+        lines.append(
+            f"| {name} | {check['status']} | {_fmt(check['measure'])} | {_fmt(check['warn'])} "
+            f"| {_fmt(check['fail'])} | {check['detail']} |"
+        )
+    lines += ["", f"Checks took {health['seconds']:.2f} s.", ""]
+    if trends_png:
+        lines += [f"![health over the last runs]({trends_png})", ""]
+    return lines
+
+
+def render_run_report(
+    manifest: dict[str, Any],
+    validation: dict[str, Any] | None,
+    trends_png: str | None = None,
+) -> str:
     """Markdown: what was published (rows, users, items, by source) and the model's metrics."""
     lines = [
         f"# nightrec nightly run {manifest['run_date']}",
@@ -74,6 +110,7 @@ def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | Non
         f"Model choice: {manifest.get('model_choice', '')}.",
         "",
         *_status_lines(manifest),
+        *health_lines(manifest.get("health"), trends_png),
         "| source | rows |",
         "| --- | --- |",
         *(f"| {name} | {rows:,} |" for name, rows in manifest["rows_by_source"].items()),
@@ -95,14 +132,48 @@ def render_run_report(manifest: dict[str, Any], validation: dict[str, Any] | Non
     return "\n".join(lines) + "\n"
 
 
-def report_run(manifest: dict[str, Any], reports_dir: Path, models_dir: Path) -> Path:
-    """Write the report and attach it to the current Prefect flow run as artifacts."""
-    markdown = render_run_report(manifest, _validation_of(models_dir, manifest["model_version"]))
+def _trends(
+    manifest: dict[str, Any], folder: Path, settings: Settings | None
+) -> tuple[Path, list[dict[str, Any]]] | None:
+    """The last runs' health as a PNG beside the report, and as table rows."""
+    if settings is None or not manifest.get("health"):
+        return None
+    from tasks.monitor.plots import plot_trends
+    from tasks.monitor.trends import last_runs, trend_rows
+
+    run_date = dt.date.fromisoformat(manifest["run_date"])
+    history = last_runs(settings.db_path, run_date, settings.monitor.trend_runs)
+    png = folder / f"trends-run_date={run_date}.png"
+    title = f"Run health, {history.get_column('run_date').n_unique()} runs up to {run_date}"
+    return plot_trends(history, png, title), trend_rows(history)
+
+
+def report_run(
+    manifest: dict[str, Any],
+    reports_dir: Path,
+    models_dir: Path,
+    settings: Settings | None = None,
+) -> Path:
+    """Write the report (with the trend plots of the last runs' health when `settings` say
+    where the store is) and attach it to the current Prefect flow run as artifacts."""
     path = reports_dir / "nightly" / f"run_date={manifest['run_date']}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
+    trends = _trends(manifest, path.parent, settings)
+    validation = _validation_of(models_dir, manifest["model_version"])
+    markdown = render_run_report(manifest, validation, trends[0].name if trends else None)
     path.write_text(markdown)
+    artifact = markdown
+    if trends:  # the UI shows the plot inline; the file's relative link means nothing there
+        from tasks.monitor.plots import data_uri
+
+        artifact = markdown.replace(f"]({trends[0].name})", f"]({data_uri(trends[0])})")
+        create_table_artifact(
+            table=trends[1],
+            key="nightly-health-trend",
+            description=f"Run health of the last runs up to {manifest['run_date']}",
+        )
     create_markdown_artifact(
-        markdown=markdown,
+        markdown=artifact,
         key="nightly-run-report",
         description=f"Row counts and metrics of the run for {manifest['run_date']}",
     )

@@ -31,9 +31,11 @@ def run_fields(
     report: Path,
     notes: list[str],
     privacy: dict[str, Any] | None = None,
+    health: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The manifest fields a run adds to the writer's counts and checksums; `privacy` says
-    the id mode and what retention dropped (never a key)."""
+    the id mode and what retention dropped (never a key); `health` is the run's health
+    summary (tasks/monitor), None when the monitor is off."""
     degraded = degraded_reasons(choice, scored)
     return {
         "status": "degraded" if degraded else "ok",
@@ -50,6 +52,7 @@ def run_fields(
         "validation_report": str(report),
         "ingested": ingested,
         **({"privacy": privacy} if privacy is not None else {}),
+        "health": health,
     }
 
 

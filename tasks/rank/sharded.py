@@ -66,6 +66,7 @@ class ShardResult:
     seconds: float
     features: SuiteReport  # the shard's feature contract; a failed one scored nothing
     path: Path | None
+    feature_sample: Path | None = None  # the shard's share of the drift check's sample
 
 
 ShardRunner = Callable[[ShardJob], list[ShardResult]]
@@ -152,6 +153,7 @@ def score_shard(job: ShardJob, shard: int) -> ShardResult:
     features = validate_features(frame)
     if not features.success:
         return ShardResult(shard, users.len(), 0, time.monotonic() - started, features, None)
+    sample = _write_feature_sample(frame, job, shard)
     frame = frame.filter(pl.col(ITEM_ID).is_in(allowed.implode()))
     scorer = _scorer(settings, job.version)
     recs = top_k(scored_frame(scorer, frame, events, job.as_of), users, padding, settings.k)
@@ -168,7 +170,19 @@ def score_shard(job: ShardJob, shard: int) -> ShardResult:
     path.parent.mkdir(parents=True, exist_ok=True)
     recs.write_parquet(path)
     seconds = time.monotonic() - started
-    return ShardResult(shard, users.len(), recs.height, seconds, features, path)
+    return ShardResult(shard, users.len(), recs.height, seconds, features, path, sample)
+
+
+def _write_feature_sample(frame: pl.DataFrame, job: ShardJob, shard: int) -> Path | None:
+    """The shard's share of the scored features the monitor's drift check reads."""
+    monitor = job.settings.monitor
+    if not monitor.enabled or frame.height == 0:
+        return None
+    share = -(-monitor.feature_sample_rows // job.n_shards)  # ceil
+    path = job.out_dir / f"features-{shard:05d}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.sample(min(share, frame.height), seed=job.settings.seed).write_parquet(path)
+    return path
 
 
 def log_shard(result: ShardResult, n_shards: int) -> None:

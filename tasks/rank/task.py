@@ -23,7 +23,7 @@ from tasks.rank.kinds import load_scorer, resolve_kind, train_models
 from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.promotion import register_and_gate
 from tasks.rank.shard_runners import ShardFailed, shard_runner
-from tasks.rank.sharded import ShardJob, clear_caches, write_shared
+from tasks.rank.sharded import ShardJob, ShardResult, clear_caches, write_shared
 from tasks.rank.topk import BASELINE_VERSION, MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory
 from tasks.safety.faults import kill_if_armed
@@ -127,6 +127,7 @@ class ScoreOutcome:
     fallback: str | None  # why the chosen model was not used, when it was not
     notes: tuple[str, ...] = ()  # candidate sources that served in their bounded form
     shards: int = 0  # shards of customers the model scored in (0: the baseline scored)
+    features_path: Path | None = None  # a sample of the scored features (drift check)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -194,6 +195,16 @@ def _prepare_shards(
     return folder, users.len(), n_shards
 
 
+def _feature_sample(results: list[ShardResult], work_dir: Path) -> Path | None:
+    """The shards' samples of the scored features in one file (the drift check's input)."""
+    parts = [r.feature_sample for r in results if r.feature_sample is not None]
+    if not parts:
+        return None
+    path = work_dir / "features_sample.parquet"
+    pl.concat([pl.read_parquet(p) for p in parts], how="diagonal_relaxed").write_parquet(path)
+    return path
+
+
 def _score_in_shards(
     settings: Settings,
     snapshot: Snapshot,
@@ -203,9 +214,9 @@ def _score_in_shards(
     work_dir: Path,
     report: Path,
     failures: list[str],
-) -> tuple[list[Path] | None, str, str | None]:
-    """(top-K parts, version, kind) of the first model in `versions` that scores every shard;
-    (None, baseline, None) when none does. Each failure is appended to `failures`."""
+) -> tuple[list[ShardResult] | None, str, str | None]:
+    """(shard results, version, kind) of the first model in `versions` that scores every
+    shard; (None, baseline, None) when none does. Each failure is appended to `failures`."""
     with shard_runner(settings) as run_shards:
         for version in versions:
             try:
@@ -223,8 +234,7 @@ def _score_in_shards(
                 )
                 results = run_shards(job)
                 enforce(report, "features", [r.features for r in results])
-                parts = [r.path for r in results if r.path is not None]
-                return parts, version, record.meta.get("model_kind", "lightgbm")
+                return results, version, record.meta.get("model_kind", "lightgbm")
             except (ContractViolation, ShardFailed):
                 raise  # bad features or a lost shard: no other model would fix them
             except Exception as exc:  # whatever broke, the customers still get a list
@@ -251,7 +261,7 @@ def score_users(
     """
     failures: list[str] = []
     candidates = CandidateReport()
-    parts: list[Path] | None = None
+    results: list[ShardResult] | None = None
     used, kind = BASELINE_VERSION, None
     versions, n_shards = _fallbacks(settings, snapshot, choice.version), 0
     if versions:
@@ -267,13 +277,13 @@ def score_users(
             )
             versions = []
     if versions:
-        parts, used, kind = _score_in_shards(
+        results, used, kind = _score_in_shards(
             settings, snapshot, versions, shared_dir, n_shards, work_dir, report, failures
         )
     clear_caches()
     path = work_dir / "recs.parquet"
-    if parts is not None:
-        pl.scan_parquet(parts).sink_parquet(path)
+    if results is not None:
+        pl.scan_parquet([r.path for r in results if r.path is not None]).sink_parquet(path)
     else:  # the baseline reads no features, so there are none to check
         kill_if_armed(settings.safety.fault, "mid_scoring")
         events, catalog = snapshot.events(), snapshot.catalog()
@@ -297,7 +307,11 @@ def score_users(
     notes = tuple(f"candidates: {note}" for note in candidates.notes.values())
     if (private := dp_note(settings)) is not None:
         notes = (*notes, private)
-    return ScoreOutcome(path, used, kind, fallback, notes, n_shards if parts is not None else 0)
+    if results is None:
+        return ScoreOutcome(path, used, kind, fallback, notes)
+    return ScoreOutcome(
+        path, used, kind, fallback, notes, n_shards, _feature_sample(results, work_dir)
+    )
 
 
 choose_model_task = stage_task("choose-model", choose_model)

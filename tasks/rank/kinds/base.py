@@ -19,6 +19,7 @@ import polars as pl
 from tasks.candidates.generate import MERGED_RANK
 from tasks.constants import USER_ID
 from tasks.features.build import feature_columns
+from tasks.protocol.drift import feature_profiles
 from tasks.protocol.split import evaluated_users
 from tasks.rank import registry
 from tasks.rank.dataset import LABEL, candidate_frame
@@ -145,4 +146,13 @@ class TrainingContext:
             "candidates": self.settings.candidates.model_dump(),
             "features": self.features,
             "train_sample": self.windows.sample_meta(),
+            "feature_profile": self.feature_profile(),
         }
+
+    def feature_profile(self, max_rows: int = 50_000) -> dict[str, Any]:
+        """The training windows' feature distributions (quantile bins and shares), the
+        reference of the run's feature drift check (tasks/monitor)."""
+        frame = pl.concat([f.select(self.features) for f in self.frames], how="vertical_relaxed")
+        if frame.height > max_rows:
+            frame = frame.sample(max_rows, seed=self.settings.seed)
+        return feature_profiles(frame, self.features, self.settings.monitor.drift_bins)

@@ -31,7 +31,7 @@ class LightGBMKind:
         return Trained(
             self.name,
             LightGBMScorer(outcome.booster, ctx.features),
-            {**outcome.meta, "model_kind": self.name},
+            {**outcome.meta, "model_kind": self.name, "feature_profile": ctx.feature_profile()},
             outcome.booster.model_to_string(),
         )
 
