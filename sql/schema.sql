@@ -104,6 +104,7 @@ create table if not exists erasures (
     id_hash    varchar,
     place      varchar   not null,
     rows       bigint    not null
+);
 
 -- Run health (tasks/monitor): one row per run date and check, the newest run of a date wins.
 -- Produced by sql/run_health.sql.
