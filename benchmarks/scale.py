@@ -67,7 +67,16 @@ import numpy as np  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "nightrec-scale"
 DEFAULT_SIZES = ("0.3M", "1M", "3M", "10M")
-STAGES = ("ingest-day", "snapshot", "choose-model", "score", "check-top-k", "publish")
+STAGES = (
+    "ingest-day",
+    "snapshot",
+    "model-checks",
+    "choose-model",
+    "score",
+    "check-top-k",
+    "health",
+    "publish",
+)
 DAY_KINDS = ("retrain", "score")
 MIB = 1024.0  # KiB per MiB
 OUTSIDE = "(outside stages)"

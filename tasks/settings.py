@@ -269,6 +269,12 @@ class ScaleSettings(BaseModel):
         "keeps a hash sample of its customers beyond its share, so training memory and time "
         "stop growing with the shop",
     )
+    snapshot_memory_mib: int = Field(
+        256,
+        ge=64,
+        description="DuckDB memory cap while it writes the run's snapshot to Parquet (it spills "
+        "to disk beyond, so the snapshot's memory does not grow with the shop)",
+    )
 
 
 class DaskSettings(BaseModel):

@@ -29,7 +29,11 @@ def run_as_of(run_date: dt.date) -> dt.datetime:
 
 
 def events_before(events: pl.DataFrame, as_of: dt.datetime) -> pl.DataFrame:
-    """The events a computation at `as_of` may see: strictly before it, never at it."""
+    """The events a computation at `as_of` may see: strictly before it, never at it. The
+    frame itself when all are (a snapshot already is): a filter would copy every event."""
+    newest = events.get_column(TS).max()
+    if newest is None or newest < as_of:
+        return events
     return events.filter(pl.col(TS) < as_of)
 
 

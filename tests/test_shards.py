@@ -20,10 +20,16 @@ from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.protocol.split import evaluated_users
 from tasks.publish.writer import partition_dir
 from tasks.rank.dataset import candidate_frame, known_buyers, shared_aggregates
-from tasks.rank.train import train_ranker, training_windows
+from tasks.rank.train import (
+    train_ranker,
+    training_events,
+    training_sample_fraction,
+    training_windows,
+)
 from tasks.settings import CandidateSettings, Settings
 from tasks.shards import (
     CANDIDATE_ROW_BYTES,
+    in_sample,
     sample_fraction,
     sampled,
     shard_count,
@@ -278,3 +284,45 @@ def test_a_large_shop_trains_on_a_bounded_sample_recorded_in_the_model() -> None
         outcome.meta["validation"]["users"]
         < 0.6 * evaluated_users(shop.events, windows.used[0], 7).len()
     )
+
+
+def test_training_reads_purchases_and_the_sample_only_and_builds_the_same_windows() -> None:
+    shop = generate_shop(SynthShopConfig(n_customers=300, n_items=60, days=60, seed=5))
+    as_of = run_as_of(shop.config.start + dt.timedelta(days=58))
+    settings = _tiny_settings(max_train_lists=300)
+    past = shop.events.filter(pl.col("ts") < as_of)
+    read = training_events(past.lazy(), as_of, settings)
+    fraction = training_sample_fraction(past, as_of, settings)
+    assert 0.0 < fraction < 1.0
+    views = pl.col("event_type") != "purchase"
+    # Every purchase, and the views and carts of the sampled customers alone.
+    assert read.filter(~views).height == past.filter(~views).height
+    sampled_views = past.filter(views & in_sample(fraction))
+    assert 0 < read.filter(views).height == sampled_views.height < past.filter(views).height
+    whole = training_windows(past, shop.catalog, as_of, settings)
+    lean = training_windows(read, shop.catalog, as_of, settings)
+    assert whole.used == lean.used and whole.sample_fraction == lean.sample_fraction
+    for a, b in zip(whole.frames, lean.frames, strict=True):
+        assert_frame_equal(a, b)
+    # A shop small enough to train on everyone reads every event.
+    assert training_events(past.lazy(), as_of, _tiny_settings()).equals(past)
+
+
+def test_shared_aggregates_from_purchases_alone_are_those_of_every_event() -> None:
+    shop = generate_shop(SHOP)
+    as_of = run_as_of(RUN_DATE)
+    cfg = CandidateSettings()
+    purchases = shop.events.filter(pl.col("event_type") == "purchase")
+    assert purchases.height < shop.events.height
+    every = shared_aggregates(shop.events, shop.catalog, as_of, cfg)
+    bought = shared_aggregates(purchases, shop.catalog, as_of, cfg)
+    assert_frame_equal(every.candidates.popular, bought.candidates.popular)
+    assert_frame_equal(every.candidates.neighbors, bought.candidates.neighbors)
+    assert every.candidates.ease is not None and bought.candidates.ease is not None
+    assert (every.candidates.ease.weights == bought.candidates.ease.weights).all()
+    # Joined by key downstream: group_by's row order is not part of the result.
+    for a, b in [
+        (every.features.items, bought.features.items),
+        (every.features.categories, bought.features.categories),
+    ]:
+        assert_frame_equal(a.sort(a.columns[0]), b.sort(b.columns[0]))

@@ -1,6 +1,8 @@
 """The run's inputs, cut from the store once: events before as-of and the catalog.
 
 Later stages read these Parquet files, never the store, so a run sees one consistent cut.
+DuckDB writes them straight from the store (streaming, within `scale.snapshot_memory_mib`):
+the events never pass through Python, so the snapshot's memory does not grow with the shop.
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
-from tasks.constants import TS
+from tasks.constants import EVENT_TYPE, PURCHASE, TS, USER_ID
 from tasks.progress import stage_task
 from tasks.settings import Settings
 from tasks.store import connect, sql_text
@@ -28,22 +31,43 @@ class Snapshot:
     def events(self) -> pl.DataFrame:
         return pl.read_parquet(self.events_path)
 
+    def scan_events(self) -> pl.LazyFrame:
+        """The events as a lazy scan: filters and projections are pushed into the read."""
+        return pl.scan_parquet(self.events_path)
+
+    def purchases(self) -> pl.DataFrame:
+        """Every customer's purchases (the item-level aggregates read nothing else), in the
+        snapshot's order: a fraction of the events on shops that log views and carts."""
+        return self.scan_events().filter(pl.col(EVENT_TYPE) == PURCHASE).collect()
+
+    def users(self) -> pl.Series:
+        """Every customer with an event before as-of, sorted (`known_users` of the events)."""
+        return self.scan_events().select(USER_ID).unique().sort(USER_ID).collect().to_series()
+
     def catalog(self) -> pl.DataFrame:
         return pl.read_parquet(self.catalog_path)
 
 
 def take_snapshot(settings: Settings, as_of: dt.datetime, work_dir: Path) -> Snapshot:
     work_dir.mkdir(parents=True, exist_ok=True)
-    with connect(settings.db_path) as con:
-        events = pl.from_arrow(
-            con.execute(sql_text("events_snapshot"), {"as_of": as_of}).to_arrow_table()
-        )
-        catalog = pl.from_arrow(con.execute(sql_text("catalog_snapshot")).to_arrow_table())
     events_path, catalog_path = work_dir / "events.parquet", work_dir / "catalog.parquet"
-    events.write_parquet(events_path)
-    catalog.write_parquet(catalog_path)
-    watermark = events.get_column(TS).max() if events.height else None
-    return Snapshot(events_path, catalog_path, as_of, events.height, watermark)
+    with connect(
+        settings.db_path, read_only=True, memory_limit_mib=settings.scale.snapshot_memory_mib
+    ) as con:
+        _write_parquet(con, "events_snapshot", {"as_of": as_of}, events_path)
+        _write_parquet(con, "catalog_snapshot", {}, catalog_path)
+    summary = pl.scan_parquet(events_path).select(pl.len(), pl.col(TS).max()).collect()
+    n_events, watermark = summary.row(0)
+    return Snapshot(events_path, catalog_path, as_of, n_events, watermark)
+
+
+def _write_parquet(
+    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, object], path: Path
+) -> None:
+    """`sql/<name>.sql` written by DuckDB to `path`. The relation dies here, before the
+    connection closes: one still alive at the close keeps DuckDB's memory (a gigabyte at
+    10M events) from going back to the system."""
+    con.sql(sql_text(name), params=params or None).write_parquet(str(path), compression="zstd")
 
 
 snapshot_task = stage_task("snapshot", take_snapshot)

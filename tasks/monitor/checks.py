@@ -16,7 +16,7 @@ import datetime as dt
 import math
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import polars as pl
@@ -27,9 +27,10 @@ from tasks.protocol.metrics import diversity, items_covered, novelty, ranking_me
 from tasks.protocol.split import evaluated_users, truth_window
 from tasks.rank.topk import MODEL_SOURCE
 from tasks.settings import FoldBound, LowerBound, MonitorChecks, UpperBound
-from tasks.timeutil import events_before, start_of
+from tasks.timeutil import start_of
 
 Status = Literal["ok", "warn", "fail", "skip"]
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 Direction = Literal["above", "below", "fold"]
 
 # What each measure is, and which way it alarms; the README's table is this one.
@@ -153,17 +154,19 @@ def rolling_ndcg(
 # ---------------------------------------------------------------- input checks
 
 
-def day_events(events: pl.DataFrame, day: dt.date) -> pl.DataFrame:
+def day_events(events: Frame, day: dt.date) -> Frame:
     start = start_of(day)
     return events.filter((pl.col(TS) >= start) & (pl.col(TS) < start + dt.timedelta(days=1)))
 
 
-def volume(events: pl.DataFrame, day: dt.date, weeks: int, min_rows: int = 1) -> Check:
+def volume(
+    events: pl.DataFrame | pl.LazyFrame, day: dt.date, weeks: int, min_rows: int = 1
+) -> Check:
     """The day's events against the median of the same weekday over `weeks` earlier weeks
     (weeks before the first event are left out; a closed day counts as 0). A median below
     `min_rows` is too small a count to judge a ratio by (a dozen events swing by half)."""
     per_day = dict(
-        events.group_by(pl.col(TS).dt.date().alias("d")).len().iter_rows()
+        events.lazy().group_by(pl.col(TS).dt.date().alias("d")).len().collect().iter_rows()
     )  # {date: count}
     today = per_day.get(day, 0)
     first = min(per_day) if per_day else day
@@ -192,12 +195,14 @@ def duplicates(day: pl.DataFrame) -> Check:
     return Check("duplicates", share, None, share, f"{repeated:,} of {day.height:,} events")
 
 
-def newcomers(events: pl.DataFrame, day: pl.DataFrame, start: dt.datetime, column: str) -> Check:
+def newcomers(
+    events: pl.DataFrame | pl.LazyFrame, day: pl.DataFrame, start: dt.datetime, column: str
+) -> Check:
     name = "new_customers" if column == USER_ID else "new_items"
     seen_today = day.select(column).unique()
     if seen_today.height == 0:
         return Check(name, None, None, None, "no events on the day")
-    before = events_before(events, start).select(column).unique()
+    before = events.lazy().filter(pl.col(TS) < start).select(column).unique().collect()
     new = seen_today.join(before, on=column, how="anti").height
     share = new / seen_today.height
     return Check(name, share, None, share, f"{new:,} of {seen_today.height:,}")
@@ -214,6 +219,10 @@ def quarantine(rows_in: int | None, rows_quarantined: int | None) -> Check:
 def _log_values(frame: pl.DataFrame, column: str) -> np.ndarray:
     values = frame.get_column(column).drop_nulls().cast(pl.Float64).to_numpy()
     return np.log1p(np.clip(values, 0.0, None))
+
+
+# What input_drift reads of the events.
+DRIFT_COLUMNS = (PRICE, QUANTITY, EVENT_TYPE)
 
 
 def input_drift(

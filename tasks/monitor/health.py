@@ -18,7 +18,7 @@ import polars as pl
 from prefect import task
 
 from tasks.baselines.recommenders import repurchase
-from tasks.constants import REC_SOURCE, SCORE, USER_ID
+from tasks.constants import REC_SOURCE, SCORE, TS, USER_ID
 from tasks.errors import HealthCheckFailed
 from tasks.features.snapshot import Snapshot
 from tasks.monitor import checks as c
@@ -90,7 +90,7 @@ def model_checks(settings: Settings, snapshot: Snapshot, run_date: dt.date) -> M
     published = read_partition(settings.recommendations_dir, then)
     baseline = None
     as_of = run_as_of(then)
-    events = snapshot.events()
+    events = snapshot.purchases()  # the protocol and the baseline read purchases alone
     users = evaluated_users(events, as_of, days)
     if published is not None and users.len():
         baseline = repurchase(events_before(events, as_of), users, as_of, settings.k)
@@ -123,18 +123,22 @@ def _day_totals(db_path: Path, day: dt.date) -> tuple[int | None, int | None]:
 
 
 def input_checks(
-    settings: Settings, events: pl.DataFrame, run_date: dt.date, model: str | None
+    settings: Settings, events: pl.LazyFrame, run_date: dt.date, model: str | None
 ) -> list[c.Check]:
-    """The day's events (of the run's snapshot) against earlier days and the serving model's
-    training window."""
+    """The day's events (a scan of the run's snapshot) against earlier days and the serving
+    model's training window; only the day, counts and ids are read into memory."""
     monitor = settings.monitor
-    day = c.day_events(events, run_date)
+    day = c.day_events(events, run_date).collect()
     start = start_of(run_date)
     ref_end = start
     if model is not None:
         ref_end = min(ref_end, registry.load(settings.models_dir, model).as_of)
     ref_start = ref_end - dt.timedelta(days=monitor.reference_days)
-    reference = events_before(events, ref_end).filter(pl.col("ts") >= ref_start)
+    reference = (
+        events.filter((pl.col(TS) >= ref_start) & (pl.col(TS) < ref_end))
+        .select(c.DRIFT_COLUMNS)
+        .collect()
+    )
     window = f"{ref_start:%Y-%m-%d}..{ref_end - dt.timedelta(days=1):%Y-%m-%d}"
     rows_in, rows_quarantined = _day_totals(settings.db_path, run_date)
     return [
@@ -153,12 +157,13 @@ def output_checks(
     scored: ScoreOutcome,
     run_date: dt.date,
     history: pl.DataFrame,
-    events: pl.DataFrame,
+    purchases: pl.DataFrame,
 ) -> list[c.Check]:
-    """The scored top-K (before the swap) against earlier runs and the model's training."""
+    """The scored top-K (before the swap) against earlier runs and the model's training
+    (`purchases`: the snapshot's, which novelty reads)."""
     recs = pl.read_parquet(scored.recs_path)
     catalog = snapshot.catalog()
-    past = events_before(events, snapshot.as_of)
+    past = events_before(purchases, snapshot.as_of)
     earlier = {
         name: history.filter(pl.col("check_name") == name).get_column("value").to_list()
         for name in c.RELATIVE
@@ -249,12 +254,9 @@ def run_health(
         return None
     started = time.perf_counter()
     history = _history(settings, run_date, settings.monitor.history_runs)
-    events = snapshot.events()
-    found = [
-        *early.checks,
-        *_judged(settings, input_checks(settings, events, run_date, choice.version)),
-        *_judged(settings, output_checks(settings, snapshot, scored, run_date, history, events)),
-    ]
+    inputs = input_checks(settings, snapshot.scan_events(), run_date, choice.version)
+    outputs = output_checks(settings, snapshot, scored, run_date, history, snapshot.purchases())
+    found = [*early.checks, *_judged(settings, inputs), *_judged(settings, outputs)]
     store_checks(settings.db_path, run_date, run_id, scored.model_version, found)
     result = summary(found, early.seconds + time.perf_counter() - started)
     for line in result["warnings"]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -42,41 +43,50 @@ def _float32_matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
     return frame.select(pl.col(features).cast(pl.Float32)).to_numpy()
 
 
-def content_ordered(frame: pl.DataFrame, features: list[str]) -> pl.DataFrame:
-    """The training rows grouped by customer, groups ordered by their content (a hash of
-    their items, labels and features) and rows by item, not by the customer's id: bagging
-    samples rows by position, so an order by id would make the model depend on how ids are
-    spelled, and pseudonymized ids (README, Privacy) would train another model. Features are
-    hashed as the float32 LightGBM reads: a float64 may differ in its last bit between a
-    window built whole and in shards, and that must not reorder the rows. Groups of the same
-    content are interchangeable; the id only breaks their ties."""
+def content_order(frame: pl.DataFrame, features: list[str]) -> pl.Series:
+    """Row indices of the training rows grouped by customer, groups ordered by their content
+    (a hash of their items, labels and features) and rows by item, not by the customer's id:
+    bagging samples rows by position, so an order by id would make the model depend on how
+    ids are spelled, and pseudonymized ids (README, Privacy) would train another model.
+    Features are hashed as the float32 LightGBM reads: a float64 may differ in its last bit
+    between a window built whole and in shards, and that must not reorder the rows. Groups of
+    the same content are interchangeable; the id only breaks their ties. Indices, not a
+    sorted copy: the sort moves three narrow columns, never the feature table."""
     as_read = [pl.col(f).cast(pl.Float32) for f in features]
     content = pl.struct([pl.col(ITEM_ID), pl.col(LABEL), *as_read]).hash(seed=0)
-    group_key = (
-        frame.select(USER_ID, content.alias("_h"))
-        .group_by(USER_ID)
-        .agg(pl.col("_h").sort().implode().hash(seed=0).first().alias("_group"))
+    keys = frame.select(USER_ID, ITEM_ID, content.alias("_h")).with_row_index("_row")
+    group_key = keys.group_by(USER_ID).agg(
+        pl.col("_h").sort().implode().hash(seed=0).first().alias("_group")
     )
     return (
-        frame.join(group_key, on=USER_ID, how="left")
+        keys.join(group_key, on=USER_ID, how="left")
         .sort("_group", USER_ID, ITEM_ID)
-        .drop("_group")
+        .get_column("_row")
     )
 
 
 def _dataset(
-    frame: pl.DataFrame, features: list[str], reference: lgb.Dataset | None = None
+    frame: pl.DataFrame,
+    features: list[str],
+    params: dict[str, Any],
+    reference: lgb.Dataset | None = None,
 ) -> lgb.Dataset:
-    ordered = content_ordered(frame, features)
-    groups = ordered.group_by(USER_ID, maintain_order=True).len().get_column("len").to_numpy()
-    return lgb.Dataset(
-        _float32_matrix(ordered, features),
-        label=ordered.get_column(LABEL).to_numpy(),
+    """Binned here, under the booster's own params (the bins lgb.train would make): the
+    float32 matrix is freed on return instead of living through training beside LightGBM's
+    bins. Rows in `content_order`."""
+    order = content_order(frame, features)
+    keys = frame.select(USER_ID, LABEL)[order]
+    groups = keys.group_by(USER_ID, maintain_order=True).len().get_column("len").to_numpy()
+    dataset = lgb.Dataset(
+        np.take(_float32_matrix(frame, features), order.to_numpy(), axis=0),
+        label=keys.get_column(LABEL).to_numpy(),
         group=groups,
         feature_name=features,
         reference=reference,
+        params=params,
         free_raw_data=True,
     )
+    return dataset.construct()
 
 
 log = logging.getLogger("nightrec.rank")
@@ -113,12 +123,12 @@ def fit(
 ) -> FitResult:
     """Fit on `train`; with `valid`, stop early on its NDCG@10."""
     params = booster_params(cfg, seed)
-    train_set = _dataset(train, features)
+    train_set = _dataset(train, features, params)
     rounds = num_boost_round or cfg.num_boost_round
     if valid is None:
         booster = lgb.train(params, train_set, num_boost_round=rounds, callbacks=[_log_progress])
         return FitResult(booster, rounds, None)
-    valid_set = _dataset(valid, features, reference=train_set)
+    valid_set = _dataset(valid, features, params, reference=train_set)
     booster = lgb.train(
         params,
         train_set,

@@ -25,11 +25,10 @@ from tasks.rank.promotion import register_and_gate
 from tasks.rank.shard_runners import ShardFailed, shard_runner
 from tasks.rank.sharded import ShardJob, ShardResult, clear_caches, write_shared
 from tasks.rank.topk import BASELINE_VERSION, MODEL_SOURCE, top_k
-from tasks.rank.train import NotEnoughHistory
+from tasks.rank.train import NotEnoughHistory, training_events
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
 from tasks.shards import shard_count
-from tasks.timeutil import known_users
 from tasks.validate.run_report import ContractViolation, enforce
 
 log = logging.getLogger("nightrec.rank")
@@ -78,14 +77,11 @@ def _choose_model(
     # The serving champion's tuned parameters (LightGBM's and the network's) carry over to its
     # successors; defaults otherwise.
     carried = nightly_carried(settings, serving.meta if serving else None)
+    tuned = with_carried(settings, carried)
     try:
-        trained = train_models(
-            [kind],
-            snapshot.events(),
-            snapshot.catalog(),
-            snapshot.as_of,
-            with_carried(settings, carried),
-        )[kind]
+        events = training_events(snapshot.scan_events(), snapshot.as_of, tuned)
+        trained = train_models([kind], events, snapshot.catalog(), snapshot.as_of, tuned)[kind]
+        del events
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
         if serving is None:
@@ -179,14 +175,15 @@ def _prepare_shards(
     settings: Settings, snapshot: Snapshot, work_dir: Path, candidates: CandidateReport
 ) -> tuple[Path, int, int]:
     """Write the run's shared aggregates once; returns (their folder, customers, shards)."""
-    events, catalog = snapshot.events(), snapshot.catalog()
-    users = known_users(events, snapshot.as_of)
+    # Item-level aggregates read purchases alone: the shop's views and carts stay on disk.
+    purchases, catalog = snapshot.purchases(), snapshot.catalog()
+    users = snapshot.users()
     allowed = allowed_items(catalog, settings.safety.forbidden_items)
-    shared = shared_aggregates(events, catalog, snapshot.as_of, settings.candidates, candidates)
+    shared = shared_aggregates(purchases, catalog, snapshot.as_of, settings.candidates, candidates)
     folder = work_dir / "shared"
     # Ranked over every allowed item first: the filter must not leave fewer than 2k to pad with.
     padding = fallback_popular(
-        events, snapshot.as_of, settings, catalog.get_column(ITEM_ID), allowed
+        purchases, snapshot.as_of, settings, catalog.get_column(ITEM_ID), allowed
     )
     write_shared(shared, padding, allowed, folder)
     n_shards = shard_count(
@@ -286,10 +283,10 @@ def score_users(
         pl.scan_parquet([r.path for r in results if r.path is not None]).sink_parquet(path)
     else:  # the baseline reads no features, so there are none to check
         kill_if_armed(settings.safety.fault, "mid_scoring")
-        events, catalog = snapshot.events(), snapshot.catalog()
-        users = known_users(events, snapshot.as_of)
+        # Repurchase and popularity read purchases alone.
+        purchases, catalog, users = snapshot.purchases(), snapshot.catalog(), snapshot.users()
         allowed = allowed_items(catalog, settings.safety.forbidden_items)
-        recs = _baseline(settings, events, users, snapshot.as_of, allowed)
+        recs = _baseline(settings, purchases, users, snapshot.as_of, allowed)
         fallback_detail = fallback_sentence(settings.k, False, settings.fallback.dp_epsilon)
         explain_rows(
             recs,

@@ -17,7 +17,7 @@ import lightgbm as lgb
 import polars as pl
 
 from tasks.baselines.recommenders import popularity, repurchase
-from tasks.constants import ITEM_ID, USER_ID
+from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.metrics import ranking_metrics
 from tasks.protocol.split import evaluated_users, truth_window
@@ -32,7 +32,7 @@ from tasks.rank.dataset import (
 )
 from tasks.rank.recommend import BoosterScorer, recommend_with
 from tasks.settings import Settings
-from tasks.shards import sample_fraction, sampled, shard_count, shard_users
+from tasks.shards import in_sample, sample_fraction, sampled, shard_count, shard_users
 from tasks.timeutil import events_before
 
 log = logging.getLogger("nightrec.rank")
@@ -137,9 +137,8 @@ def training_windows(
     each window is built in shards of customers within `scale.shard_memory_mib`."""
     cfg = settings.ranker
     events = events_before(events, as_of)
-    dates = training_as_of_dates(as_of, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
-    newest_buyers = known_buyers(events, dates[0]).len()
-    fraction = sample_fraction(newest_buyers, settings.scale.max_train_lists // len(dates))
+    dates = _window_dates(as_of, settings)
+    fraction = training_sample_fraction(events, as_of, settings)
     if fraction < 1.0:
         log.info(
             "training on a %.1f%% hash sample of customers (scale.max_train_lists %s)",
@@ -168,6 +167,34 @@ def training_windows(
             f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
         )
     return Windows(frames, used, newest, fraction)
+
+
+def _window_dates(as_of: dt.datetime, settings: Settings) -> list[dt.datetime]:
+    cfg = settings.ranker
+    return training_as_of_dates(as_of, settings.horizon_days, cfg.n_windows, cfg.window_step_days)
+
+
+def training_sample_fraction(
+    purchases: pl.DataFrame, as_of: dt.datetime, settings: Settings
+) -> float:
+    """The share of customers a retrain at `as_of` keeps (`scale.max_train_lists` over the
+    newest window's buyers); `purchases` may be every event or the purchases alone."""
+    dates = _window_dates(as_of, settings)
+    newest_buyers = known_buyers(purchases, dates[0]).len()
+    return sample_fraction(newest_buyers, settings.scale.max_train_lists // len(dates))
+
+
+def training_events(events: pl.LazyFrame, as_of: dt.datetime, settings: Settings) -> pl.DataFrame:
+    """What a retrain at `as_of` reads of `events` (a scan of the snapshot): every customer's
+    purchases, which the item-level aggregates, the labels and the sample need, and every
+    event of the customers in the training sample. The windows, the validation and both
+    kinds' fits see no other customer's views or carts, so they come out exactly as from all
+    events, while memory follows the purchases and the sample instead of every event."""
+    is_purchase = pl.col(EVENT_TYPE) == PURCHASE
+    fraction = training_sample_fraction(events.filter(is_purchase).collect(), as_of, settings)
+    if fraction >= 1.0:
+        return events.collect()
+    return events.filter(is_purchase | in_sample(fraction)).collect()
 
 
 def _labelled_in_shards(
