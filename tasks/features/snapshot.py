@@ -54,20 +54,20 @@ def take_snapshot(settings: Settings, as_of: dt.datetime, work_dir: Path) -> Sna
     with connect(
         settings.db_path, read_only=True, memory_limit_mib=settings.scale.snapshot_memory_mib
     ) as con:
-        _write_parquet(con, "events_snapshot", {"as_of": as_of}, events_path)
-        _write_parquet(con, "catalog_snapshot", {}, catalog_path)
+        _write_parquet(con, sql_text("events_snapshot"), {"as_of": as_of}, events_path)
+        _write_parquet(con, sql_text("catalog_snapshot"), {}, catalog_path)
     summary = pl.scan_parquet(events_path).select(pl.len(), pl.col(TS).max()).collect()
     n_events, watermark = summary.row(0)
     return Snapshot(events_path, catalog_path, as_of, n_events, watermark)
 
 
 def _write_parquet(
-    con: duckdb.DuckDBPyConnection, name: str, params: dict[str, object], path: Path
+    con: duckdb.DuckDBPyConnection, query: str, params: dict[str, object], path: Path
 ) -> None:
-    """`sql/<name>.sql` written by DuckDB to `path`. The relation dies here, before the
+    """The rows of `query` written by DuckDB to `path`. The relation dies here, before the
     connection closes: one still alive at the close keeps DuckDB's memory (a gigabyte at
     10M events) from going back to the system."""
-    con.sql(sql_text(name), params=params or None).write_parquet(str(path), compression="zstd")
+    con.sql(query, params=params or None).write_parquet(str(path), compression="zstd")
 
 
 snapshot_task = stage_task("snapshot", take_snapshot)

@@ -151,7 +151,7 @@ def training_windows(
     for i, window_as_of in enumerate(dates, start=1):
         log.info("training window %d/%d: as-of %s", i, len(dates), f"{window_as_of:%Y-%m-%d}")
         users = sampled(known_buyers(events, window_as_of), fraction)
-        labelled = _labelled_in_shards(events, catalog, users, window_as_of, settings)
+        labelled = as_read(_labelled_in_shards(events, catalog, users, window_as_of, settings))
         if newest is None:
             newest = labelled.drop(LABEL)
         frame = groups_with_positives(labelled)
@@ -167,6 +167,13 @@ def training_windows(
             f"need 2 (history must span {settings.horizon_days + cfg.window_step_days} days)"
         )
     return Windows(frames, used, newest, fraction)
+
+
+def as_read(frame: pl.DataFrame) -> pl.DataFrame:
+    """Float features held as float32, the precision LightGBM bins and the network reads:
+    half the memory of a training set, and the same LightGBM model (it casts to float32)."""
+    floats = [c for c in feature_columns(frame) if frame.schema[c] == pl.Float64]
+    return frame.with_columns(pl.col(floats).cast(pl.Float32))
 
 
 def _window_dates(as_of: dt.datetime, settings: Settings) -> list[dt.datetime]:
