@@ -41,6 +41,7 @@ def tiny_shop(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
         "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
         "NIGHTREC_RANKER__NUM_THREADS": "1",
+        "NIGHTREC_RANKER__KIND": "lightgbm",  # the goldens and asserts are LightGBM's
     }.items():
         monkeypatch.setenv(name, value)
     landing = home / "landing"

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,24 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def cpu_threads(requested: int) -> int:
+    """torch CPU threads: `requested`, or with 0 the cores this process may run on."""
+    if requested > 0:
+        return requested
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def torch_runtime(device: torch.device, num_threads: int) -> Iterator[None]:
-    """Thread count, a forked RNG and, on CPU, deterministic algorithms for the duration; all
-    restored after, so training leaves no global torch state behind."""
+    """Thread count (0 = every core available), a forked RNG and, on CPU, deterministic
+    algorithms for the duration; all restored after, so training leaves no global torch state
+    behind."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(num_threads)
+    torch.set_num_threads(cpu_threads(num_threads))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
@@ -269,6 +281,101 @@ def fit(
         history=state["history"],
         resumed_from=resumed_from,
     )
+
+
+@dataclass(frozen=True)
+class FitEstimate:
+    """What a training of the network will cost at most, from a few timed steps on the device
+    and thread count it will train with."""
+
+    seconds: float  # every epoch it may run: early-stopping run (with its evaluation) + refit
+    train_list_s: float  # one list through a training step (forward, backward, update)
+    eval_list_s: float  # one list through an evaluation forward
+    epochs: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "seconds": round(self.seconds, 1),
+            "train_list_ms": round(1000 * self.train_list_s, 4),
+            "eval_list_ms": round(1000 * self.eval_list_s, 4),
+            "epochs": self.epochs,
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_fit(
+    train: ListTensors,
+    valid: ListTensors,
+    refit_lists: int,
+    arch: Architecture,
+    cfg: NeuralSettings,
+    seed: int,
+    device: torch.device,
+    probe_batches: int = 4,
+) -> FitEstimate:
+    """Time `probe_batches` training steps and evaluation batches of a throw-away network
+    (after one untimed warm-up of each) and extrapolate to the most the fit may run:
+    `max_epochs` epochs over `train` with an evaluation of `valid` each, then (with refit)
+    `max_epochs` epochs over `refit_lists` lists. Draws from a forked RNG: the training that
+    follows is unchanged."""
+    eval_batch = 256
+    with torch_runtime(device, cfg.num_threads):
+        torch.manual_seed(seed)
+        model = ListRanker(arch).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+        n_train = min(train.n_lists, (probe_batches + 1) * cfg.batch_lists)
+        batches = [
+            {
+                k: v.to(device)
+                for k, v in train.batch(torch.arange(s, min(s + cfg.batch_lists, n_train))).items()
+            }
+            for s in range(0, n_train, cfg.batch_lists)
+        ]
+        model.train()
+        started, timed_lists = 0.0, 0
+        for i, batch in enumerate(batches):
+            if i == 1 or len(batches) == 1:
+                _sync(device)
+                started = time.perf_counter()
+            with autocast(device):
+                scores = _forward(model, batch)
+            loss = listwise_loss(scores, batch["label"], batch["mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i >= 1 or len(batches) == 1:
+                timed_lists += int(batch["rows"].shape[0])
+        _sync(device)
+        train_list_s = (time.perf_counter() - started) / max(timed_lists, 1)
+        model.eval()
+        n_valid = min(valid.n_lists, 3 * eval_batch)
+        eval_batches = [
+            {
+                k: v.to(device)
+                for k, v in valid.batch(torch.arange(s, min(s + eval_batch, n_valid))).items()
+            }
+            for s in range(0, n_valid, eval_batch)
+        ]
+        started, timed_lists = 0.0, 0
+        with torch.no_grad():
+            for i, batch in enumerate(eval_batches):
+                if i == 1 or len(eval_batches) == 1:
+                    _sync(device)
+                    started = time.perf_counter()
+                _forward(model, batch)
+                if i >= 1 or len(eval_batches) == 1:
+                    timed_lists += int(batch["rows"].shape[0])
+        _sync(device)
+        eval_list_s = (time.perf_counter() - started) / max(timed_lists, 1)
+    epochs = cfg.max_epochs
+    seconds = epochs * (train.n_lists * train_list_s + valid.n_lists * eval_list_s)
+    if cfg.refit:
+        seconds += epochs * refit_lists * train_list_s
+    return FitEstimate(seconds, train_list_s, eval_list_s, epochs)
 
 
 def quantized(model: ListRanker) -> nn.Module:
