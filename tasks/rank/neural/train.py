@@ -102,37 +102,55 @@ def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(batch["dense"], batch["item"], batch["user"], batch["seq"])
 
 
+def fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Scoring and evaluation run in float32 whatever autocast a caller has on: bf16 scores
+    tie and reorder top-10 lists."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, data: ListTensors, device: torch.device, batch_lists: int = 256
 ) -> np.ndarray:
-    """A score per row of `data`, in row order."""
+    """A score per row of `data`, in row order, in float32. `data` may be on the CPU or
+    already on `device`: only each batch's gathered inputs move, never the whole frame."""
     model.eval()
-    data = data.to(device)
-    out = torch.zeros(data.n_rows, dtype=torch.float32, device=device)
-    for start in range(0, data.n_lists, batch_lists):
-        lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
-        batch = data.batch(lists)
-        scores = _forward(model, batch).float()
-        out[batch["rows"][batch["mask"]]] = scores[batch["mask"]]
-    return out.cpu().numpy()
+    home = data.dense.device
+    # One spare slot takes the padding's writes, so no boolean selection syncs per batch.
+    out = torch.zeros(data.n_rows + 1, dtype=torch.float32, device=device)
+    with fp32(device):
+        for start in range(0, data.n_lists, batch_lists):
+            lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=home)
+            batch = _on(data.batch(lists), device)
+            scores = _forward(model, batch).float()
+            slot = torch.where(batch["mask"], batch["rows"], data.n_rows)
+            out[slot.flatten()] = scores.flatten()
+    return out[: data.n_rows].cpu().numpy()
 
 
 @torch.no_grad()
 def evaluate_ndcg(
     model: nn.Module, data: ListTensors, device: torch.device, batch_lists: int = 256
 ) -> float:
-    """Mean NDCG@10 over the lists with a relevant candidate (LightGBM's valid metric)."""
+    """Mean NDCG@10 over the lists with a relevant candidate (LightGBM's valid metric), in
+    float32; one sync with the device at the end."""
     model.eval()
-    total, lists_seen = 0.0, 0
-    for start in range(0, data.n_lists, batch_lists):
-        lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
-        batch = data.batch(lists)
-        scores = _forward(model, batch)
-        keep = batch["label"].sum(-1) > 0
-        total += float(ndcg_at(scores, batch["label"], batch["mask"], EVAL_K)[keep].sum())
-        lists_seen += int(keep.sum())
-    return total / max(lists_seen, 1)
+    home = data.dense.device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    lists_seen = torch.zeros((), dtype=torch.float64, device=device)
+    with fp32(device):
+        for start in range(0, data.n_lists, batch_lists):
+            lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=home)
+            batch = _on(data.batch(lists), device)
+            scores = _forward(model, batch)
+            keep = (batch["label"].sum(-1) > 0).double()
+            total += (ndcg_at(scores, batch["label"], batch["mask"], EVAL_K).double() * keep).sum()
+            lists_seen += keep.sum()
+    return float(total / lists_seen.clamp(min=1.0))
 
 
 @dataclass
@@ -153,6 +171,13 @@ def _fingerprint(arch: Architecture, cfg: NeuralSettings, seed: int, train: List
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, every tensor on the CPU whatever device wrote it or will resume
+    it: `torch.set_rng_state` takes only a CPU byte tensor (map_location=cuda made resuming
+    on a GPU raise), and load_state_dict moves weights and optimizer state to the model."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -197,7 +222,7 @@ def fit(
         if checkpoint is not None and checkpoint.is_file():
             # On the CPU: the RNG states must stay CPU byte tensors (set_rng_state refuses a CUDA
             # one); load_state_dict moves the weights and optimizer state to the model's device.
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            saved = load_checkpoint(checkpoint)
             if saved["fingerprint"] != fingerprint:
                 raise CheckpointMismatch(
                     f"{checkpoint} was written by another configuration or data set"
