@@ -130,10 +130,11 @@ def render(result: dict, machine: dict, command: str) -> str:
         "| --- | --- |",
         *(f"| {k} | {v:.4f} |" for k, v in (sel.get("validation_ndcg") or {}).items()),
         "",
-        f"Network estimate: {est.get('seconds')} s at most ({est.get('epochs')} epochs "
+        f"Network estimate: {est.get('seconds')} s ({est.get('epochs')} epochs "
         f"early-stopping run + refit; {est.get('train_list_ms')} ms per training list, "
         f"{est.get('eval_list_ms')} ms per evaluated list), budget {net.get('budget_s')} s; "
-        f"network and blend took {net.get('seconds')} s; LightGBM "
+        f"the network's fit took {net.get('fit_seconds')} s, with the blend and both "
+        f"validations {net.get('seconds')} s; LightGBM "
         f"{sel.get('lightgbm_seconds')} s. Network fit seconds: {result['neural_seconds']}, "
         f"best epoch {result['neural_best_epoch']}, torch threads {result['neural_threads']}.",
     ]

@@ -173,7 +173,8 @@ def test_auto_trains_every_kind_that_fits_and_keeps_the_best_on_validation(
     assert network["status"] == "trained" and network["budget_s"] == 3600
     assert 0 < network["estimate"]["seconds"] <= 3600
     assert network["estimate"]["epochs"] == settings.neural.max_epochs
-    assert network["why"].startswith("network trained: estimated at most")
+    assert network["why"].startswith("network trained: estimated ")
+    assert 0 < network["fit_seconds"] <= network["seconds"]
 
 
 def test_auto_skips_the_network_over_its_budget_and_says_so(trained) -> None:

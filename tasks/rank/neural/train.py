@@ -310,8 +310,9 @@ def fit(
 
 @dataclass(frozen=True)
 class FitEstimate:
-    """What a training of the network will cost at most, from a few timed steps on the device
-    and thread count it will train with."""
+    """What a training of the network will cost when it runs every epoch it may, from a few
+    timed steps on the device and thread count it will train with (an estimate: the machine's
+    load may change while it trains)."""
 
     seconds: float  # every epoch it may run: early-stopping run (with its evaluation) + refit
     train_list_s: float  # one list through a training step (forward, backward, update)
