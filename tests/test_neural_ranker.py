@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import sys
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from scipy.stats import kendalltau
 
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID, VIEW
+from tasks.rank.kinds.neural import NeuralScorer
 from tasks.rank.neural.blend import blend, choose_weight, mean_ndcg10, zscore_per_list
 from tasks.rank.neural.data import (
     PAD,
@@ -333,6 +335,30 @@ def test_the_fit_estimate_extrapolates_timed_steps_and_leaves_the_rng_alone() ->
     assert no_refit.seconds == pytest.approx(
         7 * (64 * no_refit.train_list_s + 20 * no_refit.eval_list_s)
     )
+
+
+def test_the_int8_benchmark_times_cpu_models_on_cpu_tensors_from_any_device() -> None:
+    """benchmarks/neural_quality.py once fed CUDA tensors to the CPU-only int8 model: its
+    timing runs here with the network on the default device (CUDA where present)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "neural_quality.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("neural_quality_benchmark", script)
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(str(script.parent))
+    frame, events = _shop(n_lists=30)
+    prep, data = _tensors(frame, events)
+    device = resolve_device("auto")
+    model = fit(data, architecture(prep.n_dense, prep.n_items, CFG), CFG, 1, device, epochs=1)
+    scorer = NeuralScorer(model.model, prep, device, 1)
+    rows = bench.int8_speed(scorer, frame, events, AS_OF, threads=(1,), repeats=2)
+    assert [(r["threads"], r["rows"], r["repeats"]) for r in rows] == [(1, frame.height, 2)]
+    assert len(rows[0]["float32_runs"]) == len(rows[0]["int8_runs"]) == 2
+    assert rows[0]["speedup"] > 0 and rows[0]["int8_s"] > 0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

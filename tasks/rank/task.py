@@ -19,8 +19,7 @@ from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
 from tasks.rank.dataset import shared_aggregates
-from tasks.rank.kinds import SELECTION_KEY, load_scorer, train_nightly
-from tasks.rank.kinds.base import Trained
+from tasks.rank.kinds import SELECTION_KEY, Trained, load_scorer, train_nightly
 from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.promotion import register_and_gate
 from tasks.rank.shard_runners import ShardFailed, shard_runner
