@@ -104,8 +104,15 @@ class RankerSettings(BaseModel):
     kind: str = Field(
         "auto",
         description="model kind trained nightly (tasks/rank/kinds: lightgbm, neural, blend); "
-        "auto = blend where CUDA is present, else lightgbm "
-        "(the CPU retraining day has no room left for the network in its 90 s budget)",
+        "auto = train LightGBM, and the network and the blend when the network's estimated "
+        "training time fits neural.auto_budget_s, then keep the kind with the best "
+        "validation NDCG (on CPU as on GPU)",
+    )
+    auto_min_gain: float = Field(
+        0.0,
+        ge=0,
+        description="auto: another kind replaces LightGBM only when its validation NDCG@K is "
+        "more than this above LightGBM's",
     )
 
 
@@ -113,7 +120,16 @@ class NeuralSettings(BaseModel):
     """The PyTorch list ranker (tasks/rank/neural) and its blend with LightGBM."""
 
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA if present")
-    num_threads: int = Field(2, ge=1, description="torch CPU threads while training/scoring")
+    num_threads: int = Field(
+        0, ge=0, description="torch CPU threads while training/scoring; 0 = the cores available"
+    )
+    auto_budget_s: float = Field(
+        300.0,
+        gt=0,
+        description="ranker.kind=auto trains the network (and the blend) only when its "
+        "estimated training time (every epoch it may run, early-stopping run and refit) "
+        "fits this many seconds; otherwise LightGBM alone, and the report says why",
+    )
     item_dim: int = Field(32, ge=4)
     user_dim: int = Field(8, ge=2)
     user_buckets: int = Field(4096, ge=1, description="hashed customer embedding rows")

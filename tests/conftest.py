@@ -11,6 +11,11 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# ranker.kind=auto trains the network too where it fits the time budget, so what a test's
+# nightly run serves would depend on the machine (CUDA or not, its speed). Tests run LightGBM
+# unless they set another kind (the tests of auto set it); fixtures that assume a LightGBM
+# model also pin it themselves. The CLI tests' subprocesses inherit this.
+os.environ["NIGHTREC_RANKER__KIND"] = "lightgbm"
 
 ONLINE_RETAIL_DAYS = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail" / "by-day"

@@ -41,6 +41,7 @@ def tiny_shop(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
         "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
         "NIGHTREC_RANKER__NUM_THREADS": "1",
+        "NIGHTREC_RANKER__KIND": "lightgbm",  # the goldens and asserts are LightGBM's
     }.items():
         monkeypatch.setenv(name, value)
     landing = home / "landing"
@@ -222,6 +223,53 @@ def test_evaluate_flow_compares_the_ranker_with_every_baseline(
         assert bounds["ndcg@10"][0] <= metrics[name]["ndcg@10"] <= bounds["ndcg@10"][1]
     by_history = result["ndcg@10_by_history"]
     assert sum(s["users"] for s in by_history) == result["users"]
+
+
+def test_auto_kind_skips_the_network_over_its_budget_and_the_run_says_why(
+    prefect_harness: None, tiny_shop: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.nightly import NightlyParams, nightly_flow
+
+    monkeypatch.setenv("NIGHTREC_RANKER__KIND", "auto")
+    monkeypatch.setenv("NIGHTREC_NEURAL__AUTO_BUDGET_S", "0.000001")
+    monkeypatch.setenv("NIGHTREC_NEURAL__NUM_THREADS", "1")
+    params = NightlyParams(run_date=RUN_DATE, landing_dir=str(tiny_shop), source="canonical")
+    manifest = nightly_flow(params)
+    assert manifest["status"] == "ok" and manifest["model_kind"] == "lightgbm"
+    selection = manifest["kind_selection"]
+    assert selection["mode"] == "auto" and selection["winner"] == "lightgbm"
+    assert list(selection["validation_ndcg"]) == ["lightgbm"]
+    assert selection["network"]["status"] == "skipped"
+    why = selection["network"]["why"]
+    assert why.startswith("network skipped: estimated ") and "over the budget 0 s" in why
+    meta = json.loads((home / "models" / manifest["model_version"] / "meta.json").read_text())
+    assert meta["kind_selection"] == selection  # the registry keeps it for later nights
+    report = (home / "reports" / "nightly" / f"run_date={RUN_DATE}.md").read_text()
+    assert "## Model kind: lightgbm (auto; tonight's retrain)" in report
+    assert f"{why}." in report
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="forces a failure with device=cuda"
+)
+def test_auto_kind_serves_lightgbm_when_the_network_fails_and_the_run_is_degraded(
+    prefect_harness: None, tiny_shop: Path, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.nightly import NightlyParams, nightly_flow
+    from tasks.errors import DegradedRun
+
+    monkeypatch.setenv("NIGHTREC_RANKER__KIND", "auto")
+    monkeypatch.setenv("NIGHTREC_NEURAL__DEVICE", "cuda")  # none here: the network fails
+    params = NightlyParams(run_date=RUN_DATE, landing_dir=str(tiny_shop), source="canonical")
+    with pytest.raises(DegradedRun) as caught:
+        nightly_flow(params)
+    _, manifest = _read(home, RUN_DATE)
+    assert caught.value.result == manifest
+    assert manifest["status"] == "degraded" and manifest["model_kind"] == "lightgbm"
+    network = manifest["kind_selection"]["network"]
+    assert network["status"] == "failed"
+    assert network["why"].startswith("network failed (DeviceError: neural.device is 'cuda'")
+    assert manifest["degraded"] == [f"auto model kind: {network['why']}; trained lightgbm alone"]
 
 
 def test_nightly_flow_trains_and_serves_the_blend_when_set(

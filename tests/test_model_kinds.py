@@ -4,6 +4,7 @@ registered with their files, loaded back to the same scores, judged by the same 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,16 @@ import pytest
 from tasks.rank import registry
 from tasks.rank.dataset import candidate_frame
 from tasks.rank.gate import promotion_gate, validation_lift
-from tasks.rank.kinds import load_scorer, register_trained, resolve_kind, train_models
+from tasks.rank.kinds import (
+    SELECTION_KEY,
+    load_scorer,
+    pick_best,
+    register_trained,
+    resolve_kind,
+    train_auto,
+    train_models,
+    validation_ndcg,
+)
 from tasks.rank.kinds.blend import BOOSTER_FILE
 from tasks.rank.kinds.neural import NETWORK_FILE
 from tasks.settings import Settings, load_settings
@@ -110,14 +120,76 @@ def test_the_gate_judges_a_blend_by_its_own_row_against_a_lightgbm_champion() ->
     assert not promotion_gate(meta("neural", 0.30, 0.32), None).promote  # below the baseline
 
 
-def test_kind_auto_is_lightgbm_without_cuda_and_a_setting_switches_it(tmp_path: Path) -> None:
-    import torch
+def _auto(settings: Settings, **neural: object) -> Settings:
+    return settings.model_copy(
+        update={
+            "ranker": settings.ranker.model_copy(update={"kind": "auto"}),
+            "neural": settings.neural.model_copy(update=neural),
+        }
+    )
 
+
+def test_kind_auto_is_resolved_by_training_and_a_setting_pins_a_kind(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    assert resolve_kind(settings) == ("blend" if torch.cuda.is_available() else "lightgbm")
+    assert resolve_kind(_auto(settings)) == "auto"  # the same on CPU and under CUDA
     blend = settings.model_copy(
         update={"ranker": settings.ranker.model_copy(update={"kind": "blend"})}
     )
     assert resolve_kind(blend) == "blend"
     with pytest.raises(ValueError, match="unknown model kind"):
         train_models(["forest"], pl.DataFrame(), pl.DataFrame(), CUTOFF, settings)
+
+
+def test_pick_best_takes_the_best_validation_ndcg_and_the_simpler_kind_on_ties() -> None:
+    assert pick_best({"lightgbm": 0.40, "neural": 0.39, "blend": 0.41}, 0.0) == (
+        "blend",
+        "blend has the best validation NDCG (0.4100 vs lightgbm 0.4000)",
+    )
+    kind, why = pick_best({"lightgbm": 0.40, "neural": 0.39, "blend": 0.41}, 0.02)
+    assert kind == "lightgbm"
+    assert why == "lightgbm kept: blend 0.4100 is not more than 0.02 above lightgbm 0.4000"
+    kind, why = pick_best({"lightgbm": 0.40, "blend": 0.40}, 0.0)
+    assert kind == "lightgbm" and "tie" in why
+    assert pick_best({"lightgbm": 0.30, "neural": 0.42, "blend": 0.42}, 0.0)[0] == "neural"
+    assert pick_best({"lightgbm": 0.30}, 0.0) == ("lightgbm", "lightgbm: the only kind trained")
+
+
+def test_auto_trains_every_kind_that_fits_and_keeps_the_best_on_validation(
+    trained, tmp_path: Path
+) -> None:
+    shop, settings, models = trained
+    model = train_auto(shop.events, shop.catalog, CUTOFF, _auto(settings, auto_budget_s=3600))
+    selection = model.meta[SELECTION_KEY]
+    assert selection["mode"] == "auto" and selection["trained"] == ["lightgbm", "neural", "blend"]
+    ndcg = selection["validation_ndcg"]
+    # The same network and blend as trained alone (same seed, same windows, CPU exact).
+    for kind in ("neural", "blend"):
+        assert ndcg[kind] == round(models[kind].meta["validation"]["metrics"][kind]["ndcg@5"], 6)
+    winner = selection["winner"]
+    assert (winner, selection["why"]) == pick_best(ndcg, 0.0)
+    assert model.kind == winner and model.meta["model_kind"] == winner
+    assert validation_ndcg(model.meta) == pytest.approx(ndcg[winner], abs=1e-6)
+    network = selection["network"]
+    assert network["status"] == "trained" and network["budget_s"] == 3600
+    assert 0 < network["estimate"]["seconds"] <= 3600
+    assert network["estimate"]["epochs"] == settings.neural.max_epochs
+    assert network["why"].startswith("network trained: estimated ")
+    assert 0 < network["fit_seconds"] <= network["seconds"]
+
+
+def test_auto_skips_the_network_over_its_budget_and_says_so(trained) -> None:
+    shop, settings, _ = trained
+    model = train_auto(shop.events, shop.catalog, CUTOFF, _auto(settings, auto_budget_s=1e-6))
+    selection = model.meta[SELECTION_KEY]
+    assert model.kind == "lightgbm" and selection["winner"] == "lightgbm"
+    assert selection["trained"] == ["lightgbm"] and list(selection["validation_ndcg"]) == [
+        "lightgbm"
+    ]
+    network = selection["network"]
+    assert network["status"] == "skipped"
+    assert network["estimate"]["seconds"] > 0
+    assert re.fullmatch(
+        r"network skipped: estimated \d+ s on (cpu|cuda) over the budget 0 s "
+        r"\(neural\.auto_budget_s\)",
+        network["why"],
+    ), network["why"]

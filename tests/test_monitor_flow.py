@@ -33,6 +33,7 @@ ENV = {
     "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
     "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
     "NIGHTREC_RANKER__NUM_THREADS": "1",
+    "NIGHTREC_RANKER__KIND": "lightgbm",  # the asserts read a LightGBM model
     "NIGHTREC_MAX_BAD_SHARE": "0.5",
 }
 

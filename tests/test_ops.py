@@ -151,6 +151,43 @@ def test_the_run_report_has_counts_by_source_and_the_validation_table() -> None:
     assert not any("Validation" in line for line in render_run_report(manifest, None).splitlines())
 
 
+def test_the_run_report_says_which_kind_won_each_kinds_validation_ndcg_and_why() -> None:
+    selection = {
+        "mode": "auto",
+        "winner": "blend",
+        "why": "blend has the best validation NDCG (0.4375 vs lightgbm 0.4365)",
+        "validation_ndcg": {"lightgbm": 0.4365, "neural": 0.4115, "blend": 0.4375},
+        "validation_window": "2011-08-02T00:00:00",
+        "network": {"why": "network trained: estimated 180 s on cpu within the budget"},
+    }
+    manifest = {
+        "run_date": "2011-08-31",
+        "rows": 0,
+        "users": 0,
+        "items": 0,
+        "k": 10,
+        "model_version": "blend-1",
+        "retrained": True,
+        "kind_selection": selection,
+        "rows_by_source": {},
+    }
+    lines = render_run_report(manifest, None).splitlines()
+    at = lines.index("## Model kind: blend (auto; tonight's retrain)")
+    assert lines[at + 2] == "blend has the best validation NDCG (0.4375 vs lightgbm 0.4365)."
+    assert lines[at + 4] == "network trained: estimated 180 s on cpu within the budget."
+    assert lines[at + 6 : at + 11] == [
+        "| kind | validation NDCG (window 2011-08-02) |",
+        "| --- | --- |",
+        "| lightgbm | 0.4365 |",
+        "| neural | 0.4115 |",
+        "| blend | 0.4375 |",
+    ]
+    # A night without a retrain shows the serving model's selection, from its meta.
+    quiet = {**manifest, "retrained": False, "kind_selection": None}
+    lines = render_run_report(quiet, None, None, selection).splitlines()
+    assert "## Model kind: blend (auto; chosen when the serving model was trained)" in lines
+
+
 def test_the_holder_probe_tells_a_live_run_from_a_dead_one(tmp_path: Path) -> None:
     path = tmp_path / "run.lock"
     assert not holder_alive(path)  # never locked

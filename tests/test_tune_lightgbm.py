@@ -39,6 +39,7 @@ def tiny_store(home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "NIGHTREC_RANKER__WINDOW_STEP_DAYS": "7",
         "NIGHTREC_RANKER__MIN_DATA_IN_LEAF": "5",
         "NIGHTREC_RANKER__NUM_THREADS": "1",
+        "NIGHTREC_RANKER__KIND": "lightgbm",  # the asserts read a LightGBM model
         "NIGHTREC_TUNE__THREADS_PER_TRIAL": "1",
         "NIGHTREC_TUNE__VALIDATION_FOLDS": "2",
     }.items():

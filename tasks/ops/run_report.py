@@ -21,12 +21,38 @@ from tasks.settings import Settings
 METRIC_NAMES = ("ndcg", "recall", "map", "hitrate", "precision")
 
 
-def _validation_of(models_dir: Path, model_version: str) -> dict[str, Any] | None:
-    """The serving model's validation metrics beside the baselines, when it is a model."""
+def _meta_of(models_dir: Path, model_version: str) -> dict[str, Any]:
+    """The serving model's meta; empty for the baseline (no registry entry)."""
     try:
-        return registry.load(models_dir, model_version).meta.get("validation")
+        return registry.load(models_dir, model_version).meta
     except registry.RegistryError:
-        return None  # the baseline has no registry entry
+        return {}
+
+
+def kind_lines(selection: dict[str, Any] | None, retrained: bool) -> list[str]:
+    """How the model's kind was chosen: each kind's validation NDCG, the winner and why, and
+    what became of the network (trained, skipped over its time budget, failed)."""
+    if not selection:
+        return []
+    when = "tonight's retrain" if retrained else "chosen when the serving model was trained"
+    lines = [
+        f"## Model kind: {selection['winner']} ({selection['mode']}; {when})",
+        "",
+        f"{selection['why']}.",
+        "",
+    ]
+    if network := selection.get("network"):
+        lines += [f"{network['why']}.", ""]
+    ndcg = selection.get("validation_ndcg") or {}
+    if len(ndcg) > 1:
+        window = (selection.get("validation_window") or "")[:10]
+        lines += [
+            f"| kind | validation NDCG (window {window}) |",
+            "| --- | --- |",
+            *(f"| {kind} | {value:.4f} |" for kind, value in ndcg.items()),
+            "",
+        ]
+    return lines
 
 
 def _status_lines(manifest: dict[str, Any]) -> list[str]:
@@ -96,6 +122,7 @@ def render_run_report(
     manifest: dict[str, Any],
     validation: dict[str, Any] | None,
     trends_png: str | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> str:
     """Markdown: what was published (rows, users, items, by source) and the model's metrics."""
     lines = [
@@ -110,6 +137,7 @@ def render_run_report(
         f"Model choice: {manifest.get('model_choice', '')}.",
         "",
         *_status_lines(manifest),
+        *kind_lines(manifest.get("kind_selection") or selection, bool(manifest.get("retrained"))),
         *health_lines(manifest.get("health"), trends_png),
         "| source | rows |",
         "| --- | --- |",
@@ -159,8 +187,13 @@ def report_run(
     path = reports_dir / "nightly" / f"run_date={manifest['run_date']}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     trends = _trends(manifest, path.parent, settings)
-    validation = _validation_of(models_dir, manifest["model_version"])
-    markdown = render_run_report(manifest, validation, trends[0].name if trends else None)
+    meta = _meta_of(models_dir, manifest["model_version"])
+    markdown = render_run_report(
+        manifest,
+        meta.get("validation"),
+        trends[0].name if trends else None,
+        meta.get("kind_selection"),
+    )
     path.write_text(markdown)
     artifact = markdown
     if trends:  # the UI shows the plot inline; the file's relative link means nothing there

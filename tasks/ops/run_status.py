@@ -47,6 +47,10 @@ def run_fields(
         "retrained": choice.retrained,
         "model_choice": choice.reason,
         "model_kind": scored.model_kind,
+        # How the kind was chosen (each kind's validation NDCG, the winner, why, the network
+        # trained, skipped over its time budget, or failed): tonight's retrain's, else the
+        # serving model's; null when no model was trained.
+        "kind_selection": choice.selection,
         "model_fallback": scored.fallback,
         "shards": scored.shards,
         "validation_report": str(report),

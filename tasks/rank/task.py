@@ -19,7 +19,7 @@ from tasks.features.snapshot import Snapshot
 from tasks.progress import stage_task
 from tasks.rank import registry
 from tasks.rank.dataset import shared_aggregates
-from tasks.rank.kinds import load_scorer, resolve_kind, train_models
+from tasks.rank.kinds import SELECTION_KEY, Trained, load_scorer, train_nightly
 from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.promotion import register_and_gate
 from tasks.rank.shard_runners import ShardFailed, shard_runner
@@ -43,6 +43,9 @@ class ModelChoice:
     # gate refused a first model); None when it can.
     problem: str | None = None
     notes: tuple[str, ...] = ()  # for the manifest and report (e.g. a champion retired)
+    # How tonight's model kind was chosen (ranker.kind=auto: each kind's validation NDCG, the
+    # winner, why; a network skipped or failed); None when nothing was trained.
+    selection: dict | None = None
 
 
 def choose_model(
@@ -72,15 +75,19 @@ def _choose_model(
     if retrain is False or (retrain is None and not due):
         if serving is None:
             return ModelChoice(None, False, "no model: baseline", problem="no model trained yet")
-        return ModelChoice(serving.version, False, f"newest model is {age_days} day(s) old")
-    kind = resolve_kind(settings)
+        return ModelChoice(
+            serving.version,
+            False,
+            f"newest model is {age_days} day(s) old",
+            selection=serving.meta.get(SELECTION_KEY),
+        )
     # The serving champion's tuned parameters (LightGBM's and the network's) carry over to its
     # successors; defaults otherwise.
     carried = nightly_carried(settings, serving.meta if serving else None)
     tuned = with_carried(settings, carried)
     try:
         events = training_events(snapshot.scan_events(), snapshot.as_of, tuned)
-        trained = train_models([kind], events, snapshot.catalog(), snapshot.as_of, tuned)[kind]
+        trained = train_nightly(events, snapshot.catalog(), snapshot.as_of, tuned)
         del events
     except NotEnoughHistory as exc:
         log.warning("not retraining: %s", exc)
@@ -102,6 +109,17 @@ def _choose_model(
     if carried:
         assert serving is not None
         trained.meta.update({**carried, TUNED_FROM_KEY: serving.version})
+    choice = _gated(settings, snapshot, trained)
+    selection = trained.meta.get(SELECTION_KEY)
+    network = (selection or {}).get("network", {})
+    if network.get("status") == "failed":  # LightGBM served, but not the best kind: degraded
+        problem = f"auto model kind: {network['why']}; trained lightgbm alone"
+        choice = dataclasses.replace(choice, problem=choice.problem or problem)
+    return dataclasses.replace(choice, selection=selection)
+
+
+def _gated(settings: Settings, snapshot: Snapshot, trained: Trained) -> ModelChoice:
+    models_dir = settings.models_dir
     gate = register_and_gate(models_dir, trained, snapshot.as_of, settings.ranker.gate_tolerance)
     if gate.same_as_serving:
         return ModelChoice(gate.version, True, "retrained the serving model (same content)")

@@ -20,9 +20,18 @@ from tasks.constants import USER_ID
 from tasks.rank import registry
 from tasks.rank.dataset import LABEL
 from tasks.rank.kinds.base import LIST_KEY, Scorer, Trained, TrainingContext, with_list_key
-from tasks.rank.neural.data import Preprocessor, build_tensors, fit_preprocessor
+from tasks.rank.neural.data import ListTensors, Preprocessor, build_tensors, fit_preprocessor
 from tasks.rank.neural.model import Architecture, ListRanker
-from tasks.rank.neural.train import architecture, fit, predict, quantized, resolve_device
+from tasks.rank.neural.train import (
+    FitEstimate,
+    architecture,
+    cpu_threads,
+    estimate_fit,
+    fit,
+    predict,
+    quantized,
+    resolve_device,
+)
 from tasks.settings import Settings
 
 NETWORK_FILE = "network.pt"
@@ -33,12 +42,12 @@ class NeuralScorer:
     model: torch.nn.Module
     prep: Preprocessor
     device: torch.device
-    num_threads: int = 2
+    num_threads: int = 0  # 0 = the cores available
 
     def score(self, frame: pl.DataFrame, events: pl.DataFrame, as_of: dt.datetime) -> np.ndarray:
         data = build_tensors(frame, events, self.prep, list_key=USER_ID, as_of=as_of, label=None)
         threads = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
+        torch.set_num_threads(cpu_threads(self.num_threads))
         try:
             return predict(self.model, data, self.device)
         finally:
@@ -55,6 +64,53 @@ class NeuralFit:
     valid_scores: np.ndarray  # the early network's score per validation row
 
 
+@dataclass
+class NeuralData:
+    """The network's inputs for one set of windows, built once: the preprocessor (fitted on
+    the training windows), and the tensors of the early-stopping run, its validation and the
+    refit. Each window's tensors are built once and shared by the runs that use it."""
+
+    prep: Preprocessor
+    arch: Architecture
+    train: ListTensors  # windows 1.. (older), lists kept by train_list_len
+    valid: ListTensors  # window 0 (the newest), whole lists
+    refit: ListTensors | None  # windows ..n-2 (newest), when refitting
+    train_rows: int
+    refit_rows: int
+    positives_kept: float
+    seconds: float
+
+
+def neural_data(
+    frames: list[pl.DataFrame], events: pl.DataFrame, features: list[str], settings: Settings
+) -> NeuralData:
+    cfg = settings.neural
+    started = time.perf_counter()
+    kept = [with_list_key([frame], cfg.train_list_len) for frame in frames]
+    train = pl.concat(kept[1:])
+    prep = fit_preprocessor(train, features, events, cfg.user_buckets, cfg.seq_len)
+    arch = architecture(prep.n_dense, prep.n_items, cfg)
+    # Window i's tensors once: the early-stopping run uses windows 1.., the refit ..n-2.
+    refit_ids = range(len(frames) - 1) if cfg.refit else range(0)
+    tensors = {
+        i: build_tensors(kept[i], events, prep, list_key=LIST_KEY)
+        for i in sorted({*range(1, len(frames)), *refit_ids})
+    }
+    valid = build_tensors(with_list_key(frames[:1]), events, prep, list_key=LIST_KEY)
+    return NeuralData(
+        prep=prep,
+        arch=arch,
+        train=ListTensors.concat([tensors[i] for i in range(1, len(frames))]),
+        valid=valid,
+        refit=ListTensors.concat([tensors[i] for i in refit_ids]) if cfg.refit else None,
+        train_rows=train.height,
+        refit_rows=sum(kept[i].height for i in refit_ids),
+        positives_kept=float(train.get_column(LABEL).sum())
+        / max(float(pl.concat(frames[1:]).get_column(LABEL).sum()), 1.0),
+        seconds=time.perf_counter() - started,
+    )
+
+
 def fit_neural(
     frames: list[pl.DataFrame],
     events: pl.DataFrame,
@@ -63,42 +119,36 @@ def fit_neural(
     device: torch.device,
     checkpoint_dir: Path | None = None,
     epoch_hook: Callable[[int, torch.nn.Module, Preprocessor], None] | None = None,
+    data: NeuralData | None = None,
 ) -> NeuralFit:
     """Early-stop on the newest window having trained on the older ones, then (by default)
     refit on the newest windows for the best number of epochs, as the LightGBM ranker does.
+    `data` (from `neural_data` on the same frames) saves building the tensors again.
 
     `epoch_hook(epoch, model, prep)` sees the early-stopping run after each of its epochs (a
     tuning trial scores it there and may stop it)."""
     cfg = settings.neural
-    train, valid, refit = (
-        with_list_key(frames[1:], cfg.train_list_len),
-        with_list_key(frames[:1]),
-        with_list_key(frames[:-1], cfg.train_list_len),
-    )
-    prep = fit_preprocessor(train, features, events, cfg.user_buckets, cfg.seq_len)
-    arch = architecture(prep.n_dense, prep.n_items, cfg)
     started = time.perf_counter()
-    train_t = build_tensors(train, events, prep, list_key=LIST_KEY)
-    valid_t = build_tensors(valid, events, prep, list_key=LIST_KEY)
-    tensors_s = time.perf_counter() - started
+    data = data or neural_data(frames, events, features, settings)
+    prep = data.prep
+    tensors_s = data.seconds
     early = fit(
-        train_t,
-        arch,
+        data.train,
+        data.arch,
         cfg,
         settings.seed,
         device,
-        valid=valid_t,
+        valid=data.valid,
         checkpoint=checkpoint_dir / "early.ckpt" if checkpoint_dir else None,
         on_epoch=(lambda epoch, model: epoch_hook(epoch, model, prep)) if epoch_hook else None,
     )
-    early_s = time.perf_counter() - started - tensors_s
-    valid_scores = predict(early.model, valid_t, device)
+    early_s = time.perf_counter() - started
+    valid_scores = predict(early.model, data.valid, device)
     final = early
-    if cfg.refit:
-        refit_t = build_tensors(refit, events, prep, list_key=LIST_KEY)
+    if data.refit is not None:
         final = fit(
-            refit_t,
-            arch,
+            data.refit,
+            data.arch,
             cfg,
             settings.seed,
             device,
@@ -107,21 +157,44 @@ def fit_neural(
         )
     meta = {
         "device": str(device),
-        "architecture": arch.as_dict(),
+        "threads": cpu_threads(cfg.num_threads) if device.type == "cpu" else None,
+        "architecture": data.arch.as_dict(),
         "settings": cfg.model_dump(),
         "best_epoch": early.best_epoch,
         "valid_ndcg10": early.valid_ndcg10,
         "history": early.history,
-        "train_rows": refit.height if cfg.refit else train.height,
-        "train_positives_kept": float(train.get_column(LABEL).sum())
-        / max(float(pl.concat(frames[1:]).get_column(LABEL).sum()), 1.0),
+        "train_rows": data.refit_rows if data.refit is not None else data.train_rows,
+        "train_positives_kept": data.positives_kept,
         "seconds": {
             "tensors": round(tensors_s, 2),
             "early": round(early_s, 2),
-            "total": round(time.perf_counter() - started, 2),
+            "total": round(tensors_s + time.perf_counter() - started, 2),
         },
     }
-    return NeuralFit(prep, arch, early.model, final.model, meta, valid_scores)
+    return NeuralFit(prep, data.arch, early.model, final.model, meta, valid_scores)
+
+
+def network_data(ctx: TrainingContext) -> NeuralData:
+    """The context's network inputs, built once (the estimate and the fit share them)."""
+    if "network_data" not in ctx.shared:
+        ctx.shared["network_data"] = neural_data(ctx.frames, ctx.events, ctx.features, ctx.settings)
+    return ctx.shared["network_data"]
+
+
+def network_estimate(ctx: TrainingContext) -> FitEstimate:
+    """The most the context's network fit may take on its device, from a few timed steps."""
+    data = network_data(ctx)
+    device = resolve_device(ctx.settings.neural.device)
+    refit_lists = data.refit.n_lists if data.refit is not None else 0
+    return estimate_fit(
+        data.train,
+        data.valid,
+        refit_lists,
+        data.arch,
+        ctx.settings.neural,
+        ctx.settings.seed,
+        device,
+    )
 
 
 def network_fit(ctx: TrainingContext) -> NeuralFit:
@@ -129,8 +202,15 @@ def network_fit(ctx: TrainingContext) -> NeuralFit:
     if "network" not in ctx.shared:
         device = resolve_device(ctx.settings.neural.device)
         ctx.shared["network"] = fit_neural(
-            ctx.frames, ctx.events, ctx.features, ctx.settings, device, ctx.checkpoint_dir
+            ctx.frames,
+            ctx.events,
+            ctx.features,
+            ctx.settings,
+            device,
+            ctx.checkpoint_dir,
+            data=network_data(ctx),
         )
+        ctx.shared.pop("network_data", None)  # the fit holds what it needs
     return ctx.shared["network"]
 
 

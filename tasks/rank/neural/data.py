@@ -174,6 +174,26 @@ class ListTensors:
     def n_rows(self) -> int:
         return int(self.dense.shape[0])
 
+    @classmethod
+    def concat(cls, parts: list[ListTensors]) -> ListTensors:
+        """The parts' lists one after another (their rows renumbered, padding widened): the
+        tensors of several windows built once each and combined for every fit that uses them."""
+        width = max(int(p.rows.shape[1]) for p in parts)
+        rows, offset = [], 0
+        for p in parts:
+            padded = torch.full((p.n_lists, width), -1, dtype=torch.int64)
+            padded[:, : p.rows.shape[1]] = torch.where(p.rows >= 0, p.rows + offset, p.rows)
+            rows.append(padded)
+            offset += p.n_rows
+        return cls(
+            dense=torch.cat([p.dense for p in parts]),
+            item=torch.cat([p.item for p in parts]),
+            label=torch.cat([p.label for p in parts]),
+            rows=torch.cat(rows),
+            user=torch.cat([p.user for p in parts]),
+            seq=torch.cat([p.seq for p in parts]),
+        )
+
     def to(self, device: torch.device) -> ListTensors:
         return ListTensors(*(t.to(device) for t in self.__dict__.values()))
 

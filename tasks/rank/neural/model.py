@@ -89,10 +89,12 @@ def listwise_loss(scores: torch.Tensor, label: torch.Tensor, mask: torch.Tensor)
     """Softmax cross-entropy of each list against its relevance distribution (ListNet top-1),
     averaged over lists with at least one relevant candidate."""
     relevant = label.sum(dim=-1)
-    keep = relevant > 0
-    target = label[keep] / relevant[keep].unsqueeze(-1)
-    logp = masked_log_softmax(scores[keep], mask[keep])
-    return -(target * logp.masked_fill(~mask[keep], 0.0)).sum(dim=-1).mean()
+    keep = (relevant > 0).float()
+    # No boolean indexing: selecting the kept lists would sync with the device at every step.
+    target = label / relevant.clamp(min=1e-12).unsqueeze(-1)
+    logp = masked_log_softmax(scores, mask).masked_fill(~mask, 0.0)
+    per_list = -(target * logp).sum(dim=-1)
+    return (per_list * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def ndcg_at(scores: torch.Tensor, label: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:

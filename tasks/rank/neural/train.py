@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,13 +47,24 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def cpu_threads(requested: int) -> int:
+    """torch CPU threads: `requested`, or with 0 the cores this process may run on."""
+    if requested > 0:
+        return requested
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def torch_runtime(device: torch.device, num_threads: int) -> Iterator[None]:
-    """Thread count, a forked RNG and, on CPU, deterministic algorithms for the duration; all
-    restored after, so training leaves no global torch state behind."""
+    """Thread count (0 = every core available), a forked RNG and, on CPU, deterministic
+    algorithms for the duration; all restored after, so training leaves no global torch state
+    behind."""
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(num_threads)
+    torch.set_num_threads(cpu_threads(num_threads))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     cuda_devices = [device.index or 0] if device.type == "cuda" else []
@@ -90,37 +102,55 @@ def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(batch["dense"], batch["item"], batch["user"], batch["seq"])
 
 
+def fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Scoring and evaluation run in float32 whatever autocast a caller has on: bf16 scores
+    tie and reorder top-10 lists."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, data: ListTensors, device: torch.device, batch_lists: int = 256
 ) -> np.ndarray:
-    """A score per row of `data`, in row order."""
+    """A score per row of `data`, in row order, in float32. `data` may be on the CPU or
+    already on `device`: only each batch's gathered inputs move, never the whole frame."""
     model.eval()
-    data = data.to(device)
-    out = torch.zeros(data.n_rows, dtype=torch.float32, device=device)
-    for start in range(0, data.n_lists, batch_lists):
-        lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
-        batch = data.batch(lists)
-        scores = _forward(model, batch).float()
-        out[batch["rows"][batch["mask"]]] = scores[batch["mask"]]
-    return out.cpu().numpy()
+    home = data.dense.device
+    # One spare slot takes the padding's writes, so no boolean selection syncs per batch.
+    out = torch.zeros(data.n_rows + 1, dtype=torch.float32, device=device)
+    with fp32(device):
+        for start in range(0, data.n_lists, batch_lists):
+            lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=home)
+            batch = _on(data.batch(lists), device)
+            scores = _forward(model, batch).float()
+            slot = torch.where(batch["mask"], batch["rows"], data.n_rows)
+            out[slot.flatten()] = scores.flatten()
+    return out[: data.n_rows].cpu().numpy()
 
 
 @torch.no_grad()
 def evaluate_ndcg(
     model: nn.Module, data: ListTensors, device: torch.device, batch_lists: int = 256
 ) -> float:
-    """Mean NDCG@10 over the lists with a relevant candidate (LightGBM's valid metric)."""
+    """Mean NDCG@10 over the lists with a relevant candidate (LightGBM's valid metric), in
+    float32; one sync with the device at the end."""
     model.eval()
-    total, lists_seen = 0.0, 0
-    for start in range(0, data.n_lists, batch_lists):
-        lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=device)
-        batch = data.batch(lists)
-        scores = _forward(model, batch)
-        keep = batch["label"].sum(-1) > 0
-        total += float(ndcg_at(scores, batch["label"], batch["mask"], EVAL_K)[keep].sum())
-        lists_seen += int(keep.sum())
-    return total / max(lists_seen, 1)
+    home = data.dense.device
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    lists_seen = torch.zeros((), dtype=torch.float64, device=device)
+    with fp32(device):
+        for start in range(0, data.n_lists, batch_lists):
+            lists = torch.arange(start, min(start + batch_lists, data.n_lists), device=home)
+            batch = _on(data.batch(lists), device)
+            scores = _forward(model, batch)
+            keep = (batch["label"].sum(-1) > 0).double()
+            total += (ndcg_at(scores, batch["label"], batch["mask"], EVAL_K).double() * keep).sum()
+            lists_seen += keep.sum()
+    return float(total / lists_seen.clamp(min=1.0))
 
 
 @dataclass
@@ -141,6 +171,13 @@ def _fingerprint(arch: Architecture, cfg: NeuralSettings, seed: int, train: List
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint, every tensor on the CPU whatever device wrote it or will resume
+    it: `torch.set_rng_state` takes only a CPU byte tensor (map_location=cuda made resuming
+    on a GPU raise), and load_state_dict moves weights and optimizer state to the model."""
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -185,7 +222,7 @@ def fit(
         if checkpoint is not None and checkpoint.is_file():
             # On the CPU: the RNG states must stay CPU byte tensors (set_rng_state refuses a CUDA
             # one); load_state_dict moves the weights and optimizer state to the model's device.
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            saved = load_checkpoint(checkpoint)
             if saved["fingerprint"] != fingerprint:
                 raise CheckpointMismatch(
                     f"{checkpoint} was written by another configuration or data set"
@@ -269,6 +306,102 @@ def fit(
         history=state["history"],
         resumed_from=resumed_from,
     )
+
+
+@dataclass(frozen=True)
+class FitEstimate:
+    """What a training of the network will cost when it runs every epoch it may, from a few
+    timed steps on the device and thread count it will train with (an estimate: the machine's
+    load may change while it trains)."""
+
+    seconds: float  # every epoch it may run: early-stopping run (with its evaluation) + refit
+    train_list_s: float  # one list through a training step (forward, backward, update)
+    eval_list_s: float  # one list through an evaluation forward
+    epochs: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "seconds": round(self.seconds, 1),
+            "train_list_ms": round(1000 * self.train_list_s, 4),
+            "eval_list_ms": round(1000 * self.eval_list_s, 4),
+            "epochs": self.epochs,
+        }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def estimate_fit(
+    train: ListTensors,
+    valid: ListTensors,
+    refit_lists: int,
+    arch: Architecture,
+    cfg: NeuralSettings,
+    seed: int,
+    device: torch.device,
+    probe_batches: int = 4,
+) -> FitEstimate:
+    """Time `probe_batches` training steps and evaluation batches of a throw-away network
+    (after one untimed warm-up of each) and extrapolate to the most the fit may run:
+    `max_epochs` epochs over `train` with an evaluation of `valid` each, then (with refit)
+    `max_epochs` epochs over `refit_lists` lists. Draws from a forked RNG: the training that
+    follows is unchanged."""
+    eval_batch = 256
+    with torch_runtime(device, cfg.num_threads):
+        torch.manual_seed(seed)
+        model = ListRanker(arch).to(device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+        n_train = min(train.n_lists, (probe_batches + 1) * cfg.batch_lists)
+        batches = [
+            {
+                k: v.to(device)
+                for k, v in train.batch(torch.arange(s, min(s + cfg.batch_lists, n_train))).items()
+            }
+            for s in range(0, n_train, cfg.batch_lists)
+        ]
+        model.train()
+        started, timed_lists = 0.0, 0
+        for i, batch in enumerate(batches):
+            if i == 1 or len(batches) == 1:
+                _sync(device)
+                started = time.perf_counter()
+            with autocast(device):
+                scores = _forward(model, batch)
+            loss = listwise_loss(scores, batch["label"], batch["mask"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if i >= 1 or len(batches) == 1:
+                timed_lists += int(batch["rows"].shape[0])
+        _sync(device)
+        train_list_s = (time.perf_counter() - started) / max(timed_lists, 1)
+        model.eval()
+        n_valid = min(valid.n_lists, 3 * eval_batch)
+        eval_batches = [
+            {
+                k: v.to(device)
+                for k, v in valid.batch(torch.arange(s, min(s + eval_batch, n_valid))).items()
+            }
+            for s in range(0, n_valid, eval_batch)
+        ]
+        started, timed_lists = 0.0, 0
+        with torch.no_grad():
+            for i, batch in enumerate(eval_batches):
+                if i == 1 or len(eval_batches) == 1:
+                    _sync(device)
+                    started = time.perf_counter()
+                _forward(model, batch)
+                if i >= 1 or len(eval_batches) == 1:
+                    timed_lists += int(batch["rows"].shape[0])
+        _sync(device)
+        eval_list_s = (time.perf_counter() - started) / max(timed_lists, 1)
+    epochs = cfg.max_epochs
+    seconds = epochs * (train.n_lists * train_list_s + valid.n_lists * eval_list_s)
+    if cfg.refit:
+        seconds += epochs * refit_lists * train_list_s
+    return FitEstimate(seconds, train_list_s, eval_list_s, epochs)
 
 
 def quantized(model: ListRanker) -> nn.Module:
