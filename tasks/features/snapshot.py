@@ -51,9 +51,8 @@ class Snapshot:
 def take_snapshot(settings: Settings, as_of: dt.datetime, work_dir: Path) -> Snapshot:
     work_dir.mkdir(parents=True, exist_ok=True)
     events_path, catalog_path = work_dir / "events.parquet", work_dir / "catalog.parquet"
-    with connect(
-        settings.db_path, read_only=True, memory_limit_mib=settings.scale.snapshot_memory_mib
-    ) as con:
+    # Writable, as ever: a home without a store yet gets an empty one (and an empty cut).
+    with connect(settings.db_path, memory_limit_mib=settings.scale.snapshot_memory_mib) as con:
         _write_parquet(con, sql_text("events_snapshot"), {"as_of": as_of}, events_path)
         _write_parquet(con, sql_text("catalog_snapshot"), {}, catalog_path)
     summary = pl.scan_parquet(events_path).select(pl.len(), pl.col(TS).max()).collect()
