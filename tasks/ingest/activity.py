@@ -16,7 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.constants import TS, USER_ID
+from tasks.constants import EVENT_TYPE, PURCHASE, TS, USER_ID
 from tasks.errors import NightrecError
 from tasks.ingest.adapters import adapter_for
 from tasks.ingest.landing import find_day_files, iter_raw_chunks
@@ -39,7 +39,8 @@ def order_lines(
     columns_file: Path | None = None,
 ) -> pl.DataFrame:
     """(user_id, ts) of every customer order line in the day files under `landing` within
-    [start, end] (inclusive days): the loaded events' lines and the adapter's activity."""
+    [start, end] (inclusive days): the purchase events the adapter loads (views and carts
+    are no order lines) and its activity lines."""
     adapter = adapter_for(source)
     mapping = find_mapping(landing, adapter.known_columns, columns_file)
     parts = [pl.DataFrame(schema=LINE_SCHEMA)]
@@ -48,7 +49,8 @@ def order_lines(
             if mapping is not None:
                 raw = mapping.apply(raw, path)
             adapted = adapter.adapt(raw)
-            for frame in (adapted.events, adapted.activity):
+            purchases = adapted.events.filter(pl.col(EVENT_TYPE) == PURCHASE)
+            for frame in (purchases, adapted.activity):
                 parts.append(frame.select(USER_ID, pl.col(TS).cast(pl.Datetime("us"))))
     return pl.concat(parts).filter(pl.col(USER_ID).is_not_null())
 
