@@ -208,6 +208,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-default-provenance"))
     parser.add_argument("--skip-learning-rate", action="store_true")
     parser.add_argument("--skip-weights", action="store_true")
+    parser.add_argument(
+        "--cuts",
+        nargs="+",
+        type=dt.datetime.fromisoformat,
+        default=list(CUTS),
+        choices=list(CUTS),
+        help="development cuts (exclusive as-of instants) to choose before",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     machine = describe()
@@ -216,7 +224,7 @@ def main() -> None:
     events, catalog = load(args.db)
     settings = load_settings(home=args.work / "home")
     cuts = {}
-    for cut in CUTS:
+    for cut in args.cuts:
         fold_as_ofs = fold_as_of_list(cut, settings)
         key = f"{cut:%Y-%m-%d}"
         r: dict = {"fold_as_ofs": [a.isoformat() for a in fold_as_ofs]}
