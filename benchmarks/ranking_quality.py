@@ -42,6 +42,7 @@ from tasks.evaluate.report import write_report
 from tasks.ingest.activity import check_covers, order_lines
 from tasks.ingest.load import ingest_landing
 from tasks.protocol.split import protocol_users, truth_window
+from tasks.rank.kinds import KINDS
 from tasks.settings import load_settings
 from tasks.store import connect, sql_text
 
@@ -79,6 +80,13 @@ def main() -> None:
         default=list(AS_OFS),
         help="exclusive as-of instants (default: the three cuts)",
     )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=sorted(KINDS),
+        default=sorted(KINDS),
+        help="model kinds beside LightGBM (default: every kind)",
+    )
     args = parser.parse_args()
     db = args.db
     if db is None:
@@ -94,11 +102,15 @@ def main() -> None:
     command = COMMAND + (" --db STORE" if args.db else "")
     if list(args.as_of) != list(AS_OFS):
         command += " --as-of " + " ".join(f"{a:%Y-%m-%d}" for a in args.as_of)
+    if sorted(args.kinds) != sorted(KINDS):
+        command += " --kinds " + " ".join(args.kinds)
     summary = []
     for as_of in args.as_of:
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        result = run_backtest(events, catalog, as_of, settings, lines=lines)
+        result = run_backtest(
+            events, catalog, as_of, settings, kinds=tuple(args.kinds), lines=lines
+        )
         seconds = time.perf_counter() - started
         folder = RESULTS / f"ranking_quality_as_of={as_of:%Y-%m-%d}"
         write_report(result, folder, command)
@@ -131,10 +143,18 @@ def main() -> None:
             "recall": recall,
             "seconds": round(seconds, 1),
             "load": round((load_before + os.getloadavg()[0]) / 2, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "command": command,
+            "measured_at": f"{dt.datetime.now():%Y-%m-%dT%H:%M}",
         }
-        summary.append(row)
+        (folder / "summary_row.json").write_text(json.dumps(row, indent=2))
         print(json.dumps(row), flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    # one row per cut, from this run or an earlier one (cuts may run as separate processes)
+    for as_of in AS_OFS:
+        path = RESULTS / f"ranking_quality_as_of={as_of:%Y-%m-%d}" / "summary_row.json"
+        if path.is_file():
+            summary.append(json.loads(path.read_text()))
+    peak = max(r["peak_rss_gib"] for r in summary)
     (RESULTS / "ranking_quality.json").write_text(json.dumps(summary, indent=2))
     lines_md = render(summary, machine, command, peak)
     (RESULTS / "ranking_quality.md").write_text(lines_md)
@@ -142,14 +162,15 @@ def main() -> None:
 
 
 def render(summary: list[dict], machine: dict, command: str, peak: float) -> str:
-    kinds = [k for k in summary[0]["kinds"] if k != "lightgbm"] if summary else []
+    kinds = sorted({k for r in summary for k in r["kinds"] if k != "lightgbm"})
     lines = [
         "# Ranking quality on the development cuts (and the report-only cut)",
         "",
         f"Measured {dt.datetime.now():%Y-%m-%dT%H:%M} on {machine['cpu']} ({machine['cores']} "
         f"cores, {machine['memory_gib']} GiB), Python {machine['python']}; "
-        f"peak RSS {peak:.2f} GiB.",
-        f"Command: `{command}`. H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
+        f"peak RSS {peak:.2f} GiB (the largest of the cuts' processes).",
+        f"Command: `{command}` (each cut's own command and time in its row of "
+        "`ranking_quality.json`). H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
         "novelty, diversity, feature importance) in the `ranking_quality_as_of=*` folders.",
         "",
         "Users: the protocol's (DESIGN.md), every customer with an order line before T and one "
@@ -176,7 +197,7 @@ def render(summary: list[dict], machine: dict, command: str, peak: float) -> str
         lines.append(
             f"| {r['as_of']} | {r['role']} | {r['users']} | {r['unserved']} | "
             f"{r['without_truth']} | {r['lightgbm']:.4f} | "
-            + "".join(f"{r['kinds'][k]:.4f} | " for k in kinds)
+            + "".join(f"{r['kinds'][k]:.4f} | " if k in r["kinds"] else "not run | " for k in kinds)
             + f"{r['best_baseline']} | {r['baseline']:.4f} | {r['lift']:+.1%} | "
             f"[{r['diff_low']:+.4f}, {r['diff_high']:+.4f}] | "
             f"{rec[f'merged_user_recall@{RECALL_N}']:.4f} | "
