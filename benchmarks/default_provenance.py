@@ -119,26 +119,30 @@ def choose_weights(events: pl.DataFrame, fold_as_ofs: list[dt.datetime], setting
     }
 
 
-def choose_learning_rate(events, catalog, cut, settings, work: Path) -> dict:
+def choose_learning_rate(events, catalog, cut, settings, work: Path, rates=LEARNING_RATES) -> dict:
     data_dir = work / f"windows_{cut:%Y-%m-%d}"
     fingerprint = {"cut": cut.isoformat(), "candidates": settings.candidates.model_dump()}
     summary = replace_cached(
         data_dir, fingerprint, lambda out: build_windows(events, catalog, cut, settings, out)
     )
     out = {}
-    for lr in LEARNING_RATES:
-        cfg = settings.ranker.model_copy(update={"learning_rate": lr, "num_threads": 2})
-
-        def run(cfg=cfg):
-            folds = [
-                fold_ndcg(data_dir, f, cfg, settings, summary["features"])
-                for f in range(len(summary["folds"]))
-            ]
-            return {"ndcg": [v for v, _ in folds], "rounds": [r for _, r in folds]}
-
+    for lr in rates:
+        cfg = settings.ranker.model_copy(update={"learning_rate": lr, "num_threads": 1})
         started = time.perf_counter()
-        out[str(lr)] = cached(work / f"lr_{cut:%Y-%m-%d}_{lr}.json", run)
-        out[str(lr)]["mean"] = statistics.fmean(out[str(lr)]["ndcg"])
+        folds = [
+            cached(
+                work / f"lr_{cut:%Y-%m-%d}_{lr}_fold{f}.json",
+                lambda f=f, cfg=cfg: list(
+                    fold_ndcg(data_dir, f, cfg, settings, summary["features"])
+                ),
+            )
+            for f in range(len(summary["folds"]))
+        ]
+        out[str(lr)] = {
+            "ndcg": [v for v, _ in folds],
+            "rounds": [r for _, r in folds],
+            "mean": statistics.fmean(v for v, _ in folds),
+        }
         print(f"  lr {lr}: {out[str(lr)]} ({time.perf_counter() - started:.0f} s)", flush=True)
     return {"grid": out, "best": max(out, key=lambda k: out[k]["mean"])}
 
@@ -208,6 +212,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-default-provenance"))
     parser.add_argument("--skip-learning-rate", action="store_true")
     parser.add_argument("--skip-weights", action="store_true")
+    parser.add_argument("--learning-rates", nargs="+", type=float, default=list(LEARNING_RATES))
     parser.add_argument(
         "--cuts",
         nargs="+",
@@ -240,7 +245,9 @@ def main() -> None:
             )
             print(key, "weights", json.dumps(r["weights"]), flush=True)
         if not args.skip_learning_rate:
-            r["learning_rate"] = choose_learning_rate(events, catalog, cut, settings, args.work)
+            r["learning_rate"] = choose_learning_rate(
+                events, catalog, cut, settings, args.work, tuple(args.learning_rates)
+            )
         cuts[key] = r
     record = {
         "benchmark": "default_provenance",
