@@ -156,7 +156,7 @@ def render(record: dict) -> str:
         f"{m['memory_gib']} GiB), Python {m['python']}; 1-minute load average "
         f"{record['load_start']:.1f} at the start, {record['load_end']:.1f} at the end.",
         f"Command: `{record['command']}`.",
-        "",
+        *([record["note"], ""] if record.get("note") else [""]),
         "For each development cut T, the folds are the tuning flow's: nightly runs replayed at "
         "A_f = T - 30 days - f x 14 days (f = 0..3), each scored on [A_f, A_f + 30 days), which "
         "ends at or before T. Nothing here reads the cut's own window or 2011-07-01.",
@@ -173,7 +173,8 @@ def render(record: dict) -> str:
             "| --- " * (len(tau["mean"]) + 1) + "|",
             "| NDCG@10 | " + " | ".join(f"{v:.4f}" for v in tau["mean"].values()) + " |",
             "",
-            f"Best: {tau['best']} (default {REPURCHASE_TAU_DAYS}).",
+            f"Best: {tau['best']} (default now {REPURCHASE_TAU_DAYS}; it was 70, chosen on the "
+            "development cuts).",
             "",
         ]
         if "weights" in r:
@@ -212,6 +213,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-default-provenance"))
     parser.add_argument("--skip-learning-rate", action="store_true")
     parser.add_argument("--skip-weights", action="store_true")
+    parser.add_argument("--note", help="a line for the results page (e.g. when steps ran)")
     parser.add_argument("--learning-rates", nargs="+", type=float, default=list(LEARNING_RATES))
     parser.add_argument(
         "--cuts",
@@ -259,6 +261,7 @@ def main() -> None:
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
         "cuts": cuts,
+        "note": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "default_provenance.json").write_text(json.dumps(record, indent=2))
