@@ -12,10 +12,12 @@ protocol's Recall@N instead: each evaluated customer's hits / |truth|, averaged 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import polars as pl
 
 from tasks.constants import ITEM_ID, USER_ID
+from tasks.settings import CandidateSettings
 
 MERGED = "merged"
 
@@ -68,7 +70,7 @@ def candidate_recall(
 
 def _mean_user_recall(found: pl.DataFrame, per_user_truth: pl.DataFrame, n_users: int) -> float:
     """Protocol Recall: sum over customers of hits / |truth|, over all evaluated customers
-    (one without truth in the window is not evaluated, so every one here has some)."""
+    (one without truth in the window, or without candidates, adds 0 to the sum)."""
     if not n_users:
         return 0.0
     hits = found.group_by(USER_ID).len("n_hits").join(per_user_truth, on=USER_ID)
@@ -110,3 +112,48 @@ def recall_ceiling(
             row[f"user_recall@{n}"] = float(share) / n_users if n_users else 0.0
         rows.append(row)
     return pl.DataFrame(rows)
+
+
+def per_customer_recall(
+    candidates: pl.DataFrame, truth: pl.DataFrame, users: pl.Series | Iterable[str]
+) -> float:
+    """The protocol's Recall of a candidate set: mean over `users` of |candidates & truth| /
+    |truth|. Every customer counts: one without candidates (not served) or without truth
+    (nothing to find) adds 0."""
+    user_frame = pl.DataFrame({USER_ID: pl.Series(list(users), dtype=pl.Utf8)}).unique()
+    truth = truth.select(USER_ID, ITEM_ID).unique().join(user_frame, on=USER_ID, how="semi")
+    found = candidates.select(USER_ID, ITEM_ID).unique().join(truth, on=[USER_ID, ITEM_ID])
+    return _mean_user_recall(found, truth.group_by(USER_ID).len("n_truth"), user_frame.height)
+
+
+def merged_recall_summary(
+    past: pl.DataFrame,
+    truth: pl.DataFrame,
+    users: pl.Series,
+    served: pl.Series,
+    as_of: datetime,
+    cfg: CandidateSettings,
+    n: int = 100,
+) -> dict[str, float | int]:
+    """Per-customer recall@n of the merged candidate list the ranker gets, and the union's
+    ceiling (a perfect order of every candidate any source proposes, uncapped), over
+    `users`; candidates are generated from `past` for the `served` customers only (the
+    others count 0, as the run gives them no candidates)."""
+    from tasks.candidates.generate import generate_candidates
+
+    served = served.filter(served.is_in(users.implode()))
+    merged = generate_candidates(past, served, as_of, cfg)
+    union = generate_candidates(past, served, as_of, cfg.model_copy(update={"max_per_user": 10**9}))
+    recall = candidate_recall(merged, truth, users, (n,))
+    row = recall.filter(pl.col("source") == MERGED).row(0, named=True)
+    ceiling = recall_ceiling(union, truth, users, (n,))
+    union_row = ceiling.filter(pl.col("ceiling") == "union").row(0, named=True)
+    return {
+        "n": n,
+        "users": len(users),
+        "served": len(served),
+        f"merged_user_recall@{n}": float(row[f"user_recall@{n}"]),
+        f"union_ceiling_user_recall@{n}": float(union_row[f"user_recall@{n}"]),
+        "merged_per_user": merged.height / max(len(served), 1),
+        "union_per_user": union.height / max(len(served), 1),
+    }

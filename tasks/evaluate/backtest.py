@@ -21,11 +21,11 @@ from tasks.protocol.metrics import (
     paired_bootstrap,
     per_user_metrics,
 )
-from tasks.protocol.split import evaluated_users, truth_window
+from tasks.protocol.split import evaluated_users, protocol_users, truth_window
 from tasks.rank.gate import MODEL_KEY
 from tasks.rank.kinds import KINDS, recommend_with, train_models
 from tasks.settings import Settings
-from tasks.timeutil import events_before
+from tasks.timeutil import events_before, known_users
 
 BASELINES = {
     "popularity": popularity,
@@ -57,6 +57,13 @@ class Backtest:
     ndcg_diffs: list[float] = field(default_factory=list)
     # one row per history segment: segment, users, then method -> mean NDCG@10
     segments: list[dict[str, Any]] = field(default_factory=list)
+    # evaluated customers the nightly run publishes nothing for (no event before T): the
+    # models' rows count them with zeros; the baselines serve them as they would anyone
+    unserved: int = 0
+    # evaluated customers without an item in the window (only fee lines): zeros for everyone
+    without_truth: int = 0
+    # where the user set comes from: "order lines" (protocol_users) or "purchase events"
+    user_set: str = "purchase events"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,6 +83,9 @@ class Backtest:
             "kinds": self.kind_meta,
             "intervals": self.intervals,
             "ndcg@10_by_history": self.segments,
+            "user_set": self.user_set,
+            "unserved": self.unserved,
+            "without_truth": self.without_truth,
         }
 
 
@@ -86,14 +96,25 @@ def run_backtest(
     settings: Settings,
     n_resamples: int = 2000,
     kinds: tuple[str, ...] = tuple(KINDS),
+    lines: pl.DataFrame | None = None,
 ) -> Backtest:
     """Every method on the same evaluated users; the rankers never see events at or after T.
-    `kinds` are the model kinds besides LightGBM's row, which is always there."""
+    `kinds` are the model kinds besides LightGBM's row, which is always there.
+
+    `lines` (user_id, ts of every order line, items or not: tasks/ingest/activity.py) makes
+    the user set the protocol's (`protocol_users`); without it, customers with a purchase
+    event before T and in the window. The truth is the loaded purchase events in the window,
+    whatever the ranker may recommend. The models serve the customers a nightly run would
+    (an event before T); the others count with zeros (`unserved`)."""
     horizon = settings.horizon_days
     k_max = max(EVAL_KS)
     train = events_before(events, as_of)
-    users = evaluated_users(events, as_of, horizon)
+    if lines is None:
+        users, user_set = evaluated_users(events, as_of, horizon), "purchase events"
+    else:
+        users, user_set = protocol_users(lines, as_of, horizon), "order lines"
     truth = truth_window(events, as_of, horizon)
+    served = served_users(train, users, as_of)
     wanted = [MODEL_KEY, *(kind for kind in kinds if kind != MODEL_KEY)]
     log.info(
         "backtest at %s: training %s on events before it; %s evaluated customers",
@@ -105,7 +126,7 @@ def run_backtest(
     log.info("backtest: scoring the models and %d baselines", len(BASELINES))
     wide = settings.model_copy(update={"k": k_max})
     recs = {
-        kind: recommend_with(model.scorer, train, catalog, users, as_of, wide)
+        kind: recommend_with(model.scorer, train, catalog, served, as_of, wide)
         for kind, model in trained.items()
     }
     for name, baseline in BASELINES.items():
@@ -166,7 +187,19 @@ def run_backtest(
         intervals=intervals,
         ndcg_diffs=(per_model - per_base).tolist(),
         segments=segments,
+        unserved=len(users) - len(served),
+        without_truth=len(users)
+        - truth.join(pl.DataFrame({USER_ID: users}), on=USER_ID, how="semi")
+        .get_column(USER_ID)
+        .n_unique(),
+        user_set=user_set,
     )
+
+
+def served_users(events: pl.DataFrame, users: pl.Series, as_of: dt.datetime) -> pl.Series:
+    """The evaluated users a nightly run at `as_of` publishes lists for: those with an event
+    before it (`known_users`, as the run's rank step), sorted."""
+    return users.filter(users.is_in(known_users(events, as_of).implode())).sort()
 
 
 def _ndcg_by_history(

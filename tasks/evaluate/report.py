@@ -20,7 +20,16 @@ def render_markdown(result: Backtest, command: str, plots: dict[str, str] | None
         "",
         f"Protocol: train on events before {result.as_of:%Y-%m-%d}; truth = distinct items each "
         f"customer bought in the next {result.horizon_days} days; {result.users:,} evaluated "
-        "customers (a purchase before and inside the window); full ranking, repeats allowed.",
+        + (
+            "customers (an order line before and inside the window, fee lines included); "
+            if result.user_set == "order lines"
+            else "customers (a purchase before and inside the window); "
+        )
+        + "full ranking, repeats allowed.",
+        f"Of them, {result.unserved:,} have no event before the as-of, so the nightly run "
+        "publishes nothing for them: they count with zeros in the models' rows (the "
+        f"baselines serve them as anyone); {result.without_truth:,} bought no item in the "
+        "window (only fee lines): they count with zeros in every row.",
         f"Command: `{command}`",
         "",
     ]

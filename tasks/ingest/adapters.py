@@ -64,6 +64,14 @@ class AdaptedFile:
     defaulted: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={ROW_INDEX: pl.Int64, REASON: pl.Utf8})
     )
+    # Filtered rows that are still a customer's order line (_row, user_id, ts), e.g. postage or
+    # fee lines that are no item: not loaded, but they make a customer one of the evaluation
+    # protocol's users (DESIGN.md, "Evaluation protocol"; tasks/protocol/split.py).
+    activity: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(
+            schema={ROW_INDEX: pl.Int64, USER_ID: pl.Utf8, TS: pl.Datetime("us")}
+        )
+    )
 
 
 class SourceAdapter(Protocol):
@@ -309,6 +317,13 @@ class OnlineRetailAdapter:
         counts = parsed.filter(pl.col("__filter").is_not_null()).group_by("__filter").len()
         filtered = dict(zip(counts["__filter"].to_list(), counts["len"].to_list(), strict=True))
         kept = parsed.filter(pl.col("__filter").is_null())
+        # A fee or postage line of a real order (known customer, not a cancellation, positive
+        # quantity and price) is no item, but it is the customer's order line.
+        activity = parsed.filter(
+            (pl.col("__filter") == "non_product_code")
+            & (pl.col(QUANTITY) > 0)
+            & (pl.col(PRICE) > 0)
+        ).select(ROW_INDEX, USER_ID, pl.col(TS).cast(pl.Datetime("us")))
         catalog = (
             kept.group_by(ITEM_ID)
             .agg(
@@ -324,6 +339,7 @@ class OnlineRetailAdapter:
             filtered={k: int(v) for k, v in sorted(filtered.items())},
             catalog=catalog,
             ignored_columns=ignored,
+            activity=activity,
         )
 
 

@@ -330,14 +330,17 @@ def _without_erased(adapted: AdaptedFile, erased: pl.Series | None) -> AdaptedFi
     events = adapted.events.join(gone, on=ROW_INDEX, how="anti")
     rejected = adapted.rejected.join(gone, on=ROW_INDEX, how="anti")
     n = adapted.events.height - events.height + adapted.rejected.height - rejected.height
+    # an erased customer's fee lines are no activity either (they stay filtered for their reason)
+    activity = adapted.activity.join(gone, on=ROW_INDEX, how="anti")
     if n == 0:
-        return adapted
+        return dataclasses.replace(adapted, activity=activity)
     return dataclasses.replace(
         adapted,
         events=events,
         rejected=rejected,
         filtered={**adapted.filtered, ERASED: adapted.filtered.get(ERASED, 0) + n},
         defaulted=adapted.defaulted.join(gone, on=ROW_INDEX, how="anti"),
+        activity=activity,
     )
 
 

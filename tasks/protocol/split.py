@@ -41,13 +41,25 @@ def truth_window(
 def evaluated_users(
     events: pl.DataFrame, as_of: datetime, horizon_days: int = DEFAULT_HORIZON_DAYS
 ) -> pl.Series:
-    """Sorted ids of users who purchased before `as_of` and inside the window.
+    """Sorted ids of users who purchased before `as_of` and inside the window, by the loaded
+    purchase events alone (the tuning folds and the gate; `protocol_users` for reports).
 
     Cold users (no purchase before T) are left out: no model can know them, and the
     baselines.md numbers are quoted over known customers only.
     """
+    return protocol_users(events.filter(pl.col(EVENT_TYPE) == PURCHASE), as_of, horizon_days)
+
+
+def protocol_users(
+    lines: pl.DataFrame, as_of: datetime, horizon_days: int = DEFAULT_HORIZON_DAYS
+) -> pl.Series:
+    """The protocol's evaluated customers, sorted: an order line before `as_of` and one in
+    [as_of, as_of + horizon). `lines` holds (user_id, ts) of every order line, an item or not
+    (tasks/ingest/activity.py): a customer whose window holds only fee lines counts, with an
+    empty truth (every metric 0), and so does one whose only earlier lines are fees (the run
+    knows no history for them; they count with whatever it publishes, often nothing).
+    """
     start, end = _window(as_of, horizon_days)
-    purchases = events.filter(pl.col(EVENT_TYPE) == PURCHASE)
-    before = events_before(purchases, start).select(USER_ID).unique()
-    inside = purchases.filter((pl.col(TS) >= start) & (pl.col(TS) < end)).select(USER_ID).unique()
+    before = events_before(lines, start).select(USER_ID).unique()
+    inside = lines.filter((pl.col(TS) >= start) & (pl.col(TS) < end)).select(USER_ID).unique()
     return before.join(inside, on=USER_ID, how="semi").get_column(USER_ID).sort()
