@@ -42,7 +42,8 @@ class Snapshot:
 
     def users(self) -> pl.Series:
         """Every customer with an event before as-of, sorted (`known_users` of the events)."""
-        return self.scan_events().select(USER_ID).unique().sort(USER_ID).collect().to_series()
+        users = self.scan_events().select(USER_ID).unique().collect(engine="streaming")
+        return users.get_column(USER_ID).sort()
 
     def catalog(self) -> pl.DataFrame:
         return pl.read_parquet(self.catalog_path)

@@ -166,7 +166,11 @@ def volume(
     (weeks before the first event are left out; a closed day counts as 0). A median below
     `min_rows` is too small a count to judge a ratio by (a dozen events swing by half)."""
     per_day = dict(
-        events.lazy().group_by(pl.col(TS).dt.date().alias("d")).len().collect().iter_rows()
+        events.lazy()
+        .group_by(pl.col(TS).dt.date().alias("d"))
+        .len()
+        .collect(engine="streaming")
+        .iter_rows()
     )  # {date: count}
     today = per_day.get(day, 0)
     first = min(per_day) if per_day else day
@@ -202,7 +206,10 @@ def newcomers(
     seen_today = day.select(column).unique()
     if seen_today.height == 0:
         return Check(name, None, None, None, "no events on the day")
-    before = events.lazy().filter(pl.col(TS) < start).select(column).unique().collect()
+    # streaming: the scan's ids are read a batch at a time, only the distinct ones are kept
+    before = (
+        events.lazy().filter(pl.col(TS) < start).select(column).unique().collect(engine="streaming")
+    )
     new = seen_today.join(before, on=column, how="anti").height
     share = new / seen_today.height
     return Check(name, share, None, share, f"{new:,} of {seen_today.height:,}")
