@@ -17,7 +17,7 @@ import lightgbm as lgb
 import polars as pl
 
 from tasks.baselines.recommenders import popularity, repurchase
-from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, USER_ID
+from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
 from tasks.features.build import feature_columns
 from tasks.protocol.metrics import ranking_metrics
 from tasks.protocol.split import evaluated_users, truth_window
@@ -198,7 +198,9 @@ def training_events(events: pl.LazyFrame, as_of: dt.datetime, settings: Settings
     kinds' fits see no other customer's views or carts, so they come out exactly as from all
     events, while memory follows the purchases and the sample instead of every event."""
     is_purchase = pl.col(EVENT_TYPE) == PURCHASE
-    fraction = training_sample_fraction(events.filter(is_purchase).collect(), as_of, settings)
+    buyers = events.filter(is_purchase).select(USER_ID, EVENT_TYPE, TS).collect()
+    fraction = training_sample_fraction(buyers, as_of, settings)
+    del buyers
     if fraction >= 1.0:
         return events.collect()
     return events.filter(is_purchase | in_sample(fraction)).collect()
