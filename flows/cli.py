@@ -357,11 +357,19 @@ def evaluate(
     device: Annotated[
         str | None, typer.Option(help="neural ranker device: auto, cpu or cuda")
     ] = None,
+    landing: Annotated[
+        Path | None,
+        typer.Option(
+            help="the store's landing files: evaluate the protocol's user set (order lines, "
+            "fee lines included) instead of customers with purchase events"
+        ),
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="source adapter of the landing files")] = None,
 ) -> None:
     """Backtest at T: the rankers (LightGBM, neural, blend) beside every baseline."""
     from flows.evaluate import EvaluateParams, evaluate_flow
 
-    settings = settings_for(home)
+    settings = settings_for(home, landing_dir=landing, source=source)
     if as_of is None:
         as_of = _newest_event_day(settings, "--as-of") + dt.timedelta(days=1 - horizon)
     choice = {"kinds": kind} if kind else {}
@@ -371,6 +379,8 @@ def evaluate(
             horizon_days=horizon,
             home=str(settings.home),
             device=device,
+            landing_dir=str(settings.landing_dir) if settings.landing_dir else None,
+            source=settings.source,
             **choice,
         )
     )
@@ -390,7 +400,11 @@ def evaluate(
             for method, metrics in result["metrics"].items()
         ]
         out.print(
-            table(f"as-of {as_of:%Y-%m-%d}, H={horizon}, K={k}, {result['users']:,} users", rows)
+            table(
+                f"as-of {as_of:%Y-%m-%d}, H={horizon}, K={k}, {result['users']:,} users "
+                f"({result['user_set']})",
+                rows,
+            )
         )
     diff = result["ndcg@10_difference"]
     out.print(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from tasks.evaluate.backtest import run_backtest
 from tasks.evaluate.report import write_report
 from tasks.features.snapshot import Snapshot, snapshot_task
+from tasks.ingest.activity import check_covers, order_lines
 from tasks.privacy.keys import owner_only_umask
 from tasks.progress import log_to_prefect, stage_task
 from tasks.settings import load_settings
@@ -30,17 +31,33 @@ class EvaluateParams(BaseModel):
     device: Literal["auto", "cpu", "cuda"] | None = Field(
         None, description="where the neural ranker trains (default: settings)"
     )
+    landing_dir: str | None = Field(
+        None,
+        description="the store's landing files: the user set becomes the protocol's, every "
+        "customer with an order line (fee lines included) before T and in the window "
+        "(default: settings; without one, customers with a purchase event)",
+    )
+    source: str | None = Field(None, description="source adapter of the landing files")
 
 
 def backtest(snapshot: Snapshot, as_of: dt.datetime, params: EvaluateParams) -> dict[str, Any]:
     settings = load_settings(
-        home=Path(params.home) if params.home else None, horizon_days=params.horizon_days
+        home=Path(params.home) if params.home else None,
+        horizon_days=params.horizon_days,
+        landing_dir=params.landing_dir,
+        source=params.source,
     )
     if params.device is not None:
         neural = settings.neural.model_copy(update={"device": params.device})
         settings = settings.model_copy(update={"neural": neural})
+    events = snapshot.events()
+    lines = None
+    if settings.landing_dir is not None:
+        # Fee lines are no events: only the landing files hold the protocol's whole user set.
+        lines = order_lines(settings.source, settings.landing_dir)
+        check_covers(lines, events)
     result = run_backtest(
-        snapshot.events(), snapshot.catalog(), as_of, settings, kinds=tuple(params.kinds)
+        events, snapshot.catalog(), as_of, settings, kinds=tuple(params.kinds), lines=lines
     )
     folder = settings.reports_dir / f"evaluate_as_of={as_of:%Y-%m-%d}_h={params.horizon_days}"
     command = f"nightrec evaluate --as-of {as_of:%Y-%m-%d} --horizon {params.horizon_days}"

@@ -20,6 +20,7 @@ from tasks.ingest.stale import flag_stale, published_dates, stale_dates
 from tasks.publish.writer import is_complete, partition_dir
 from tasks.store import connect
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
+from tasks.timeutil import start_of
 
 pytestmark = pytest.mark.flow
 # After an intended ranking change: NIGHTREC_REGENERATE_GOLDEN=1 pytest tests/test_flows.py
@@ -223,6 +224,41 @@ def test_evaluate_flow_compares_the_ranker_with_every_baseline(
         assert bounds["ndcg@10"][0] <= metrics[name]["ndcg@10"] <= bounds["ndcg@10"][1]
     by_history = result["ndcg@10_by_history"]
     assert sum(s["users"] for s in by_history) == result["users"]
+
+
+def test_evaluate_with_landing_files_uses_the_protocols_user_set(
+    prefect_harness: None, tiny_shop: Path, home: Path, tmp_path: Path
+) -> None:
+    """With the landing files, the users are every customer with an order line before T and
+    in the window (tasks/protocol/split.py); files that miss a store customer are refused."""
+    import shutil
+
+    from flows.evaluate import EvaluateParams, evaluate_flow
+    from tasks.ingest.activity import ActivityMismatch, order_lines
+    from tasks.protocol.split import protocol_users
+
+    as_of = RUN_DATE - dt.timedelta(days=7)
+    params = EvaluateParams(
+        as_of=as_of,
+        horizon_days=7,
+        home=str(home),
+        kinds=["lightgbm"],
+        landing_dir=str(tiny_shop),
+        source="canonical",
+    )
+    result = evaluate_flow(params)
+    expected = protocol_users(order_lines("canonical", tiny_shop), start_of(as_of), 7)
+    assert result["user_set"] == "order lines"
+    assert result["users"] == expected.len() > 0
+    assert set(result["metrics"]) == {"lightgbm", "popularity", "repurchase", "item-kNN", "EASE"}
+
+    # The first week's files alone: customers who came later have no order line there.
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for day_file in sorted((tiny_shop / "events").iterdir())[:7]:
+        shutil.copy(day_file, partial / day_file.name)
+    with pytest.raises(ActivityMismatch, match="with purchases in the store have no order line"):
+        evaluate_flow(params.model_copy(update={"landing_dir": str(partial)}))
 
 
 def test_auto_kind_skips_the_network_over_its_budget_and_the_run_says_why(

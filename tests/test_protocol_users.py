@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from tasks.candidates.recall import per_customer_recall, recall_ceiling
-from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID
+from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, TS, USER_ID, VIEW
 from tasks.ingest.activity import ActivityMismatch, check_covers, order_lines
 from tasks.ingest.adapters import AdaptedFile, OnlineRetailAdapter
 from tasks.ingest.load import _without_erased
@@ -139,10 +139,12 @@ def test_order_lines_read_every_day_file_and_must_cover_the_store(tmp_path: Path
         ("17850", dt.datetime(2010, 12, 2, 10, 0)),
     ]
     assert order_lines("online-retail", landing, start=dt.date(2010, 12, 2)).height == 1
-    store = pl.DataFrame({USER_ID: ["17850", "99999"]})
-    with pytest.raises(ActivityMismatch, match="1 customers of the store have no order line"):
+    store = pl.DataFrame({USER_ID: ["17850", "99999"], EVENT_TYPE: [PURCHASE, PURCHASE]})
+    with pytest.raises(ActivityMismatch, match=r"1 customer\(s\) with purchases in the store"):
         check_covers(found, store)
     check_covers(found, store.head(1))
+    # A customer who only viewed has no order line to find: the files still cover the store.
+    check_covers(found, store.with_columns(pl.lit(VIEW).alias(EVENT_TYPE)))
 
 
 def test_per_customer_recall_counts_unserved_and_empty_truth_customers_as_zero() -> None:

@@ -56,11 +56,13 @@ def order_lines(
 
 
 def check_covers(lines: pl.DataFrame, events: pl.DataFrame) -> None:
-    """Raise unless every customer of the store's `events` has an order line in `lines`
-    (the landing files are the store's, read the same way)."""
-    missing = events.select(USER_ID).unique().join(lines.select(USER_ID), on=USER_ID, how="anti")
+    """Raise unless every customer with a purchase in the store's `events` has an order line
+    in `lines` (the landing files are the store's, read the same way). Views and carts are
+    no order lines, so a customer who only browsed has none."""
+    buyers = events.filter(pl.col(EVENT_TYPE) == PURCHASE).select(USER_ID).unique()
+    missing = buyers.join(lines.select(USER_ID), on=USER_ID, how="anti")
     if missing.height:
         raise ActivityMismatch(
-            f"{missing.height:,} customers of the store have no order line in the landing "
+            f"{missing.height:,} customer(s) with purchases in the store have no order line in the "
             f"files (e.g. {missing.get_column(USER_ID).sort().head(3).to_list()})"
         )
