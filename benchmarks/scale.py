@@ -607,8 +607,10 @@ def run_size(
     landing, meta = ensure_landing(config, blocks, args.work)
     last = config.start + dt.timedelta(days=config.days - 1)
     d0, d1, d2 = last - dt.timedelta(days=2), last - dt.timedelta(days=1), last
-    home = args.work / "homes" / f"{label}-{dt.datetime.now():%Y%m%dT%H%M%S}"
-    shutil.rmtree(home, ignore_errors=True)
+    reused = reused_home(args.work, label) if args.reuse_homes else None
+    home = reused or args.work / "homes" / f"{label}-{dt.datetime.now():%Y%m%dT%H%M%S}"
+    if reused is None:
+        shutil.rmtree(home, ignore_errors=True)
     env = base_env(home, args.prefect_home, extra_env)
     cli = [sys.executable, "-m", "flows.cli"]
     src = ["--source", "canonical"]
@@ -655,8 +657,16 @@ def run_size(
         "runs": {},
     }
     for name, argv in commands.items():
-        previous = [r for r in result["runs"].values() if r["outcome"] != "exited"]
-        if previous or (name != "ingest" and result["runs"]["ingest"]["exit_code"] != 0):
+        if reused is not None and name != "score":
+            result["runs"][name] = {"outcome": "skipped", "why": f"reused home {reused.name}"}
+            print(f"  {name}: skipped (reused home {reused})", flush=True)
+            continue
+        previous = [
+            r for r in result["runs"].values() if r["outcome"] != "exited" and reused is None
+        ]
+        if previous or (
+            reused is None and name != "ingest" and result["runs"]["ingest"]["exit_code"] != 0
+        ):
             result["runs"][name] = {"outcome": "skipped", "why": "an earlier command failed"}
             print(f"  {name}: skipped (an earlier command failed)", flush=True)
             continue
@@ -673,9 +683,20 @@ def run_size(
         run["manifest"] = manifest_of(home, day) if day else None
         result["runs"][name] = run
         print("  " + summary_line(name, run), flush=True)
-    if not args.keep_homes:
+    if not args.keep_homes and reused is None:
         shutil.rmtree(home, ignore_errors=True)
     return result
+
+
+def reused_home(work: Path, label: str) -> Path:
+    """The newest home kept (--keep-homes) for `label` whose retraining day registered a model."""
+    homes = sorted(
+        (h for h in (work / "homes").glob(f"{label}-*") if any((h / "models").glob("*/meta.json"))),
+        key=lambda h: h.name,
+    )
+    if not homes:
+        raise SystemExit(f"--reuse-homes: no kept home with a model for {label} under {work}/homes")
+    return homes[-1]
 
 
 def summary_line(name: str, run: dict[str, Any]) -> str:
@@ -918,6 +939,12 @@ def main(argv: list[str] | None = None) -> None:
         "variables of this shell are not passed on: the commands see only these)",
     )
     parser.add_argument("--keep-homes", action="store_true", help="keep each NIGHTREC_HOME")
+    parser.add_argument(
+        "--reuse-homes",
+        action="store_true",
+        help="run only the scoring day, again, on each size's newest kept home with a model "
+        "(after a change to scoring; the shop, its ingest and its model stay as they were)",
+    )
     parser.add_argument("--keep-going", action="store_true", help="run larger sizes after a kill")
     parser.add_argument("--note", default="", help="a line printed at the top of OUT.md")
     parser.add_argument("--title", default="Scale benchmark: a nightly run as the shop grows")

@@ -193,3 +193,27 @@ def test_auto_skips_the_network_over_its_budget_and_says_so(trained) -> None:
         r"\(neural\.auto_budget_s\)",
         network["why"],
     ), network["why"]
+
+
+def test_the_network_estimate_counts_every_list_without_building_their_tensors(trained) -> None:
+    """The estimate times steps on the first lists only and extrapolates to the windows' list
+    counts: those counts are the full tensors' own, and the full tensors are never built."""
+    from tasks.rank.kinds.base import TrainingContext
+    from tasks.rank.kinds.neural import _lists, network_data, network_estimate
+
+    shop, settings, _ = trained
+    ctx = TrainingContext(shop.events, shop.catalog, CUTOFF, settings)
+    estimate = network_estimate(ctx)
+    assert "network_data" not in ctx.shared
+    data = network_data(ctx)
+    max_len = settings.neural.train_list_len
+    assert _lists(ctx.frames[1:], max_len) == data.train.n_lists
+    assert _lists(ctx.frames[:1], 0) == data.valid.n_lists
+    assert data.refit is not None and _lists(ctx.frames[:-1], max_len) == data.refit.n_lists
+    epochs = settings.neural.max_epochs
+    assert estimate.epochs == epochs
+    assert estimate.seconds == pytest.approx(
+        epochs * (data.train.n_lists * estimate.train_list_s)
+        + epochs * (data.valid.n_lists * estimate.eval_list_s)
+        + epochs * data.refit.n_lists * estimate.train_list_s
+    )

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from tasks.candidates.generate import MERGED_RANK
 from tasks.constants import USER_ID
 from tasks.rank import registry
 from tasks.rank.dataset import LABEL
@@ -23,6 +24,7 @@ from tasks.rank.kinds.base import LIST_KEY, Scorer, Trained, TrainingContext, wi
 from tasks.rank.neural.data import ListTensors, Preprocessor, build_tensors, fit_preprocessor
 from tasks.rank.neural.model import Architecture, ListRanker
 from tasks.rank.neural.train import (
+    PROBE_TRAIN_BATCHES,
     FitEstimate,
     architecture,
     cpu_threads,
@@ -181,19 +183,61 @@ def network_data(ctx: TrainingContext) -> NeuralData:
     return ctx.shared["network_data"]
 
 
+# Validation lists the estimate times (estimate_fit evaluates at most 3 batches of 256).
+_PROBE_VALID_LISTS = 3 * 256
+
+
+def _lists(frames: list[pl.DataFrame], max_len: int) -> int:
+    """How many lists `with_list_key(frames, max_len)` keeps, from the key columns alone."""
+    if not frames:
+        return 0
+    keys = [f.select(USER_ID, "_as_of", MERGED_RANK, LABEL) for f in frames]
+    return with_list_key(keys, max_len).get_column(LIST_KEY).n_unique()
+
+
+def _first_lists(frame: pl.DataFrame, n: int, max_len: int) -> pl.DataFrame:
+    """The rows of `frame`'s first `n` customers (by id) whose list `max_len` keeps."""
+    eligible = frame if max_len <= 0 else frame.filter(pl.col(MERGED_RANK) <= max_len)
+    if max_len > 0:
+        eligible = eligible.filter(pl.col(LABEL) > 0)
+    users = eligible.select(pl.col(USER_ID).unique().sort().head(n))
+    return frame.join(users, on=USER_ID, how="semi", maintain_order="left")
+
+
 def network_estimate(ctx: TrainingContext) -> FitEstimate:
-    """The most the context's network fit may take on its device, from a few timed steps."""
-    data = network_data(ctx)
-    device = resolve_device(ctx.settings.neural.device)
-    refit_lists = data.refit.n_lists if data.refit is not None else 0
+    """The most the context's network fit may take on its device, from a few timed steps.
+
+    The steps run on tensors of a few lists only (those estimate_fit times), extrapolated to
+    the windows' list counts: building every window's tensors just to find the network over
+    its budget cost a large shop more memory than the LightGBM fit itself."""
+    cfg, device = ctx.settings.neural, resolve_device(ctx.settings.neural.device)
+    frames, max_len = ctx.frames, cfg.train_list_len
+    if "network_data" in ctx.shared or len(frames) < 2:
+        data = network_data(ctx)
+        return estimate_fit(
+            data.train,
+            data.valid,
+            data.refit.n_lists if data.refit is not None else 0,
+            data.arch,
+            cfg,
+            ctx.settings.seed,
+            device,
+        )
+    probe_train = with_list_key(
+        [_first_lists(frames[1], PROBE_TRAIN_BATCHES * cfg.batch_lists, max_len)], max_len
+    )
+    probe_valid = with_list_key([_first_lists(frames[0], _PROBE_VALID_LISTS, 0)])
+    prep = fit_preprocessor(probe_train, ctx.features, ctx.events, cfg.user_buckets, cfg.seq_len)
     return estimate_fit(
-        data.train,
-        data.valid,
-        refit_lists,
-        data.arch,
-        ctx.settings.neural,
+        build_tensors(probe_train, ctx.events, prep, list_key=LIST_KEY),
+        build_tensors(probe_valid, ctx.events, prep, list_key=LIST_KEY),
+        _lists(frames[:-1], max_len) if cfg.refit else 0,
+        architecture(prep.n_dense, prep.n_items, cfg),
+        cfg,
         ctx.settings.seed,
         device,
+        n_train_lists=_lists(frames[1:], max_len),
+        n_valid_lists=_lists(frames[:1], 0),
     )
 
 

@@ -333,6 +333,10 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# Training batches an estimate runs: one untimed warm-up, then the timed ones.
+PROBE_TRAIN_BATCHES = 5
+
+
 def estimate_fit(
     train: ListTensors,
     valid: ListTensors,
@@ -341,19 +345,21 @@ def estimate_fit(
     cfg: NeuralSettings,
     seed: int,
     device: torch.device,
-    probe_batches: int = 4,
+    n_train_lists: int | None = None,
+    n_valid_lists: int | None = None,
 ) -> FitEstimate:
-    """Time `probe_batches` training steps and evaluation batches of a throw-away network
-    (after one untimed warm-up of each) and extrapolate to the most the fit may run:
-    `max_epochs` epochs over `train` with an evaluation of `valid` each, then (with refit)
-    `max_epochs` epochs over `refit_lists` lists. Draws from a forked RNG: the training that
-    follows is unchanged."""
+    """Time training steps and evaluation batches of a throw-away network (after one untimed
+    warm-up of each: PROBE_TRAIN_BATCHES batches in all) and extrapolate to the most the fit
+    may run: `max_epochs` epochs over `train` (or `n_train_lists` lists, when `train` holds
+    only the first ones) with an evaluation of `valid` (or `n_valid_lists`) each, then (with
+    refit) `max_epochs` epochs over `refit_lists` lists. Draws from a forked RNG: the
+    training that follows is unchanged."""
     eval_batch = 256
     with torch_runtime(device, cfg.num_threads):
         torch.manual_seed(seed)
         model = ListRanker(arch).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
-        n_train = min(train.n_lists, (probe_batches + 1) * cfg.batch_lists)
+        n_train = min(train.n_lists, PROBE_TRAIN_BATCHES * cfg.batch_lists)
         batches = [
             {
                 k: v.to(device)
@@ -398,7 +404,9 @@ def estimate_fit(
         _sync(device)
         eval_list_s = (time.perf_counter() - started) / max(timed_lists, 1)
     epochs = cfg.max_epochs
-    seconds = epochs * (train.n_lists * train_list_s + valid.n_lists * eval_list_s)
+    n_train_lists = train.n_lists if n_train_lists is None else n_train_lists
+    n_valid_lists = valid.n_lists if n_valid_lists is None else n_valid_lists
+    seconds = epochs * (n_train_lists * train_list_s + n_valid_lists * eval_list_s)
     if cfg.refit:
         seconds += epochs * refit_lists * train_list_s
     return FitEstimate(seconds, train_list_s, eval_list_s, epochs)
