@@ -85,6 +85,53 @@ def test_a_shard_with_shared_aggregates_gets_exactly_its_rows_of_the_whole() -> 
     )
 
 
+def test_ease_lists_written_in_parts_are_each_customers_own_ease_candidates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard reads EASE's candidates from lists scored once for every customer, a part at
+    a time: any set of customers gets exactly what scoring them under the fit gives."""
+    import dataclasses
+
+    from tasks.candidates import generate
+    from tasks.rank.sharded import EASE_FOLDER, write_shared
+
+    shop = generate_shop(SHOP)
+    events, as_of, cfg = shop.events, run_as_of(RUN_DATE), CandidateSettings()
+    users = known_users(events, as_of)
+    shared = shared_aggregates(events, shop.catalog, as_of, cfg)
+    fit = shared.candidates.ease
+    assert fit is not None
+    monkeypatch.setattr(generate, "EASE_LIST_USERS", 7)
+    folder = tmp_path / "shared"
+    lists = generate.write_ease_lists(fit, events, users, as_of, cfg, folder / EASE_FOLDER)
+    assert len(list((folder / EASE_FOLDER).glob("part-*.parquet"))) == -(-users.len() // 7)
+    keys = [USER_ID, "item_id"]
+    for some in (users, users.gather([0, 3, 17, 30]), users.head(0)):
+        want = generate.ease_candidates(events, some, as_of, cfg, fit)
+        got = generate.ease_candidates(events, some, as_of, cfg, lists)
+        assert_frame_equal(got.sort(keys), want.sort(keys), check_exact=True)
+    assert lists.for_users(users).height > users.len()  # many candidates each
+
+    with_lists = dataclasses.replace(
+        shared, candidates=dataclasses.replace(shared.candidates, ease=lists)
+    )
+    whole = candidate_frame(events, shop.catalog, users, as_of, cfg, shared=shared)
+    shard = shard_users(users, 3)[1]
+    own = events.filter(pl.col(USER_ID).is_in(shard.implode()))
+    part = candidate_frame(own, shop.catalog, shard, as_of, cfg, shared=with_lists)
+    assert_frame_equal(
+        part.sort(keys),
+        whole.filter(pl.col(USER_ID).is_in(shard.implode())).sort(keys),
+        check_exact=False,
+        rtol=1e-14,
+        atol=0.0,
+    )
+    empty = pl.Series(dtype=pl.Utf8)
+    with pytest.raises(TypeError, match="never its N x N weights"):
+        write_shared(shared, empty, empty, folder)
+    write_shared(with_lists, empty, empty, folder)
+
+
 ENV = {
     "NIGHTREC_K": str(K),
     "NIGHTREC_HORIZON_DAYS": "7",

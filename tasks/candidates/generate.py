@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -277,21 +278,67 @@ def fit_ease_source(
     return fit_ease(events, as_of, lam=cfg.ease_lambda, scope=scope)
 
 
+EASE_SCHEMA = {USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, "ease_score": pl.Float64, "ease_rank": pl.Int64}
+# Customers scored per part of `write_ease_lists`: about 150 candidate rows each.
+EASE_LIST_USERS = 10_000
+
+
+@dataclass(frozen=True)
+class EaseLists:
+    """EASE's candidates of every customer, scored once under one fit and kept as Parquet
+    parts (`write_ease_lists`). A shard reads its customers' rows instead of holding the
+    N x N weights, so its memory does not grow with the catalog."""
+
+    folder: Path
+
+    def for_users(self, users: pl.Series) -> pl.DataFrame:
+        return (
+            pl.scan_parquet(self.folder / "*.parquet")
+            .filter(pl.col(USER_ID).is_in(users.implode()))
+            .collect()
+            .cast(EASE_SCHEMA)
+        )
+
+
 def ease_candidates(
     events: pl.DataFrame,
     users: pl.Series,
     as_of: dt.datetime,
     cfg: CandidateSettings,
-    fit: EaseFit | None,
+    fit: EaseFit | EaseLists | None,
 ) -> pl.DataFrame:
     """user_id, item_id, ease_score, ease_rank: EASE's best items per user (positive scores
-    only), under a fit from `fit_ease_source`."""
-    schema = {USER_ID: pl.Utf8, ITEM_ID: pl.Utf8, "ease_score": pl.Float64, "ease_rank": pl.Int64}
+    only), under a fit from `fit_ease_source` (or read from the lists written under one)."""
     if fit is None or users.len() == 0:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=EASE_SCHEMA)
+    if isinstance(fit, EaseLists):
+        return fit.for_users(users)
     top = ease_top_items(fit, events, users, as_of, cfg.ease_per_user)
     scored = top.select(USER_ID, ITEM_ID, pl.col(SCORE).alias("ease_score"))
-    return _ranked(scored, "ease_score", "ease_rank", cfg.ease_per_user).cast(schema)
+    return _ranked(scored, "ease_score", "ease_rank", cfg.ease_per_user).cast(EASE_SCHEMA)
+
+
+def write_ease_lists(
+    fit: EaseFit,
+    events: pl.DataFrame,
+    users: pl.Series,
+    as_of: dt.datetime,
+    cfg: CandidateSettings,
+    folder: Path,
+) -> EaseLists:
+    """`users`' EASE candidates under `fit`, written to `folder` a part of EASE_LIST_USERS
+    customers at a time. A customer's candidates depend on their own purchases alone (the
+    sparse rows times the weights), so each equals what `ease_candidates` gives for any set
+    of customers holding them. `events` need hold only purchases."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ordered = users.unique().sort()
+    starts = range(0, max(ordered.len(), 1), EASE_LIST_USERS)
+    for part, start in enumerate(starts):
+        chunk = ordered.slice(start, EASE_LIST_USERS)
+        ease_candidates(events, chunk, as_of, cfg, fit).write_parquet(
+            folder / f"part-{part:05d}.parquet"
+        )
+    return EaseLists(folder)
 
 
 @dataclass(frozen=True)
@@ -301,7 +348,7 @@ class SharedCandidates:
 
     popular: pl.DataFrame
     neighbors: pl.DataFrame
-    ease: EaseFit | None
+    ease: EaseFit | EaseLists | None
 
 
 def shared_candidates(

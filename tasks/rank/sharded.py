@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from tasks.baselines.recommenders import EaseFit
-from tasks.candidates.generate import SharedCandidates
+from tasks.candidates.generate import EaseLists, SharedCandidates
 from tasks.constants import ITEM_ID
 from tasks.explain.reasons import contribution_model, explain_rows, fallback_sentence
 from tasks.features.build import SharedFeatures
@@ -38,6 +37,8 @@ from tasks.validate.features import validate_features
 
 log = logging.getLogger("nightrec.progress")
 
+# Where the shared folder keeps EASE's candidates of every customer (write_ease_lists).
+EASE_FOLDER = "ease"
 _FRAMES = ("popular", "neighbors", "item_features", "category_features", "padding", "allowed")
 
 
@@ -89,9 +90,10 @@ def write_shared(
     for name, frame in frames.items():
         frame.write_parquet(folder / f"{name}.parquet")
     ease = shared.candidates.ease
-    if ease is not None:
-        pl.DataFrame({ITEM_ID: ease.items}).write_parquet(folder / "ease_items.parquet")
-        np.save(folder / "ease_weights.npy", ease.weights)
+    if isinstance(ease, EaseFit):
+        raise TypeError("shards read EASE's lists (write_ease_lists), never its N x N weights")
+    if ease is not None and ease.folder != folder / EASE_FOLDER:
+        raise ValueError(f"EASE's lists must be written under {folder / EASE_FOLDER}")
     (folder / "as_of.json").write_text(json.dumps({"as_of": shared.as_of.isoformat()}))
 
 
@@ -100,10 +102,7 @@ def _read_shared(folder: str) -> tuple[SharedAggregates, pl.Series, pl.Series]:
     """Read once per process: every shard of a pass shares them."""
     path = Path(folder)
     frames = {name: pl.read_parquet(path / f"{name}.parquet") for name in _FRAMES}
-    ease = None
-    if (path / "ease_weights.npy").exists():
-        items = pl.read_parquet(path / "ease_items.parquet").get_column(ITEM_ID)
-        ease = EaseFit(items, np.load(path / "ease_weights.npy"))
+    ease = EaseLists(path / EASE_FOLDER) if (path / EASE_FOLDER).is_dir() else None
     as_of = dt.datetime.fromisoformat(json.loads((path / "as_of.json").read_text())["as_of"])
     shared = SharedAggregates(
         as_of,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.baselines.recommenders import repurchase
+from tasks.baselines.recommenders import EaseFit, repurchase
 from tasks.candidates.dp_popular import dp_note, fallback_popular
-from tasks.candidates.generate import CandidateReport
+from tasks.candidates.generate import CandidateReport, write_ease_lists
 from tasks.constants import ITEM_ID, REC_SOURCE, SCORE
 from tasks.explain.reasons import explain_rows, fallback_sentence
 from tasks.features.snapshot import Snapshot
@@ -23,7 +23,7 @@ from tasks.rank.kinds import SELECTION_KEY, Trained, load_scorer, train_nightly
 from tasks.rank.params import TUNED_FROM_KEY, nightly_carried, with_carried
 from tasks.rank.promotion import register_and_gate
 from tasks.rank.shard_runners import ShardFailed, shard_runner
-from tasks.rank.sharded import ShardJob, ShardResult, clear_caches, write_shared
+from tasks.rank.sharded import EASE_FOLDER, ShardJob, ShardResult, clear_caches, write_shared
 from tasks.rank.topk import BASELINE_VERSION, MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory, training_events
 from tasks.safety.faults import kill_if_armed
@@ -199,6 +199,14 @@ def _prepare_shards(
     allowed = allowed_items(catalog, settings.safety.forbidden_items)
     shared = shared_aggregates(purchases, catalog, snapshot.as_of, settings.candidates, candidates)
     folder = work_dir / "shared"
+    if isinstance(fit := shared.candidates.ease, EaseFit):
+        # Scored here, a block of customers at a time, so no shard holds the N x N weights.
+        lists = write_ease_lists(
+            fit, purchases, users, snapshot.as_of, settings.candidates, folder / EASE_FOLDER
+        )
+        candidates_part = dataclasses.replace(shared.candidates, ease=lists)
+        shared = dataclasses.replace(shared, candidates=candidates_part)
+        del fit
     # Ranked over every allowed item first: the filter must not leave fewer than 2k to pad with.
     padding = fallback_popular(
         purchases, snapshot.as_of, settings, catalog.get_column(ITEM_ID), allowed
