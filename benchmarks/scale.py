@@ -607,7 +607,7 @@ def run_size(
     landing, meta = ensure_landing(config, blocks, args.work)
     last = config.start + dt.timedelta(days=config.days - 1)
     d0, d1, d2 = last - dt.timedelta(days=2), last - dt.timedelta(days=1), last
-    reused = reused_home(args.work, label) if args.reuse_homes else None
+    reused = reused_home(args.work, label) if args.reuse_commands is not None else None
     home = reused or args.work / "homes" / f"{label}-{dt.datetime.now():%Y%m%dT%H%M%S}"
     if reused is None:
         shutil.rmtree(home, ignore_errors=True)
@@ -657,7 +657,7 @@ def run_size(
         "runs": {},
     }
     for name, argv in commands.items():
-        if reused is not None and name != "score":
+        if reused is not None and name not in args.reuse_commands:
             result["runs"][name] = {"outcome": "skipped", "why": f"reused home {reused.name}"}
             print(f"  {name}: skipped (reused home {reused})", flush=True)
             continue
@@ -941,9 +941,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep-homes", action="store_true", help="keep each NIGHTREC_HOME")
     parser.add_argument(
         "--reuse-homes",
-        action="store_true",
-        help="run only the scoring day, again, on each size's newest kept home with a model "
-        "(after a change to scoring; the shop, its ingest and its model stay as they were)",
+        nargs="*",
+        choices=("retrain", "score"),
+        default=None,
+        dest="reuse_commands",
+        help="run these days again (default: the scoring day) on each size's newest kept home "
+        "with a model, after a code change; the shop and its ingest stay as they were",
     )
     parser.add_argument("--keep-going", action="store_true", help="run larger sizes after a kill")
     parser.add_argument("--note", default="", help="a line printed at the top of OUT.md")
@@ -959,6 +962,8 @@ def main(argv: list[str] | None = None) -> None:
         "--from-json", type=Path, default=None, help="only re-render OUT.md from this JSON"
     )
     args = parser.parse_args(argv)
+    if args.reuse_commands == []:
+        args.reuse_commands = ["score"]
     if args.from_json:
         result = json.loads(args.from_json.read_text())
         result["fit_min_events"] = args.fit_min
