@@ -9,6 +9,7 @@ streams the rows to the file: about 0.4 GiB beside the process at 10M events.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,12 @@ class Snapshot:
         """The events as a lazy scan: filters and projections are pushed into the read."""
         return pl.scan_parquet(self.events_path)
 
-    def purchases(self) -> pl.DataFrame:
+    def purchases(self, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """Every customer's purchases (the item-level aggregates read nothing else), in the
-        snapshot's order: a fraction of the events on shops that log views and carts."""
-        return self.scan_events().filter(pl.col(EVENT_TYPE) == PURCHASE).collect()
+        snapshot's order: a fraction of the events on shops that log views and carts.
+        `columns` reads only those (ids and times are a fraction of a purchase's bytes)."""
+        scan = self.scan_events().filter(pl.col(EVENT_TYPE) == PURCHASE)
+        return (scan if columns is None else scan.select(columns)).collect()
 
     def users(self) -> pl.Series:
         """Every customer with an event before as-of, sorted (`known_users` of the events)."""

@@ -18,7 +18,7 @@ import polars as pl
 from prefect import task
 
 from tasks.baselines.recommenders import repurchase
-from tasks.constants import ITEM_ID, RANK, REC_SOURCE, SCORE, TS, USER_ID
+from tasks.constants import EVENT_TYPE, ITEM_ID, QUANTITY, RANK, REC_SOURCE, SCORE, TS, USER_ID
 from tasks.errors import HealthCheckFailed
 from tasks.features.snapshot import Snapshot
 from tasks.monitor import checks as c
@@ -36,6 +36,8 @@ log = logging.getLogger("nightrec.monitor")
 # What the checks read of a list: the explanations' text is most of a published file's bytes
 # (107 of 188 MiB at 97k customers) and no check reads it.
 LIST_COLUMNS = (USER_ID, ITEM_ID, RANK, SCORE, REC_SOURCE)
+# What the rolling NDCG, its repurchase baseline and novelty read of the purchases.
+PURCHASE_COLUMNS = (USER_ID, ITEM_ID, EVENT_TYPE, TS, QUANTITY)
 
 
 def read_partition(root: Path, run_date: dt.date) -> pl.DataFrame | None:
@@ -96,7 +98,8 @@ def model_checks(settings: Settings, snapshot: Snapshot, run_date: dt.date) -> M
     published = read_partition(settings.recommendations_dir, then)
     baseline = None
     as_of = run_as_of(then)
-    events = snapshot.purchases()  # the protocol and the baseline read purchases alone
+    # The protocol and the baseline read these columns of the purchases alone.
+    events = snapshot.purchases(PURCHASE_COLUMNS)
     users = evaluated_users(events, as_of, days)
     if published is not None and users.len():
         baseline = repurchase(events_before(events, as_of), users, as_of, settings.k)
@@ -261,7 +264,8 @@ def run_health(
     started = time.perf_counter()
     history = _history(settings, run_date, settings.monitor.history_runs)
     inputs = input_checks(settings, snapshot.scan_events(), run_date, choice.version)
-    outputs = output_checks(settings, snapshot, scored, run_date, history, snapshot.purchases())
+    purchases = snapshot.purchases(PURCHASE_COLUMNS)
+    outputs = output_checks(settings, snapshot, scored, run_date, history, purchases)
     found = [*early.checks, *_judged(settings, inputs), *_judged(settings, outputs)]
     store_checks(settings.db_path, run_date, run_id, scored.model_version, found)
     result = summary(found, early.seconds + time.perf_counter() - started)
