@@ -47,13 +47,11 @@ NEW = {c for cols in FEATURE_GROUPS.values() for c in cols}
 
 
 def feature_sets(all_features: list[str], groups: list[str]) -> dict[str, list[str]]:
-    """Name -> features, each in the windows' column order (version 1 first, so the v1 set is
-    exactly the model trained before the new groups existed)."""
-    v1 = [f for f in all_features if f not in NEW]
-    sets = {"v1": v1}
+    """Name -> features, each in the windows' column order: v1 is exactly the model trained
+    before the new groups existed, v1+all exactly the nightly trainer's with every group."""
+    sets = {"v1": [f for f in all_features if f not in NEW], "v1+all": list(all_features)}
     for g in groups:
-        sets[f"v1+{g}"] = v1 + [f for f in all_features if f in FEATURE_GROUPS[g]]
-    sets["v1+all"] = v1 + [f for f in all_features if f in NEW]
+        sets[f"v1+{g}"] = [f for f in all_features if f not in NEW or f in FEATURE_GROUPS[g]]
     return sets
 
 
@@ -183,6 +181,8 @@ def main() -> None:
         "cuts": cuts,
         "sizes": sizes,
         "means": means,
+        "groups": {g: list(cols) for g, cols in FEATURE_GROUPS.items()},
+        "tried": args.groups,
         "kept": kept,
         "note": args.note,
     }
