@@ -127,9 +127,7 @@ def kept_features(features: list[str]) -> list[str]:
     if not path.is_file():
         return features
     record = json.loads(path.read_text())
-    dropped = {c for g, cols in record["groups"].items() if g in record["tried"] for c in cols} - {
-        c for g in record["kept"] for c in record["groups"][g]
-    }
+    dropped = {c for g, cols in record["groups"].items() if g not in record["kept"] for c in cols}
     return [f for f in features if f not in dropped]
 
 

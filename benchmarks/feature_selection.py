@@ -5,10 +5,11 @@ keeps, chosen on validation windows before each development cut (never on a cut,
 The windows are the tuning flow's folds (tasks/tune/folds.py), as in
 benchmarks/default_provenance.py: for a cut T, fold f is the nightly run replayed at
 A_f = T - H - f * step, scored under the protocol on [A_f, A_f + H). For each feature set (the
-version-1 features; those plus one group; those plus every group) the score is the mean
+version-1 features; those plus every group; optionally those plus one group) the score is the mean
 protocol NDCG@10 of the nightly trainer's early-stopped model over the folds of both cuts
-(exactly the tuning objective, `fold_ndcg`, at the default learning rate, one thread). A group
-is kept when adding it raises that mean; the kept set is then checked against the version-1 set.
+(exactly the tuning objective, `fold_ndcg`, at the default learning rate, one thread). Every
+group is kept when all of them together raise that mean over the version-1 set; with
+`--groups`, each named group is kept when adding it alone raises the mean.
 
 The windows are built once per cut into the work folder, under the same fingerprint as
 default_provenance.py's learning-rate step, so both scripts share them; every fold's score is
@@ -121,7 +122,8 @@ def render(record: dict) -> str:
         )
     lines += [
         "",
-        f"Kept (adding the group raised the mean): {', '.join(record['kept']) or 'none'}.",
+        f"Groups tried one at a time: {', '.join(record['tried']) or 'none (all together)'}. "
+        f"Kept: {', '.join(record['kept']) or 'none'}.",
         "",
     ]
     return "\n".join(lines) + "\n"
@@ -142,10 +144,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--groups",
-        nargs="+",
-        default=[g for g in FEATURE_GROUPS if g != "engagement"],
-        help="groups to try one at a time (engagement: views/carts, all 0 on a shop without "
-        "them, so it cannot change a score there)",
+        nargs="*",
+        default=[],
+        help="groups to try one at a time, each beside v1 and v1+all (default: none, every "
+        "group is kept or dropped together; engagement, views/carts, is all 0 on a shop without "
+        "them and cannot change a score there)",
     )
     parser.add_argument("--no-write", action="store_true", help="score only (one cut's process)")
     args = parser.parse_args()
@@ -169,7 +172,10 @@ def main() -> None:
         return
     names = list(sizes)
     means = {n: statistics.fmean(x for c in cuts.values() for x in c[n]["ndcg"]) for n in names}
-    kept = [g for g in args.groups if means[f"v1+{g}"] > means["v1"]]
+    if args.groups:  # one group at a time: keep those that raise the mean on their own
+        kept = [g for g in args.groups if means[f"v1+{g}"] > means["v1"]]
+    else:  # every group together, or none
+        kept = list(FEATURE_GROUPS) if means["v1+all"] > means["v1"] else []
     record = {
         "benchmark": "feature_selection",
         "measured_at": dt.datetime.now().isoformat(timespec="minutes"),
