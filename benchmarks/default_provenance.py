@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CUTS = (dt.datetime(2011, 9, 1), dt.datetime(2011, 8, 1))  # never 2011-07-01: report-only
 TAUS = (30.0, 50.0, 70.0, 90.0, 120.0, 180.0, 270.0, 365.0)
-LEARNING_RATES = (0.03, 0.05, 0.08)
+LEARNING_RATES = (0.03, 0.05, 0.1)
 WEIGHTS = {
     "merge_weight_hist": (1.0, 2.0, 4.0),
     "merge_weight_covis": (0.1, 0.3, 1.0),
@@ -119,12 +119,25 @@ def choose_weights(events: pl.DataFrame, fold_as_ofs: list[dt.datetime], setting
     }
 
 
+def kept_features(features: list[str]) -> list[str]:
+    """The windows' features less the groups benchmarks/feature_selection.py tried and did
+    not keep (none when it has not run), so the learning rate is chosen for the model the
+    nightly run trains."""
+    path = RESULTS / "feature_selection.json"
+    if not path.is_file():
+        return features
+    record = json.loads(path.read_text())
+    dropped = {c for g, cols in record["groups"].items() if g not in record["kept"] for c in cols}
+    return [f for f in features if f not in dropped]
+
+
 def choose_learning_rate(events, catalog, cut, settings, work: Path, rates=LEARNING_RATES) -> dict:
     data_dir = work / f"windows_{cut:%Y-%m-%d}"
     fingerprint = {"cut": cut.isoformat(), "candidates": settings.candidates.model_dump()}
     summary = replace_cached(
         data_dir, fingerprint, lambda out: build_windows(events, catalog, cut, settings, out)
     )
+    features = kept_features(summary["features"])
     out = {}
     for lr in rates:
         cfg = settings.ranker.model_copy(update={"learning_rate": lr, "num_threads": 1})
@@ -132,9 +145,7 @@ def choose_learning_rate(events, catalog, cut, settings, work: Path, rates=LEARN
         folds = [
             cached(
                 work / f"lr_{cut:%Y-%m-%d}_{lr}_fold{f}.json",
-                lambda f=f, cfg=cfg: list(
-                    fold_ndcg(data_dir, f, cfg, settings, summary["features"])
-                ),
+                lambda f=f, cfg=cfg: list(fold_ndcg(data_dir, f, cfg, settings, features)),
             )
             for f in range(len(summary["folds"]))
         ]
@@ -144,7 +155,11 @@ def choose_learning_rate(events, catalog, cut, settings, work: Path, rates=LEARN
             "mean": statistics.fmean(v for v, _ in folds),
         }
         print(f"  lr {lr}: {out[str(lr)]} ({time.perf_counter() - started:.0f} s)", flush=True)
-    return {"grid": out, "best": max(out, key=lambda k: out[k]["mean"])}
+    return {
+        "grid": out,
+        "best": max(out, key=lambda k: out[k]["mean"]),
+        "features": len(features),
+    }
 
 
 def render(record: dict) -> str:
@@ -201,7 +216,8 @@ def render(record: dict) -> str:
                     for lr, v in g.items()
                 ),
                 "",
-                f"Best: {r['learning_rate']['best']} (default 0.05).",
+                f"Best: {r['learning_rate']['best']} (default now "
+                f"{record.get('learning_rate_default', 0.05)}).",
                 "",
             ]
     return "\n".join(lines) + "\n"
@@ -260,6 +276,7 @@ def main() -> None:
         + (" --skip-weights" if args.skip_weights else ""),
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
+        "learning_rate_default": settings.ranker.learning_rate,
         "cuts": cuts,
         "note": args.note,
     }

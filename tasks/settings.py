@@ -94,7 +94,7 @@ class RankerSettings(BaseModel):
     )
     num_boost_round: int = Field(300, ge=1)
     early_stopping_rounds: int = Field(30, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.03, gt=0)
     num_leaves: int = Field(31, ge=2)
     min_data_in_leaf: int = Field(50, ge=1)
     feature_fraction: float = Field(0.8, gt=0, le=1)

@@ -223,6 +223,20 @@ def good_features() -> pl.DataFrame:
             "i_buyers_7d": [1, 0, 1],
             "i_buyers_30d": [4, 0, 4],
             "i_days_since_last_sale": [0.5, 9.0, 0.5],
+            "ui_median_gap": [10.0, None, None],
+            "ui_cycle_ratio": [0.3, None, None],
+            "i_repurchase_gap": [12.0, None, 12.0],
+            "ui_due_vs_item": [0.25, None, 0.04],
+            "u_items": [5, 5, 1],
+            "u_items_90d": [2, 2, 1],
+            "u_trend": [1.4, 1.4, 2.5],
+            "i_buyers_90d": [9, 0, 9],
+            "i_trend_90d": [1.3, 1.0, 1.3],
+            "i_recent_share": [0.5, 0.0, 0.5],
+            "ui_category_share": [0.8, 0.0, 1.0],
+            "ui_views": [3, 0, 0],
+            "ui_carts": [1, 0, 0],
+            "ui_views_30d": [2, None, 0],
             "extra_feature": [1, 2, 3],  # columns the contract does not name are not checked
         }
     )
@@ -241,6 +255,35 @@ def good_features() -> pl.DataFrame:
             "expect_column_pair_values_a_to_be_greater_than_b:i_buyers_30d+i_buyers_7d",
         ),
         ("ui_in_last_order", 1, 2, "expect_column_values_to_be_in_set:ui_in_last_order"),
+        # version 2: the repurchase cycle, trends, shares and views/carts
+        ("ui_cycle_ratio", 0, -0.5, "expect_column_values_to_be_between:ui_cycle_ratio"),
+        ("ui_median_gap", 0, -1.0, "expect_column_values_to_be_between:ui_median_gap"),
+        ("i_repurchase_gap", 2, -3.0, "expect_column_values_to_be_between:i_repurchase_gap"),
+        ("ui_due_vs_item", 2, -0.1, "expect_column_values_to_be_between:ui_due_vs_item"),
+        (
+            "u_items_90d",
+            2,
+            2,
+            "expect_column_pair_values_a_to_be_greater_than_b:u_items+u_items_90d",
+        ),
+        ("u_trend", 0, 3.5, "expect_column_values_to_be_between:u_trend"),
+        ("i_trend_90d", 1, -1.0, "expect_column_values_to_be_between:i_trend_90d"),
+        (
+            "i_buyers_90d",
+            0,
+            3,
+            "expect_column_pair_values_a_to_be_greater_than_b:i_buyers_90d+i_buyers_30d",
+        ),
+        ("i_recent_share", 0, 1.5, "expect_column_values_to_be_between:i_recent_share"),
+        ("ui_category_share", 1, None, "expect_column_values_to_not_be_null:ui_category_share"),
+        ("ui_category_share", 0, 1.2, "expect_column_values_to_be_between:ui_category_share"),
+        ("ui_carts", 0, -1, "expect_column_values_to_be_between:ui_carts"),
+        (
+            "ui_views_30d",
+            0,
+            4,
+            "expect_column_pair_values_a_to_be_greater_than_b:ui_views+ui_views_30d",
+        ),
     ],
 )
 def test_features_contract_catches_look_ahead_and_bad_values(

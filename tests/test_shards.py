@@ -79,6 +79,12 @@ def test_a_shard_with_shared_aggregates_gets_exactly_its_rows_of_the_whole() -> 
         own = events.filter(pl.col(USER_ID).is_in(shard.implode()))
         parts.append(candidate_frame(own, shop.catalog, shard, as_of, cfg, shared=shared))
     assert whole.height > 0 and all(p.height > 0 for p in parts)
+    # The version-2 features are in the rows compared, item-level ones from the shared
+    # aggregates (every customer's repeat orders), and they are not all empty here.
+    for column in ("i_repurchase_gap", "ui_median_gap", "i_trend_90d", "u_trend"):
+        assert whole.get_column(column).drop_nulls().len() > 0, column
+    assert whole.get_column("ui_views").sum() > 0 and whole.get_column("ui_carts").sum() > 0
+    assert whole.get_column("ui_category_share").max() > 0
     keys = [USER_ID, "item_id"]
     assert_frame_equal(  # to the last bits: see _assert_same_lists
         pl.concat(parts).sort(keys), whole.sort(keys), check_exact=False, rtol=1e-14, atol=0.0
