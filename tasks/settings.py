@@ -130,6 +130,13 @@ class NeuralSettings(BaseModel):
         "estimated training time (every epoch it may run, early-stopping run and refit) "
         "fits this many seconds; otherwise LightGBM alone, and the report says why",
     )
+    auto_memory_mib: int = Field(
+        3072,
+        ge=1,
+        description="ranker.kind=auto also skips the network when the training process's "
+        "memory in use plus twice its tensors' estimated size (each window's tensors and "
+        "their concatenations live at once) would pass this many MiB",
+    )
     item_dim: int = Field(32, ge=4)
     user_dim: int = Field(8, ge=2)
     user_buckets: int = Field(4096, ge=1, description="hashed customer embedding rows")

@@ -22,6 +22,11 @@ SHARD_SEED = 20_261_130
 # features alone (437,675 rows of 57 columns, 2,974 customers of the synthetic web shop),
 # about twice that with the check's copy.
 CANDIDATE_ROW_BYTES = 1_200
+# The same with a network scoring the shard (the neural and blend kinds): its tensors of the
+# shard's rows come on top. Measured on the 1M-event synthetic shop (benchmarks/scale.py):
+# a blend's scoring day peaked at 2,848 MiB against 1,716 for LightGBM with the same shards
+# (2 of 4,842 customers, 150 candidates each), about 1,600 bytes more per row.
+NETWORK_ROW_BYTES = 2_800
 
 
 SAMPLE_SEED = 20_261_201
@@ -54,9 +59,12 @@ def shard_of(n_shards: int) -> pl.Expr:
     return (pl.col(USER_ID).hash(seed=SHARD_SEED) % n_shards).cast(pl.Int32)
 
 
-def shard_count(n_users: int, rows_per_user: int, budget_mib: int) -> int:
-    """Shards needed so that one shard's candidate rows fit `budget_mib`."""
-    per_shard = max(1, budget_mib * 2**20 // (rows_per_user * CANDIDATE_ROW_BYTES))
+def shard_count(
+    n_users: int, rows_per_user: int, budget_mib: int, row_bytes: int = CANDIDATE_ROW_BYTES
+) -> int:
+    """Shards needed so that one shard's candidate rows, at `row_bytes` each while they are
+    built, checked and scored, fit `budget_mib`."""
+    per_shard = max(1, budget_mib * 2**20 // (rows_per_user * row_bytes))
     return max(1, math.ceil(n_users / per_shard))
 
 

@@ -331,3 +331,11 @@ def test_nightly_flow_trains_and_serves_the_blend_when_set(
     model_rows = recs.filter(pl.col("source") == "model")
     assert model_rows.height > 0 and model_rows.get_column("reason_features").null_count() == 0
     assert set(recs.get_column("reason")) <= set(REASONS)
+    # Its shards are sized for a network's tensors; a LightGBM model's for its features alone.
+    from tasks.rank.task import scoring_row_bytes
+    from tasks.settings import load_settings
+    from tasks.shards import CANDIDATE_ROW_BYTES, NETWORK_ROW_BYTES
+
+    settings = load_settings(home=home)
+    assert scoring_row_bytes(settings, [manifest["model_version"]]) == NETWORK_ROW_BYTES
+    assert scoring_row_bytes(settings, ["no-such-model"]) == CANDIDATE_ROW_BYTES

@@ -158,7 +158,8 @@ def test_auto_trains_every_kind_that_fits_and_keeps_the_best_on_validation(
     trained, tmp_path: Path
 ) -> None:
     shop, settings, models = trained
-    model = train_auto(shop.events, shop.catalog, CUTOFF, _auto(settings, auto_budget_s=3600))
+    fits = _auto(settings, auto_budget_s=3600, auto_memory_mib=10**6)
+    model = train_auto(shop.events, shop.catalog, CUTOFF, fits)
     selection = model.meta[SELECTION_KEY]
     assert selection["mode"] == "auto" and selection["trained"] == ["lightgbm", "neural", "blend"]
     ndcg = selection["validation_ndcg"]
@@ -173,6 +174,7 @@ def test_auto_trains_every_kind_that_fits_and_keeps_the_best_on_validation(
     assert network["status"] == "trained" and network["budget_s"] == 3600
     assert 0 < network["estimate"]["seconds"] <= 3600
     assert network["estimate"]["epochs"] == settings.neural.max_epochs
+    assert network["estimate"]["tensor_mib"] > 0 and network["memory_mib"]["in_use"] > 0
     assert network["why"].startswith("network trained: estimated ")
     assert 0 < network["fit_seconds"] <= network["seconds"]
 
@@ -217,3 +219,20 @@ def test_the_network_estimate_counts_every_list_without_building_their_tensors(t
         + epochs * (data.valid.n_lists * estimate.eval_list_s)
         + epochs * data.refit.n_lists * estimate.train_list_s
     )
+
+
+def test_auto_skips_the_network_over_its_memory_budget_and_says_so(trained) -> None:
+    """Within the time budget but not the memory one: LightGBM alone, and the run says why."""
+    shop, settings, _ = trained
+    model = train_auto(
+        shop.events, shop.catalog, CUTOFF, _auto(settings, auto_budget_s=3600, auto_memory_mib=1)
+    )
+    selection = model.meta[SELECTION_KEY]
+    assert model.kind == "lightgbm" and selection["trained"] == ["lightgbm"]
+    network = selection["network"]
+    assert network["status"] == "skipped"
+    assert re.fullmatch(
+        r"network skipped: its tensors need about \d+ MiB beside the \d+ MiB in use, over the "
+        r"budget 1 MiB \(neural\.auto_memory_mib\)",
+        network["why"],
+    ), network["why"]

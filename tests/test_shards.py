@@ -29,6 +29,7 @@ from tasks.rank.train import (
 from tasks.settings import CandidateSettings, Settings
 from tasks.shards import (
     CANDIDATE_ROW_BYTES,
+    NETWORK_ROW_BYTES,
     in_sample,
     sample_fraction,
     sampled,
@@ -51,6 +52,8 @@ def test_shard_count_follows_the_budget() -> None:
     assert shard_count(41, 150, 1) == 9
     assert shard_count(40, 150, 1024) == 1
     assert shard_count(0, 150, 1) == 1
+    # A network scoring the shard takes more per row: more, smaller shards for one budget.
+    assert shard_count(40, 150, 1, NETWORK_ROW_BYTES) == 20  # 2 customers of 2,800 B x 150
 
 
 def test_shards_cut_customers_into_disjoint_sorted_parts() -> None:

@@ -28,7 +28,7 @@ from tasks.rank.topk import BASELINE_VERSION, MODEL_SOURCE, top_k
 from tasks.rank.train import NotEnoughHistory, training_events
 from tasks.safety.faults import kill_if_armed
 from tasks.settings import Settings
-from tasks.shards import shard_count
+from tasks.shards import CANDIDATE_ROW_BYTES, NETWORK_ROW_BYTES, shard_count
 from tasks.validate.run_report import ContractViolation, enforce
 
 log = logging.getLogger("nightrec.rank")
@@ -189,8 +189,24 @@ def _fallbacks(settings: Settings, snapshot: Snapshot, chosen: str | None) -> li
     return order
 
 
+def scoring_row_bytes(settings: Settings, versions: list[str]) -> int:
+    """Bytes per candidate row of the heaviest scorer among the models a pass may try: a
+    network's tensors make its shards smaller."""
+    kinds = set()
+    for version in versions:
+        try:
+            kinds.add(registry.load(settings.models_dir, version).meta.get("model_kind"))
+        except registry.RegistryError:
+            continue  # a model that cannot load falls back before any shard
+    return NETWORK_ROW_BYTES if kinds & {"neural", "blend"} else CANDIDATE_ROW_BYTES
+
+
 def _prepare_shards(
-    settings: Settings, snapshot: Snapshot, work_dir: Path, candidates: CandidateReport
+    settings: Settings,
+    snapshot: Snapshot,
+    work_dir: Path,
+    candidates: CandidateReport,
+    row_bytes: int,
 ) -> tuple[Path, int, int]:
     """Write the run's shared aggregates once; returns (their folder, customers, shards)."""
     # Item-level aggregates read purchases alone: the shop's views and carts stay on disk.
@@ -213,7 +229,7 @@ def _prepare_shards(
     )
     write_shared(shared, padding, allowed, folder)
     n_shards = shard_count(
-        users.len(), settings.candidates.max_per_user, settings.scale.shard_memory_mib
+        users.len(), settings.candidates.max_per_user, settings.scale.shard_memory_mib, row_bytes
     )
     return folder, users.len(), n_shards
 
@@ -290,7 +306,7 @@ def score_users(
     if versions:
         try:
             shared_dir, n_users, n_shards = _prepare_shards(
-                settings, snapshot, work_dir, candidates
+                settings, snapshot, work_dir, candidates, scoring_row_bytes(settings, versions)
             )
             log.info("scoring %s customers in %d shard(s)", f"{n_users:,}", n_shards)
         except Exception as exc:  # a shared aggregate out of memory: no model can score

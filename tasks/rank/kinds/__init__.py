@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -106,6 +109,16 @@ def pick_best(ndcg: dict[str, float], min_gain: float) -> tuple[str, str]:
     )
 
 
+def _rss_mib() -> float:
+    """This process's resident memory now (Linux); its peak so far where /proc is absent."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def train_auto(
     events: pl.DataFrame,
     catalog: pl.DataFrame,
@@ -128,11 +141,21 @@ def train_auto(
         network["device"] = str(device)
         estimate = network_estimate(ctx)
         network["estimate"] = estimate.as_dict()
+        memory = settings.neural.auto_memory_mib
+        in_use, need = _rss_mib(), 2 * (estimate.tensor_mib or 0.0)
+        network["memory_mib"] = {"in_use": round(in_use), "tensors_x2": round(need)}
         if estimate.seconds > budget:
             network["status"] = "skipped"
             network["why"] = (
                 f"network skipped: estimated {estimate.seconds:.0f} s on {device} over the "
                 f"budget {budget:.0f} s (neural.auto_budget_s)"
+            )
+            ctx.shared.pop("network_data", None)
+        elif in_use + need > memory:
+            network["status"] = "skipped"
+            network["why"] = (
+                f"network skipped: its tensors need about {need:.0f} MiB beside the "
+                f"{in_use:.0f} MiB in use, over the budget {memory} MiB (neural.auto_memory_mib)"
             )
             ctx.shared.pop("network_data", None)
         else:

@@ -3,6 +3,7 @@ and how its network is saved and loaded."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -228,17 +229,25 @@ def network_estimate(ctx: TrainingContext) -> FitEstimate:
     )
     probe_valid = with_list_key([_first_lists(frames[0], _PROBE_VALID_LISTS, 0)])
     prep = fit_preprocessor(probe_train, ctx.features, ctx.events, cfg.user_buckets, cfg.seq_len)
-    return estimate_fit(
-        build_tensors(probe_train, ctx.events, prep, list_key=LIST_KEY),
-        build_tensors(probe_valid, ctx.events, prep, list_key=LIST_KEY),
-        _lists(frames[:-1], max_len) if cfg.refit else 0,
+    train = build_tensors(probe_train, ctx.events, prep, list_key=LIST_KEY)
+    valid = build_tensors(probe_valid, ctx.events, prep, list_key=LIST_KEY)
+    n_train, n_valid = _lists(frames[1:], max_len), _lists(frames[:1], 0)
+    n_refit = _lists(frames[:-1], max_len) if cfg.refit else 0
+    estimate = estimate_fit(
+        train,
+        valid,
+        n_refit,
         architecture(prep.n_dense, prep.n_items, cfg),
         cfg,
         ctx.settings.seed,
         device,
-        n_train_lists=_lists(frames[1:], max_len),
-        n_valid_lists=_lists(frames[:1], 0),
+        n_train_lists=n_train,
+        n_valid_lists=n_valid,
     )
+    per_train = train.nbytes / max(train.n_lists, 1)
+    per_valid = valid.nbytes / max(valid.n_lists, 1)
+    tensor_mib = (per_train * (n_train + n_refit) + per_valid * n_valid) / 2**20
+    return dataclasses.replace(estimate, tensor_mib=tensor_mib)
 
 
 def network_fit(ctx: TrainingContext) -> NeuralFit:

@@ -174,6 +174,10 @@ class ListTensors:
     def n_rows(self) -> int:
         return int(self.dense.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in self.__dict__.values())
+
     @classmethod
     def concat(cls, parts: list[ListTensors]) -> ListTensors:
         """The parts' lists one after another (their rows renumbered, padding widened): the

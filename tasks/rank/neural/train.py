@@ -318,14 +318,18 @@ class FitEstimate:
     train_list_s: float  # one list through a training step (forward, backward, update)
     eval_list_s: float  # one list through an evaluation forward
     epochs: int
+    tensor_mib: float | None = None  # the fit's tensors, when estimated before they are built
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        out = {
             "seconds": round(self.seconds, 1),
             "train_list_ms": round(1000 * self.train_list_s, 4),
             "eval_list_ms": round(1000 * self.eval_list_s, 4),
             "epochs": self.epochs,
         }
+        if self.tensor_mib is not None:
+            out["tensor_mib"] = round(self.tensor_mib, 1)
+        return out
 
 
 def _sync(device: torch.device) -> None:
