@@ -113,12 +113,26 @@ def test_a_model_failing_at_scoring_falls_back_and_says_why(
     assert solo.height == K and set(solo.get_column("source")) == {"model"}
     assert item not in solo.get_column("item_id").to_list() or solo.height == K
 
-    monkeypatch.setattr("tasks.candidates.generate.ease_candidates", _out_of_memory)
+    # A source that runs in each shard (co-purchase) fails: the model failed.
+    from tasks.candidates import generate
+
+    copurchase = generate.copurchase_candidates
+    monkeypatch.setattr(generate, "copurchase_candidates", _out_of_memory)
     with pytest.raises(DegradedRun) as raised:
         nightly_flow(_params(retrain=False))
     manifest = raised.value.result
     assert manifest["model_fallback"] == (
         f"{first['model_version']} failed (MemoryError: Unable to allocate 29.0 GiB for an "
+        "array with shape (62000, 62000)): scored with baseline-repurchase"
+    )
+    monkeypatch.setattr(generate, "copurchase_candidates", copurchase)
+    # EASE's candidates are scored once for every customer, before any shard: no model can
+    # score without them, so the aggregates failed.
+    monkeypatch.setattr(generate, "ease_candidates", _out_of_memory)
+    with pytest.raises(DegradedRun) as raised:
+        nightly_flow(_params(retrain=False))
+    assert raised.value.result["model_fallback"] == (
+        "candidate aggregates failed (MemoryError: Unable to allocate 29.0 GiB for an "
         "array with shape (62000, 62000)): scored with baseline-repurchase"
     )
 
