@@ -127,8 +127,9 @@ def train_auto(
     checkpoint_dir: Path | None = None,
 ) -> Trained:
     """`ranker.kind=auto`: LightGBM always; the network and the blend when the network's
-    estimated training time on this machine fits `neural.auto_budget_s`; the kind with the
-    best validation NDCG wins. Its meta says which kinds were trained, each one's validation
+    estimated training time on this machine fits `neural.auto_budget_s` and its tensors fit
+    `neural.auto_memory_mib` beside the memory in use; the kind with the best validation
+    NDCG wins. Its meta says which kinds were trained, each one's validation
     NDCG, and why the winner won or the network was skipped."""
     ctx = TrainingContext(events, catalog, as_of, settings, checkpoint_dir)
     started = time.perf_counter()
