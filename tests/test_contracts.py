@@ -294,6 +294,19 @@ def test_features_contract_catches_look_ahead_and_bad_values(
     assert report.failed == [f"contract:{rule}"]
 
 
+def test_a_check_does_not_fingerprint_the_frame() -> None:
+    """GE would hash every cell of each frame for a batch marker nobody reads (two thirds of a
+    feature check's time); the context switches that off, and a check still catches a bad row."""
+    from tasks.validate.contracts import _run_suite, _validator
+
+    batch_definition, suite = _validator("features", None)
+    pdf = good_features().to_pandas()
+    result = _run_suite(batch_definition, suite, pdf, "SUMMARY", {})
+    assert result.success
+    assert "pandas_data_fingerprint" not in result.meta["batch_markers"]
+    assert not validate_features(_set(good_features(), 1, "ui_orders", -1)).success
+
+
 def test_contract_errors_are_clear() -> None:
     with pytest.raises(ContractError, match="no aggregate 'nope'"):
         load_contract("recommendations").part("nope")

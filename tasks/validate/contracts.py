@@ -103,9 +103,24 @@ def _context() -> Any:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    _skip_batch_fingerprint()
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     return context
+
+
+def _skip_batch_fingerprint() -> None:
+    """Stop GE's pandas engine from hashing every frame it is given.
+
+    Below `HASH_THRESHOLD` bytes the engine fingerprints each batch with
+    `pandas.util.hash_pandas_object` over every cell, twice per validation (the batch is
+    fetched again by the validator). Nothing here reads the fingerprint (a batch marker), and
+    hashing was two thirds of a contract check: 0.9 of 1.4 s for 830k feature rows
+    (benchmarks/contract_check.py). Setting the threshold to 0 is the engine's own switch for
+    frames too large to hash; `tests/test_contracts.py` checks that it still takes effect."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
 
 
 def suite_name(table: str, aggregate: str | None = None) -> str:
