@@ -297,14 +297,46 @@ def test_features_contract_catches_look_ahead_and_bad_values(
 def test_a_check_does_not_fingerprint_the_frame() -> None:
     """GE would hash every cell of each frame for a batch marker nobody reads (two thirds of a
     feature check's time); the context switches that off, and a check still catches a bad row."""
-    from tasks.validate.contracts import _run_suite, _validator
+    from tasks.validate.contracts import _run_suite, _suite_parts
 
-    batch_definition, suite = _validator("features", None)
-    pdf = good_features().to_pandas()
-    result = _run_suite(batch_definition, suite, pdf, "SUMMARY", {})
+    part = _suite_parts("features", None)[0]
+    pdf = good_features().select(part.columns).to_pandas()
+    result = _run_suite(part, pdf, "SUMMARY", {})
     assert result.success
     assert "pandas_data_fingerprint" not in result.meta["batch_markers"]
     assert not validate_features(_set(good_features(), 1, "ui_orders", -1)).success
+
+
+def test_suites_split_by_shared_columns_and_results_keep_the_contract_order() -> None:
+    """Each group of expectations that share a column runs on a frame of its columns only;
+    the report lists every rule once, in the contract's order."""
+    from tasks.validate.contracts import _column_groups
+
+    expectations = [
+        {"a": {"column": "x"}},
+        {"b": {"column_A": "y", "column_B": "z"}},
+        {"c": {"column": "w"}},
+        {"d": {"column_list": ["z", "x"]}},
+        {"e": {}},
+    ]
+    assert _column_groups(expectations[:4], ("w", "x", "y", "z")) == [
+        (("x", "y", "z"), (0, 1, 3)),
+        (("w",), (2,)),
+    ]
+    assert _column_groups(expectations, ("w", "x", "y", "z")) == [
+        (("w", "x", "y", "z"), (0, 1, 2, 3, 4))
+    ]
+    contract = load_contract("features")
+    report = validate_features(good_features())
+    assert [r["rule"] for r in report.results] == [
+        "contract:{}:{}".format(
+            name,
+            kwargs.get("column")
+            or "+".join(str(kwargs[c]) for c in ("column_A", "column_B") if c in kwargs)
+            or "*",
+        )
+        for ((name, kwargs),) in (e.items() for e in contract.expectations)
+    ]
 
 
 def test_contract_errors_are_clear() -> None:

@@ -127,44 +127,125 @@ def suite_name(table: str, aggregate: str | None = None) -> str:
     return table if aggregate is None else f"{table}.{aggregate}"
 
 
+@dataclass(frozen=True)
+class _SuitePart:
+    """Expectations that share columns, validated on a frame of those columns alone.
+
+    GE's pandas engine copies the whole frame, minus the column's nulls, for every column
+    expectation, so one suite over a wide frame costs expectations x width. Validating each
+    group of related columns on its own narrow frame gives the same results for the column,
+    column-pair and compound expectations the contracts use."""
+
+    columns: tuple[str, ...]
+    positions: tuple[int, ...]  # of its expectations in the contract's list
+    batch_definition: Any
+    suite: Any
+
+
+def _expectation_columns(kwargs: dict[str, Any], all_columns: tuple[str, ...]) -> set[str]:
+    named = [kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B")]
+    columns = {c for c in named if c} | set(kwargs.get("column_list") or [])
+    return columns or set(all_columns)  # a table-level rule sees every column
+
+
+def _column_groups(
+    expectations: list[dict[str, dict[str, Any]]], all_columns: tuple[str, ...]
+) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+    """(columns, expectation positions) of each connected group: two expectations are in one
+    group when they share a column. Columns keep the contract's order."""
+    groups: list[tuple[set[str], list[int]]] = []
+    for position, entry in enumerate(expectations):
+        ((_, kwargs),) = entry.items()
+        columns = _expectation_columns(kwargs, all_columns)
+        joined = [g for g in groups if g[0] & columns]
+        for group in joined:
+            groups.remove(group)
+            columns |= group[0]
+        positions = sorted([position, *(p for g in joined for p in g[1])])
+        groups.append((columns, positions))
+    order = {c: i for i, c in enumerate(all_columns)}
+    return sorted(
+        (
+            (tuple(sorted(cols, key=lambda c: order.get(c, len(order)))), tuple(positions))
+            for cols, positions in groups
+        ),
+        key=lambda group: group[1][0],
+    )
+
+
 @cache
-def _validator(table: str, aggregate: str | None = None) -> tuple[Any, Any]:
-    """(batch definition, suite) for `table` or one of its aggregates, built once per process."""
+def _suite_parts(table: str, aggregate: str | None) -> tuple[_SuitePart, ...]:
+    """The suites of `table` or one of its aggregates, one per column group, built once per
+    process."""
     import great_expectations as gx
 
     contract = load_contract(table)
-    _, expectations = contract.part(aggregate)
+    columns, expectations = contract.part(aggregate)
     name = suite_name(table, aggregate)
-    batch_definition = (
-        _context()
-        .data_sources.add_pandas(f"{name}_frames")
-        .add_dataframe_asset(name)
-        .add_batch_definition_whole_dataframe(f"{name}_batch")
-    )
-    suite = gx.ExpectationSuite(name=f"{name}_v{contract.version}")
-    for entry in expectations:
-        ((expectation, kwargs),) = entry.items()
-        suite.add_expectation(_expectation_class(expectation)(**kwargs))
-    return batch_definition, suite
+    source = _context().data_sources.add_pandas(f"{name}_frames")
+    parts = []
+    for index, (group, positions) in enumerate(_column_groups(expectations, tuple(columns))):
+        batch_definition = source.add_dataframe_asset(
+            f"{name}.{index}"
+        ).add_batch_definition_whole_dataframe(f"{name}.{index}_batch")
+        suite = gx.ExpectationSuite(name=f"{name}_v{contract.version}.{index}")
+        for position in positions:
+            ((expectation, kwargs),) = expectations[position].items()
+            suite.add_expectation(_expectation_class(expectation)(**kwargs))
+        parts.append(_SuitePart(group, positions, batch_definition, suite))
+    return tuple(parts)
 
 
-def _run_suite(
-    batch_definition: Any, suite: Any, pdf: Any, result_format: str, parameters: dict
-) -> Any:
-    """Validate one frame, then drop what GE keeps of it.
+def _run_suite(part: _SuitePart, pdf: Any, result_format: str, parameters: dict) -> Any:
+    """Validate one frame against one part, then drop what GE keeps of it.
 
     The datasource's one execution engine caches every batch (the frame itself) and every
     metric it computed, so a long stream of chunks would grow memory without bound."""
     try:
-        return batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
-            suite, result_format=result_format, expectation_parameters=parameters
+        return part.batch_definition.get_batch(batch_parameters={"dataframe": pdf}).validate(
+            part.suite, result_format=result_format, expectation_parameters=parameters
         )
     finally:
-        engine = batch_definition.data_asset.datasource.get_execution_engine()
+        engine = part.batch_definition.data_asset.datasource.get_execution_engine()
         engine.batch_manager.reset_batch_cache()
         cache = getattr(engine, "_metric_cache", None)
         if isinstance(cache, dict):
             cache.clear()
+
+
+def _validate_parts(
+    table: str,
+    aggregate: str | None,
+    frame: pl.DataFrame,
+    result_format: str,
+    parameters: dict,
+    index: str | None = None,
+) -> list[Any]:
+    """Every expectation's GE result, in the contract's order. `index`: a column of `frame`
+    that becomes the pandas index (so unexpected rows are reported by it)."""
+    results: dict[int, Any] = {}
+    for part in _suite_parts(table, aggregate):
+        pdf = _to_pandas(frame.select([*part.columns, *([index] if index else [])]))
+        if index:
+            pdf.index = pdf.pop(index).to_numpy()
+        outcome = _run_suite(part, pdf, result_format, parameters)
+        # GE returns a suite's results in the suite's order, which is the positions' order.
+        for position, result in zip(part.positions, outcome.results, strict=True):
+            expected = part.suite.expectations[part.positions.index(position)].expectation_type
+            if result.expectation_config.type != expected:
+                raise ContractError(f"GE reordered the results of suite {part.suite.name}")
+            results[position] = result
+    return [results[position] for position in sorted(results)]
+
+
+def _to_pandas(frame: pl.DataFrame) -> Any:
+    """The frame as pandas, every integer column widened to Int64.
+
+    GE's range check is vectorised only for int64 and float64 columns; any other integer
+    width (UInt32 counts, Int32 views) runs a Python function per value, which was most of a
+    830k-row feature check (benchmarks/contract_check.py). Widening changes no value."""
+    integers = [name for name, dtype in frame.schema.items() if dtype.is_integer()]
+    return frame.with_columns(pl.col(integers).cast(pl.Int64)).to_pandas()
 
 
 def _reason(config: Any) -> str:
@@ -192,14 +273,11 @@ def validate_rows(
     empty = pl.DataFrame(schema={ROW_INDEX: pl.Int64, "reason": pl.Utf8})
     if frame.height == 0:
         return ValidationOutcome(empty, len(contract.expectations), [])
-    batch_definition, suite = _validator(table)
-    pdf = frame.select([*contract.columns.keys(), ROW_INDEX]).to_pandas()
-    pdf.index = pdf[ROW_INDEX].to_numpy()
-    result = _run_suite(batch_definition, suite, pdf, "COMPLETE", parameters or {})
+    results = _validate_parts(table, None, frame, "COMPLETE", parameters or {}, ROW_INDEX)
     rows: list[int] = []
     reasons: list[str] = []
     failed: list[str] = []
-    for res in result.results:
+    for res in results:
         if res.success:
             continue
         reason = _reason(res.expectation_config)
@@ -209,7 +287,7 @@ def validate_rows(
         reasons.extend([reason] * len(unexpected))
     bad = pl.DataFrame({ROW_INDEX: rows, "reason": reasons}, schema=empty.schema)
     bad = bad.unique(subset=ROW_INDEX, keep="first", maintain_order=True)
-    return ValidationOutcome(bad, len(result.results), failed)
+    return ValidationOutcome(bad, len(results), failed)
 
 
 @dataclass(frozen=True)
@@ -253,11 +331,8 @@ def check_frame(
         raise ContractError(
             f"frame for {suite_name(table, aggregate)} lacks column(s) {', '.join(missing)}"
         )
-    batch_definition, suite = _validator(table, aggregate)
-    pdf = frame.select(list(columns)).to_pandas()
-    result = _run_suite(batch_definition, suite, pdf, "SUMMARY", parameters or {})
     results = []
-    for res in result.results:
+    for res in _validate_parts(table, aggregate, frame, "SUMMARY", parameters or {}):
         summary = res.result or {}
         results.append(
             {
