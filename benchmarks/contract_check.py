@@ -12,10 +12,16 @@ GE's pandas engine hashes every cell of a batch for a fingerprint (twice per val
 copies the whole frame minus a column's nulls for each column expectation, and checks ranges
 value by value in Python for integer widths other than int64; each way's cost is in the
 columns, nulls and dtypes, so the generated frame has the feature table's dtypes and a
-realistic share of nulls (or pass `--parquet` with a dumped shard's features). Medians are
-recorded in benchmarks/results/contract_check.{json,md}.
+realistic share of nulls (or pass `--parquet` with a dumped shard's features).
 
-    .venv/bin/python benchmarks/contract_check.py [--rows 830000] [--runs 5] [--parquet F]
+The published top-K's check is timed the same way: contract version 2 held the catalog and
+the known customers as GE value sets, which GE serialises into each expectation's
+configuration again and again (time grows with the customers); version 3 compares each id
+with a derived column (`tasks/validate/topk.py`). Results:
+benchmarks/results/contract_check.{json,md}.
+
+    .venv/bin/python benchmarks/contract_check.py [--rows 830000] [--customers 97000]
+        [--items 9374] [--runs 5] [--parquet F]
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import describe  # noqa: E402
 
+from tasks.constants import REASONS  # noqa: E402
 from tasks.validate.contracts import check_frame, load_contract  # noqa: E402
+from tasks.validate.topk import validate_topk  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MOSTLY_NULL = {"ui_days_since_last", "ui_median_gap", "ui_cycle_ratio", "ui_due_vs_item"}
@@ -99,69 +107,161 @@ def passing_frame(rows: int, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(columns)
 
 
+def value_set_topk_check(recs: pl.DataFrame, catalog: list[str], known: list[str]) -> bool:
+    """The top-K row rules as contract version 2 had them: catalog items and known customers as
+    GE value sets (expectation parameters)."""
+    import great_expectations as gx
+
+    from tasks.validate.contracts import _context, _expectation_class
+
+    context = _context()
+    names = [d.name for d in context.data_sources.all().values()]
+    if "bench_topk_frames" not in names:
+        asset = context.data_sources.add_pandas("bench_topk_frames").add_dataframe_asset("topk")
+        asset.add_batch_definition_whole_dataframe("topk_batch")
+    source = context.data_sources.get("bench_topk_frames")
+    batch_definition = source.get_asset("topk").get_batch_definition("topk_batch")
+    suite = gx.ExpectationSuite(name="bench_topk_v2")
+    in_set = _expectation_class("expect_column_values_to_be_in_set")
+    suite.add_expectation(in_set(column="item_id", value_set={"$PARAMETER": "catalog_items"}))
+    suite.add_expectation(in_set(column="user_id", value_set={"$PARAMETER": "known_users"}))
+    for entry in load_contract("recommendations").expectations:
+        ((expectation, kwargs),) = entry.items()
+        if "column_B" not in kwargs:  # version 3's membership pairs replace the value sets
+            suite.add_expectation(_expectation_class(expectation)(**kwargs))
+    parameters = {
+        "k": 10,
+        "catalog_items": catalog,
+        "known_users": known,
+        "forbidden_items": [],
+        "reasons": list(REASONS),
+    }
+    try:
+        pdf = recs.to_pandas()
+        batch = batch_definition.get_batch(batch_parameters={"dataframe": pdf})
+        result = batch.validate(suite, result_format="SUMMARY", expectation_parameters=parameters)
+    finally:
+        engine = source.get_execution_engine()
+        engine.batch_manager.reset_batch_cache()
+        engine._metric_cache.clear()
+    return bool(result.success)
+
+
+def passing_topk(customers: int, items: int, k: int = 10, seed: int = 0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    picks = np.stack([rng.choice(items, k, replace=False) for _ in range(customers)])
+    return pl.DataFrame(
+        {
+            "user_id": np.repeat([f"u{u}" for u in range(customers)], k),
+            "item_id": [f"i{i}" for i in picks.ravel()],
+            "rank": pl.Series(np.tile(np.arange(1, k + 1), customers), dtype=pl.Int32),
+            "score": np.tile(np.linspace(1.0, 0.0, k), customers),
+            "reason": "popular",
+            "reason_detail": "#1",
+        }
+    )
+
+
+def time_ways(ways: dict, frame: pl.DataFrame, runs: int) -> dict[str, list[float]]:
+    """Each way's seconds on `frame`, the ways interleaved, after one warm-up run each."""
+    for check in ways.values():  # builds GE's context and suites once
+        assert check(frame)
+    seconds: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(runs):
+        for way, check in ways.items():
+            started = time.perf_counter()
+            passed = check(frame)
+            seconds[way].append(time.perf_counter() - started)
+            assert passed, way
+    return seconds
+
+
+def table(seconds: dict[str, list[float]]) -> list[str]:
+    medians = {way: statistics.median(values) for way, values in seconds.items()}
+    before, now = medians.values()
+    return [
+        "| way | median s | runs s |",
+        "| --- | ---: | --- |",
+        *(
+            f"| {way} | {medians[way]:.3f} | {', '.join(f'{v:.3f}' for v in values)} |"
+            for way, values in seconds.items()
+        ),
+        "",
+        f"Ratio (before / now): {before / now:.2f}x.",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=830_000)
+    parser.add_argument("--customers", type=int, default=97_000, help="top-K customers")
+    parser.add_argument("--items", type=int, default=9_374, help="top-K catalog items")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--parquet", type=Path, help="a shard's feature frame instead")
     parser.add_argument("--out", type=Path, default=RESULTS / "contract_check")
     args = parser.parse_args()
 
     frame = pl.read_parquet(args.parquet) if args.parquet else passing_frame(args.rows)
-    ways = {
-        "one suite (before)": one_suite_check,
-        "check_frame (now)": lambda f: check_frame("features", f).success,
-    }
-    for check in ways.values():  # builds GE's context and suites once
-        assert check(frame.head(1000))
+    recs = passing_topk(args.customers, args.items)
+    catalog = [f"i{i}" for i in range(args.items)]
+    known = [f"u{u}" for u in range(args.customers)]
     load_before = os.getloadavg()
-    seconds: dict[str, list[float]] = {way: [] for way in ways}
-    for _ in range(args.runs):
-        for way, check in ways.items():
-            started = time.perf_counter()
-            passed = check(frame)
-            seconds[way].append(time.perf_counter() - started)
-            assert passed, way
+    features = time_ways(
+        {
+            "one suite (before)": one_suite_check,
+            "check_frame (now)": lambda f: check_frame("features", f).success,
+        },
+        frame,
+        args.runs,
+    )
+    topk = time_ways(
+        {
+            "value sets (contract v2)": lambda r: value_set_topk_check(r, catalog, known),
+            "validate_topk (v3)": lambda r: all(
+                report.success for report in validate_topk(r, 10, catalog, known)
+            ),
+        },
+        recs,
+        args.runs,
+    )
     load_after = os.getloadavg()
-    medians = {way: statistics.median(values) for way, values in seconds.items()}
     result = {
         "machine": describe(),
         "frame": str(args.parquet.name) if args.parquet else "generated",
         "rows": frame.height,
         "columns": frame.width,
+        "topk_rows": recs.height,
         "runs": args.runs,
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in load_after],
-        "seconds": {way: [round(v, 3) for v in values] for way, values in seconds.items()},
-        "median_s": {way: round(v, 3) for way, v in medians.items()},
-        "ratio": round(medians["one suite (before)"] / medians["check_frame (now)"], 2),
+        "features_s": {way: [round(v, 3) for v in values] for way, values in features.items()},
+        "topk_s": {way: [round(v, 3) for v in values] for way, values in topk.items()},
     }
     print(json.dumps(result, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     machine = result["machine"]
+    command = (
+        f"`.venv/bin/python benchmarks/contract_check.py --rows {args.rows} --customers "
+        f"{args.customers} --items {args.items} --runs {args.runs}"
+        + (f" --parquet {args.parquet.name}`" if args.parquet else "`")
+    )
     lines = [
-        "# Feature-contract check on one shard-sized frame",
+        "# Contract checks at the size of a 10M-event shop",
         "",
         f"{machine['cpu']} ({machine['cores']} cores, {machine['memory_gib']} GiB), "
         f"Python {machine['python']}; load average before {result['load_before']}, "
-        f"after {result['load_after']}.",
+        f"after {result['load_after']}. Command: {command}. Each pair of ways interleaved "
+        "in one process.",
         "",
-        f"Command: `.venv/bin/python benchmarks/contract_check.py --rows {args.rows} "
-        f"--runs {args.runs}"
-        + (f" --parquet {args.parquet.name}`" if args.parquet else "`")
-        + f". Frame: {result['frame']}, {frame.height:,} rows, {frame.width} columns, passing "
-        "`data_contracts/features.yml`; both ways interleaved in one process.",
+        f"## One shard's features: {result['frame']}, {frame.height:,} rows, "
+        f"{frame.width} columns, passing `data_contracts/features.yml`",
         "",
-        "| way | median s | runs s |",
-        "| --- | ---: | --- |",
-        *(
-            f"| {way} | {medians[way]:.3f} | {', '.join(f'{v:.3f}' for v in seconds[way])} |"
-            for way in ways
-        ),
+        *table(features),
+        f"## The published top-K: {args.customers:,} customers x 10 items of {args.items:,}",
         "",
-        f"Ratio (before / now): {result['ratio']}x.",
-        "",
+        *table(topk),
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines))
 

@@ -141,7 +141,7 @@ def test_per_customer_aggregates_by_hand() -> None:
             "item not in the catalog",
             lambda r: _set(r, 0, "item_id", "zz"),
             {},
-            {f"{ROWS}expect_column_values_to_be_in_set:item_id"},
+            {f"{ROWS}expect_column_pair_values_to_be_equal:item_id+catalog_item_id"},
         ),
         (
             "unknown customer",
@@ -149,7 +149,7 @@ def test_per_customer_aggregates_by_hand() -> None:
                 [r, r.filter(pl.col("user_id") == "u2").with_columns(pl.lit("u9").alias("user_id"))]
             ),
             {},
-            {f"{ROWS}expect_column_values_to_be_in_set:user_id"},
+            {f"{ROWS}expect_column_pair_values_to_be_equal:user_id+known_user_id"},
         ),
         (
             "a known customer without a list",

@@ -10,6 +10,8 @@ from tasks.constants import ITEM_ID, RANK, REASONS, SCORE, USER_ID
 from tasks.validate.contracts import SuiteReport, check_frame
 
 TABLE = "recommendations"
+CATALOG_ITEM = "catalog_item_id"
+KNOWN_USER = "known_user_id"
 
 
 def per_customer(
@@ -32,7 +34,7 @@ def per_customer(
         .alias("rank_errors"),
         (pl.col(SCORE).diff() > 0).sum().cast(pl.Int64).alias("score_increases"),
     )
-    known = pl.DataFrame({USER_ID: sorted(set(known_users))}, schema={USER_ID: pl.Utf8})
+    known = pl.DataFrame({USER_ID: pl.Series(list(known_users), dtype=pl.Utf8).unique().sort()})
     missing = known.join(counts, on=USER_ID, how="anti").with_columns(
         pl.lit(0, dtype=pl.Int64).alias(c)
         for c in ("rows", "duplicate_items", "rank_errors", "score_increases")
@@ -51,19 +53,23 @@ def validate_topk(
 ) -> list[SuiteReport]:
     """Row rules and per-customer rules of the top-K: every known customer gets exactly K rows
     where the catalog allows (so an empty output never passes)."""
-    known = set(known_users)
-    catalog = set(catalog_items)
+    known = pl.Series(USER_ID, list(known_users), dtype=pl.Utf8).unique()
+    catalog = pl.Series(ITEM_ID, list(catalog_items), dtype=pl.Utf8).unique()
     forbidden = sorted(set(forbidden_items))
-    allowed = len(catalog - set(forbidden))
-    parameters = {
-        "k": k,
-        "catalog_items": sorted(catalog),
-        "known_users": sorted(known),
-        "forbidden_items": forbidden,
-        "reasons": list(REASONS),
-    }
-    rows = check_frame(TABLE, recs, parameters)
+    allowed = catalog.len() - int(catalog.is_in(forbidden).sum())
+    parameters = {"k": k, "forbidden_items": forbidden, "reasons": list(REASONS)}
+    rows = check_frame(TABLE, with_memberships(recs, catalog, known), parameters)
     customers = check_frame(
         TABLE, per_customer(recs, min(k, allowed), known), {"k": k}, aggregate="per_customer"
     )
     return [rows, customers]
+
+
+def with_memberships(recs: pl.DataFrame, catalog: pl.Series, known: pl.Series) -> pl.DataFrame:
+    """The contract's derived columns: each row's id again where the item is in the catalog
+    (`catalog_item_id`) and the customer is known (`known_user_id`), else null, so that GE
+    compares two columns instead of holding the sets as expectation parameters."""
+    return recs.with_columns(
+        pl.when(pl.col(ITEM_ID).is_in(catalog.implode())).then(pl.col(ITEM_ID)).alias(CATALOG_ITEM),
+        pl.when(pl.col(USER_ID).is_in(known.implode())).then(pl.col(USER_ID)).alias(KNOWN_USER),
+    )
