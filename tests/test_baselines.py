@@ -261,3 +261,18 @@ def test_no_users_gives_no_rows(train: pl.DataFrame) -> None:
     nobody = pl.Series(USER_ID, [], dtype=pl.Utf8)
     for recommend in (popularity, repurchase, item_knn, ease):
         assert recommend(train, nobody, AS_OF, 3).height == 0
+
+
+def test_best_columns_equal_a_stable_sort_with_ties() -> None:
+    """The partition-based top columns give exactly a stable argsort's first columns: best
+    first, equal scores in column order, ties across the cut included."""
+    from tasks.baselines.recommenders import _best_columns
+
+    by_hand = np.array([[0.5, 2.0, 0.5, 0.5, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    assert _best_columns(by_hand, 3).tolist() == [[1, 4, 0], [0, 1, 2]]
+    rng = np.random.default_rng(3)
+    for top in (1, 4, 7, 12, 13):
+        scores = rng.integers(-3, 4, size=(50, 12)).astype(np.float64)  # many ties
+        expected = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+        assert np.array_equal(_best_columns(scores, top), expected), top
+    assert _best_columns(by_hand, 0).shape == (2, 0)
