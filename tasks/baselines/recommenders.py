@@ -247,11 +247,14 @@ def _best_columns(scores: np.ndarray, top: int) -> np.ndarray:
     shop)."""
     if top == 0 or top >= scores.shape[1] or np.isnan(scores).any():  # NaN: argsort's order
         return np.argsort(-scores, axis=1, kind="stable")[:, :top]
-    threshold = -np.partition(-scores, top - 1, axis=1)[:, top - 1 : top]
+    negated = np.negative(scores)
+    negated.partition(top - 1, axis=1)  # in place: one temporary the size of the scores
+    threshold = -negated[:, top - 1 : top]
+    del negated
     above = scores > threshold
     at = scores == threshold
     missing = top - above.sum(axis=1, keepdims=True)
-    keep = above | (at & (np.cumsum(at, axis=1) <= missing))
+    keep = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= missing))
     row, col = np.nonzero(keep)  # `top` per row, in column order
     order = np.lexsort((col, -scores[row, col], row))
     return col[order].reshape(scores.shape[0], top)
