@@ -5,8 +5,9 @@ items bought in [T, T + 30 days), K = 10, full catalog).
 Fallback customers, three ways:
 - cold: customers who buy in the window and never before T. nightrec publishes nothing for
   them (they are not known customers): the shop shows them the fallback list as it is.
-- protocol, popular list: the protocol's evaluated customers (a purchase before T and in the
-  window) served the fallback list alone, the list a customer gets when there is nothing else.
+- protocol, popular list: the protocol's evaluated customers (an invoice line before T and
+  one in the window: `protocol_users`, 967 at 2011-09-01) served the fallback list alone,
+  the list a customer gets when there is nothing else.
 - protocol, degraded run: the same customers served what a run with no model publishes:
   their own past items (the repurchase baseline), padded with the fallback list.
 
@@ -37,9 +38,10 @@ from machine import describe
 from tasks.baselines.recommenders import repurchase
 from tasks.candidates.dp_popular import fallback_popular
 from tasks.constants import EVENT_TYPE, ITEM_ID, PURCHASE, RANK, SCORE, TS, USER_ID
+from tasks.ingest.activity import order_lines
 from tasks.ingest.load import ingest_landing
 from tasks.protocol.metrics import ranking_metrics
-from tasks.protocol.split import evaluated_users, truth_window
+from tasks.protocol.split import protocol_users, truth_window
 from tasks.rank.topk import top_k
 from tasks.settings import FallbackSettings, Settings, load_settings
 from tasks.store import connect, sql_text
@@ -126,7 +128,9 @@ def main() -> None:
     domain = catalog.get_column(ITEM_ID)
     groups = {
         "cold": cold_users(events, as_of),
-        "protocol": evaluated_users(events, as_of, HORIZON),
+        # The protocol's user set: an invoice line before T and one in the window, read from
+        # the order lines themselves (lines of filtered stock codes count too).
+        "protocol": protocol_users(order_lines("online-retail", args.data), as_of, HORIZON),
     }
     buyers_30d = (
         train.filter(
