@@ -178,12 +178,14 @@ def main() -> None:
             summary.append(json.loads(path.read_text()))
     peak = max(r["peak_rss_gib"] for r in summary)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2))
-    lines_md = render(summary, machine, command, peak)
+    lines_md = render(summary, machine, command, peak, args.name)
     (RESULTS / f"{args.name}.md").write_text(lines_md)
     print(lines_md)
 
 
-def render(summary: list[dict], machine: dict, command: str, peak: float) -> str:
+def render(
+    summary: list[dict], machine: dict, command: str, peak: float, name: str = "ranking_quality"
+) -> str:
     kinds = sorted({k for r in summary for k in r["kinds"] if k != "lightgbm"})
     lines = [
         "# Ranking quality on the development cuts (and the report-only cut)",
@@ -192,8 +194,8 @@ def render(summary: list[dict], machine: dict, command: str, peak: float) -> str
         f"cores, {machine['memory_gib']} GiB), Python {machine['python']}; "
         f"peak RSS {peak:.2f} GiB (the largest of the cuts' processes).",
         f"Command: `{command}` (each cut's own command and time in its row of "
-        "`ranking_quality.json`). H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
-        "novelty, diversity, feature importance) in the `ranking_quality_as_of=*` folders.",
+        f"`{name}.json`). H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
+        f"novelty, diversity, feature importance) in the `{name}_as_of=*` folders.",
         "",
         "Users: the protocol's (DESIGN.md), every customer with an order line before T and one "
         "in [T, T + H), fee lines such as POST included (read from the landing files through "
@@ -250,11 +252,11 @@ def render(summary: list[dict], machine: dict, command: str, peak: float) -> str
         ]
         for r in summary:
             valid = r.get("auto", {}).get("validation_ndcg", {})
-            for name, d in r.get("vs_best_baseline", {}).items():
-                shown = r["auto"]["winner"] if name == AUTO else name
+            for model, d in r.get("vs_best_baseline", {}).items():
+                shown = r["auto"]["winner"] if model == AUTO else model
                 lines.append(
-                    f"| {r['as_of']} | {name}{f' ({shown})' if name == AUTO else ''} | "
-                    f"{r['kinds'][name]:.4f} | {d['mean_diff']:+.4f} | "
+                    f"| {r['as_of']} | {model}{f' ({shown})' if model == AUTO else ''} | "
+                    f"{r['kinds'][model]:.4f} | {d['mean_diff']:+.4f} | "
                     f"[{d['low']:+.4f}, {d['high']:+.4f}] | "
                     + (f"{valid[shown]:.4f}" if shown in valid else "")
                     + " |"
