@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CUTS = (dt.datetime(2011, 9, 1), dt.datetime(2011, 8, 1))  # never 2011-07-01: report-only
 N = 100
+COMMAND = "PYTHONPATH=. .venv/bin/python benchmarks/candidate_order.py --db STORE"
 RRF_KS = (2.0, 5.0, 10.0, 20.0, 40.0)
 RRF_WEIGHTS = {
     "hist": (1.0, 2.0, 4.0),
@@ -173,12 +174,78 @@ def evaluate_orders(union, truth, users, exprs: dict[str, pl.Expr]) -> dict[str,
     return {name: recall_of(frame, e, len(users)) for name, e in exprs.items()}
 
 
+def chosen_orders(folds: dict[str, dict[str, float]], cfg) -> dict[str, str]:
+    """The default order, and the best `rrf` and `score` orders on the mean over both cuts'
+    fold means (one default for every shop, as the learning rate was chosen)."""
+    cuts = list(folds)
+    mean = {name: statistics.fmean(folds[c][name] for c in cuts) for name in folds[cuts[0]]}
+    default = "rrf " + json.dumps({"k": cfg.rrf_k, **cfg.merge_weights()})
+    return {
+        "default": default,
+        **{
+            family: max((n for n in mean if n.startswith(family + " ")), key=mean.get)
+            for family in ("rrf", "score")
+        },
+    }
+
+
+def at_cut(events, lines, cut, settings, exprs, chosen, work: Path) -> dict:
+    """Recall@100 per customer at the cut of the default and the fold-chosen orders, the
+    learned merge (fitted on the window 30 days before, events before the cut only) and the
+    union's ceiling; the product's generation time (capped default list) beside the learned
+    merge's fit and apply time, measured here one after another."""
+    cfg, horizon = settings.candidates, settings.horizon_days
+    users = protocol_users(lines, cut, horizon)
+    past = events_before(events, cut)
+    served = served_users(past, users, cut)
+    truth = truth_window(events, cut, horizon)
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    generate_candidates(past, served, cut, cfg)
+    product_s = time.perf_counter() - started
+    union, _ = union_at(events, served, cut, cfg, work / f"union_cut_{cut:%Y-%m-%d}.parquet")
+    frame = labelled(union, truth, users)
+    row: dict = {
+        "users": len(users),
+        "served": len(served),
+        "union_per_user": union.height / max(len(served), 1),
+        "ceiling": float(
+            frame.group_by(USER_ID)
+            .agg((pl.col("_hit").sum().clip(upper_bound=N) * pl.col("_w").first()).alias("r"))
+            .get_column("r")
+            .sum()
+        )
+        / len(users),
+    }
+    for role, name in chosen.items():
+        row[role] = {"order": name, "recall": recall_of(frame, exprs[name], len(users))}
+    started = time.perf_counter()
+    booster = fit_merge_model(past, cut, cfg)
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    ordered = learned_order(past, union, cut, booster)
+    apply_s = time.perf_counter() - started
+    row["learned"] = {
+        "recall": recall_of(labelled(ordered, truth, users), pl.col(MERGE_SCORE), len(users)),
+        "fit_s": round(fit_s, 1),
+        "apply_s": round(apply_s, 1),
+    }
+    row["product_generation_s"] = round(product_s, 1)
+    row["load"] = round((load_before + os.getloadavg()[0]) / 2, 1)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-candidate-order"))
     parser.add_argument("--learned", action="store_true", help="also the learned merge")
+    parser.add_argument(
+        "--at-cuts",
+        action="store_true",
+        help="then measure the fold-chosen orders (and the learned merge) at the cuts",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     machine = describe()
@@ -242,6 +309,25 @@ def main() -> None:
         if "learned" in means:
             print(key, "learned", f"{means['learned']:.4f}", flush=True)
     (args.work / "record.json").write_text(json.dumps(record))
+    record["chosen"] = chosen_orders(record["folds"], cfg)
+    print("chosen on the folds:", json.dumps(record["chosen"]), flush=True)
+    if args.at_cuts:
+        for cut in CUTS:
+            record["cuts"][f"{cut:%Y-%m-%d}"] = at_cut(
+                events, lines, cut, settings, exprs, record["chosen"], args.work
+            )
+            print(json.dumps(record["cuts"][f"{cut:%Y-%m-%d}"]), flush=True)
+    record |= {
+        "measured_at": dt.datetime.now().isoformat(timespec="minutes"),
+        "machine": machine,
+        "load_start": list(load_start),
+        "load_end": list(os.getloadavg()),
+        "command": COMMAND
+        + (" --learned" if args.learned else "")
+        + (" --at-cuts" if args.at_cuts else ""),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "candidate_order.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
