@@ -244,6 +244,7 @@ def test_the_backtest_scores_autos_pick_as_trained_by_auto(trained) -> None:
     every model row has its interval against the best baseline; over the network's budget,
     auto serves LightGBM and the backtest has no network rows."""
     from tasks.evaluate.backtest import run_backtest
+    from tasks.evaluate.report import render_markdown
 
     shop, settings, _ = trained
     as_of = CUTOFF - dt.timedelta(days=settings.horizon_days)
@@ -260,6 +261,10 @@ def test_the_backtest_scores_autos_pick_as_trained_by_auto(trained) -> None:
     for d in result.baseline_differences.values():
         assert d["low"] <= d["mean_diff"] <= d["high"]
     assert result.as_dict()["auto_selection"]["winner"] == winner
+    page = render_markdown(result, "test")
+    assert f"ranker.kind=auto (row `auto`) serves **{winner}**: {selection['why']}" in page
+    neural = result.baseline_differences["neural"]
+    assert f"NDCG@10 difference, neural minus the best baseline: {neural['mean_diff']:+.4f}" in page
 
     skipped = _auto(settings, auto_budget_s=1e-6)
     result = run_backtest(shop.events, shop.catalog, as_of, skipped, n_resamples=50, auto=True)
