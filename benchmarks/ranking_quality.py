@@ -42,7 +42,7 @@ from tasks.evaluate.report import write_report
 from tasks.ingest.activity import check_covers, order_lines
 from tasks.ingest.load import ingest_landing
 from tasks.protocol.split import protocol_users, truth_window
-from tasks.rank.kinds import KINDS
+from tasks.rank.kinds import AUTO, KINDS
 from tasks.settings import load_settings
 from tasks.store import connect, sql_text
 
@@ -74,6 +74,11 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="where to ingest when --db is not given")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument(
+        "--name",
+        default="ranking_quality",
+        help="results name: benchmarks/results/NAME.md, NAME.json and NAME_as_of=* folders",
+    )
+    parser.add_argument(
         "--as-of",
         nargs="+",
         type=dt.datetime.fromisoformat,
@@ -83,9 +88,10 @@ def main() -> None:
     parser.add_argument(
         "--kinds",
         nargs="+",
-        choices=sorted(KINDS),
-        default=sorted(KINDS),
-        help="model kinds beside LightGBM (default: every kind)",
+        choices=[*sorted(KINDS), AUTO],
+        default=[*sorted(KINDS), AUTO],
+        help="model kinds beside LightGBM (default: every kind, and auto: trained as "
+        "ranker.kind=auto trains them, the row auto being the kind it would serve)",
     )
     args = parser.parse_args()
     db = args.db
@@ -100,19 +106,21 @@ def main() -> None:
     machine = describe()
     print(f"machine: {machine}")
     command = COMMAND + (" --db STORE" if args.db else "")
+    if args.name != "ranking_quality":
+        command += f" --name {args.name}"
     if list(args.as_of) != list(AS_OFS):
         command += " --as-of " + " ".join(f"{a:%Y-%m-%d}" for a in args.as_of)
-    if sorted(args.kinds) != sorted(KINDS):
+    if sorted(args.kinds) != sorted([*KINDS, AUTO]):
         command += " --kinds " + " ".join(args.kinds)
+    auto = AUTO in args.kinds
+    kinds = tuple(k for k in args.kinds if k != AUTO)
     summary = []
     for as_of in args.as_of:
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
-        result = run_backtest(
-            events, catalog, as_of, settings, kinds=tuple(args.kinds), lines=lines
-        )
+        result = run_backtest(events, catalog, as_of, settings, kinds=kinds, lines=lines, auto=auto)
         seconds = time.perf_counter() - started
-        folder = RESULTS / f"ranking_quality_as_of={as_of:%Y-%m-%d}"
+        folder = RESULTS / f"{args.name}_as_of={as_of:%Y-%m-%d}"
         write_report(result, folder, command)
         past = events.filter(pl.col("ts") < as_of)
         users = protocol_users(lines, as_of, settings.horizon_days)
@@ -133,7 +141,21 @@ def main() -> None:
             "users": result.users,
             "unserved": result.unserved,
             "without_truth": result.without_truth,
-            "kinds": {kind: m[kind]["ndcg@10"] for kind in ("lightgbm", *result.kind_meta)},
+            "kinds": {
+                kind: m[kind]["ndcg@10"]
+                for kind in ("lightgbm", *result.kind_meta, *([AUTO] if auto else []))
+            },
+            "vs_best_baseline": result.baseline_differences,
+            "auto": {
+                key: result.auto_selection[key]
+                for key in ("winner", "why", "validation_ndcg", "validation_window")
+                if key in result.auto_selection
+            }
+            | (
+                {"network": result.auto_selection["network"]["why"]}
+                if result.auto_selection
+                else {}
+            ),
             "lightgbm": m["lightgbm"]["ndcg@10"],
             "best_baseline": result.best_baseline,
             "baseline": m[result.best_baseline]["ndcg@10"],
@@ -151,17 +173,19 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     # one row per cut, from this run or an earlier one (cuts may run as separate processes)
     for as_of in AS_OFS:
-        path = RESULTS / f"ranking_quality_as_of={as_of:%Y-%m-%d}" / "summary_row.json"
+        path = RESULTS / f"{args.name}_as_of={as_of:%Y-%m-%d}" / "summary_row.json"
         if path.is_file():
             summary.append(json.loads(path.read_text()))
     peak = max(r["peak_rss_gib"] for r in summary)
-    (RESULTS / "ranking_quality.json").write_text(json.dumps(summary, indent=2))
-    lines_md = render(summary, machine, command, peak)
-    (RESULTS / "ranking_quality.md").write_text(lines_md)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2))
+    lines_md = render(summary, machine, command, peak, args.name)
+    (RESULTS / f"{args.name}.md").write_text(lines_md)
     print(lines_md)
 
 
-def render(summary: list[dict], machine: dict, command: str, peak: float) -> str:
+def render(
+    summary: list[dict], machine: dict, command: str, peak: float, name: str = "ranking_quality"
+) -> str:
     kinds = sorted({k for r in summary for k in r["kinds"] if k != "lightgbm"})
     lines = [
         "# Ranking quality on the development cuts (and the report-only cut)",
@@ -170,8 +194,8 @@ def render(summary: list[dict], machine: dict, command: str, peak: float) -> str
         f"cores, {machine['memory_gib']} GiB), Python {machine['python']}; "
         f"peak RSS {peak:.2f} GiB (the largest of the cuts' processes).",
         f"Command: `{command}` (each cut's own command and time in its row of "
-        "`ranking_quality.json`). H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
-        "novelty, diversity, feature importance) in the `ranking_quality_as_of=*` folders.",
+        f"`{name}.json`). H = 30 days, K = 10; full reports (K = 10 and 20, coverage, "
+        f"novelty, diversity, feature importance) in the `{name}_as_of=*` folders.",
         "",
         "Users: the protocol's (DESIGN.md), every customer with an order line before T and one "
         "in [T, T + H), fee lines such as POST included (read from the landing files through "
@@ -213,6 +237,39 @@ def render(summary: list[dict], machine: dict, command: str, peak: float) -> str
         "(tasks/candidates/recall.py, as benchmarks/candidate_recall.py).",
         "",
     ]
+    if any(r.get("vs_best_baseline") for r in summary):
+        lines += [
+            "## Every kind against the best baseline",
+            "",
+            "Each model row minus the best baseline on NDCG@10, 95% paired bootstrap interval "
+            "over the customers (2000 resamples); `auto` is the kind `ranker.kind=auto` would "
+            "serve after a retrain at T (trained through its own code path: the network and "
+            "the blend only within `neural.auto_budget_s` and `neural.auto_memory_mib`, the "
+            "winner by validation NDCG on the window before T).",
+            "",
+            "| as-of | model | NDCG@10 | minus best baseline | 95% CI | validation NDCG@10 |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in summary:
+            valid = r.get("auto", {}).get("validation_ndcg", {})
+            for model, d in r.get("vs_best_baseline", {}).items():
+                shown = r["auto"]["winner"] if model == AUTO else model
+                lines.append(
+                    f"| {r['as_of']} | {model}{f' ({shown})' if model == AUTO else ''} | "
+                    f"{r['kinds'][model]:.4f} | {d['mean_diff']:+.4f} | "
+                    f"[{d['low']:+.4f}, {d['high']:+.4f}] | "
+                    + (f"{valid[shown]:.4f}" if shown in valid else "")
+                    + " |"
+                )
+        lines.append("")
+        for r in summary:
+            if r.get("auto"):
+                a = r["auto"]
+                lines.append(
+                    f"- {r['as_of']}: auto serves **{a['winner']}**: {a['why']} (validation "
+                    f"window {a['validation_window'][:10]}); {a['network']}."
+                )
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

@@ -236,3 +236,41 @@ def test_auto_skips_the_network_over_its_memory_budget_and_says_so(trained) -> N
         r"budget 1 MiB \(neural\.auto_memory_mib\)",
         network["why"],
     ), network["why"]
+
+
+def test_the_backtest_scores_autos_pick_as_trained_by_auto(trained) -> None:
+    """`run_backtest(auto=True)` trains through `ranker.kind=auto`'s own path: its row "auto"
+    is the winner's lists (its metrics equal the winner's row), the selection is auto's, and
+    every model row has its interval against the best baseline; over the network's budget,
+    auto serves LightGBM and the backtest has no network rows."""
+    from tasks.evaluate.backtest import run_backtest
+    from tasks.evaluate.report import render_markdown
+
+    shop, settings, _ = trained
+    as_of = CUTOFF - dt.timedelta(days=settings.horizon_days)
+    fits = _auto(settings, auto_budget_s=3600, auto_memory_mib=10**6)
+    result = run_backtest(shop.events, shop.catalog, as_of, fits, n_resamples=50, auto=True)
+    selection = result.auto_selection
+    assert selection["trained"] == ["lightgbm", "neural", "blend"]
+    winner = selection["winner"]
+    assert (winner, selection["why"]) == pick_best(selection["validation_ndcg"], 0.0)
+    # the same lists; diversity sums in no fixed order, so equal to the last bits
+    assert result.metrics["auto"] == pytest.approx(result.metrics[winner], rel=1e-12)
+    assert set(result.baseline_differences) == {"lightgbm", "neural", "blend", "auto"}
+    assert result.baseline_differences["auto"] == result.baseline_differences[winner]
+    assert result.baseline_differences["lightgbm"] == result.ndcg_difference
+    for d in result.baseline_differences.values():
+        assert d["low"] <= d["mean_diff"] <= d["high"]
+    assert result.as_dict()["auto_selection"]["winner"] == winner
+    page = render_markdown(result, "test")
+    assert f"ranker.kind=auto (row `auto`) serves **{winner}**: {selection['why']}" in page
+    neural = result.baseline_differences["neural"]
+    assert f"NDCG@10 difference, neural minus the best baseline: {neural['mean_diff']:+.4f}" in page
+
+    skipped = _auto(settings, auto_budget_s=1e-6)
+    result = run_backtest(shop.events, shop.catalog, as_of, skipped, n_resamples=50, auto=True)
+    assert result.auto_selection["winner"] == "lightgbm"
+    assert result.auto_selection["network"]["status"] == "skipped"
+    assert set(result.baseline_differences) == {"lightgbm", "auto"}
+    assert result.metrics["auto"] == pytest.approx(result.metrics["lightgbm"], rel=1e-12)
+    assert "neural" not in result.metrics and "blend" not in result.metrics

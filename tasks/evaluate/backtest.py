@@ -23,7 +23,7 @@ from tasks.protocol.metrics import (
 )
 from tasks.protocol.split import evaluated_users, protocol_users, truth_window
 from tasks.rank.gate import MODEL_KEY
-from tasks.rank.kinds import KINDS, recommend_with, train_models
+from tasks.rank.kinds import AUTO, KINDS, recommend_with, train_auto_kinds, train_models
 from tasks.settings import Settings
 from tasks.timeutil import events_before, known_users
 
@@ -64,6 +64,12 @@ class Backtest:
     without_truth: int = 0
     # where the user set comes from: "order lines" (protocol_users) or "purchase events"
     user_set: str = "purchase events"
+    # every model row (each kind, and "auto" when asked) minus the best baseline:
+    # mean_diff, low, high (95% paired bootstrap on NDCG@10)
+    baseline_differences: dict[str, dict[str, float]] = field(default_factory=dict)
+    # ranker.kind=auto's selection when the backtest trained through it (its row "auto" is
+    # the winner's lists): winner, why, each kind's validation NDCG, the network's status
+    auto_selection: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +90,8 @@ class Backtest:
             "intervals": self.intervals,
             "ndcg@10_by_history": self.segments,
             "user_set": self.user_set,
+            "ndcg@10_difference_to_best_baseline": self.baseline_differences,
+            "auto_selection": self.auto_selection,
             "unserved": self.unserved,
             "without_truth": self.without_truth,
         }
@@ -97,9 +105,13 @@ def run_backtest(
     n_resamples: int = 2000,
     kinds: tuple[str, ...] = tuple(KINDS),
     lines: pl.DataFrame | None = None,
+    auto: bool = False,
 ) -> Backtest:
     """Every method on the same evaluated users; the rankers never see events at or after T.
-    `kinds` are the model kinds besides LightGBM's row, which is always there.
+    `kinds` are the model kinds besides LightGBM's row, which is always there. With `auto`
+    the models are trained exactly as `ranker.kind=auto` trains them (`train_auto_kinds`:
+    the network and the blend only within its budgets, so `kinds` is ignored) and the row
+    "auto" is the winner's lists: the kind a nightly retrain at T would serve.
 
     `lines` (user_id, ts of every order line, items or not: tasks/ingest/activity.py) makes
     the user set the protocol's (`protocol_users`); without it, customers with a purchase
@@ -122,13 +134,19 @@ def run_backtest(
         ", ".join(wanted),
         f"{users.len():,}",
     )
-    trained = train_models(wanted, train, catalog, as_of, settings)
+    selection: dict[str, Any] = {}
+    if auto:
+        trained, selection = train_auto_kinds(train, catalog, as_of, settings)
+    else:
+        trained = train_models(wanted, train, catalog, as_of, settings)
     log.info("backtest: scoring the models and %d baselines", len(BASELINES))
     wide = settings.model_copy(update={"k": k_max})
     recs = {
         kind: recommend_with(model.scorer, train, catalog, served, as_of, wide)
         for kind, model in trained.items()
     }
+    if auto:
+        recs[AUTO] = recs[selection["winner"]]
     for name, baseline in BASELINES.items():
         recs[name] = baseline(train, users, as_of, k_max)
     metrics = {
@@ -157,6 +175,11 @@ def run_backtest(
     per_model = per_user[MODEL_KEY, 10].get_column("ndcg").to_numpy()
     per_base = per_user[best_baseline, 10].get_column("ndcg").to_numpy()
     diff = paired_bootstrap(per_model, per_base, n_resamples=n_resamples, seed=settings.seed)
+    baseline_differences = {}
+    for name in (*trained, *([AUTO] if auto else [])):
+        per_name = per_user[name, 10].get_column("ndcg").to_numpy()
+        d = paired_bootstrap(per_name, per_base, n_resamples=n_resamples, seed=settings.seed)
+        baseline_differences[name] = {"mean_diff": d.mean_diff, "low": d.low, "high": d.high}
     segments = _ndcg_by_history(per_user, list(recs), train, users, as_of)
     kind_differences = {}
     for kind in trained:
@@ -193,6 +216,8 @@ def run_backtest(
         .get_column(USER_ID)
         .n_unique(),
         user_set=user_set,
+        baseline_differences=baseline_differences,
+        auto_selection=selection,
     )
 
 

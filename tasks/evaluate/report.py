@@ -58,6 +58,23 @@ def render_markdown(result: Backtest, command: str, plots: dict[str, str] | None
             for kind, d in result.kind_differences.items()
         ),
         *(
+            f"NDCG@10 difference, {name} minus the best baseline: {d['mean_diff']:+.4f}, 95% "
+            f"paired bootstrap interval [{d['low']:+.4f}, {d['high']:+.4f}]\n"
+            for name, d in result.baseline_differences.items()
+            if name != result.best_model
+        ),
+        *(
+            [
+                f"ranker.kind=auto (row `auto`) serves **{result.auto_selection['winner']}**: "
+                f"{result.auto_selection['why']}; validation NDCG "
+                f"{result.auto_selection['validation_ndcg']} on the window "
+                f"{result.auto_selection['validation_window'][:10]}; "
+                f"{result.auto_selection['network']['why']}.\n"
+            ]
+            if result.auto_selection
+            else []
+        ),
+        *(
             f"Blend weight on LightGBM's per-customer z-score: {meta['blend_weight_lightgbm']} "
             "(chosen on the validation window).\n"
             for meta in result.kind_meta.values()

@@ -30,6 +30,7 @@ from tasks.rank.recommend import Scorer, recommend_with
 from tasks.settings import Settings
 
 __all__ = [
+    "AUTO",
     "KINDS",
     "LIST_KEY",
     "ModelKind",
@@ -42,6 +43,7 @@ __all__ = [
     "register_trained",
     "resolve_kind",
     "train_auto",
+    "train_auto_kinds",
     "train_models",
     "train_nightly",
     "with_list_key",
@@ -131,6 +133,21 @@ def train_auto(
     `neural.auto_memory_mib` beside the memory in use; the kind with the best validation
     NDCG wins. Its meta says which kinds were trained, each one's validation
     NDCG, and why the winner won or the network was skipped."""
+    trained, selection = train_auto_kinds(events, catalog, as_of, settings, checkpoint_dir)
+    chosen = trained[selection["winner"]]
+    chosen.meta[SELECTION_KEY] = selection
+    return chosen
+
+
+def train_auto_kinds(
+    events: pl.DataFrame,
+    catalog: pl.DataFrame,
+    as_of: dt.datetime,
+    settings: Settings,
+    checkpoint_dir: Path | None = None,
+) -> tuple[dict[str, Trained], dict[str, Any]]:
+    """What `train_auto` trains, every kind of it (name -> model), and its selection (the
+    winner and why): the backtest scores each kind and auto's pick from one training."""
     ctx = TrainingContext(events, catalog, as_of, settings, checkpoint_dir)
     started = time.perf_counter()
     trained = {"lightgbm": KINDS["lightgbm"].train(ctx)}
@@ -194,9 +211,7 @@ def train_auto(
         "lightgbm_seconds": seconds["lightgbm"],
     }
     log.info("model kind %s: %s; %s", winner, why, network["why"])
-    chosen = trained[winner]
-    chosen.meta[SELECTION_KEY] = selection
-    return chosen
+    return trained, selection
 
 
 def train_nightly(
