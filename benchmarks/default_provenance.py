@@ -206,7 +206,7 @@ def render(record: dict) -> str:
             g = r["learning_rate"]["grid"]
             lines += [
                 "LightGBM learning rate, mean NDCG@10 of the early-stopped nightly model over "
-                "the folds:",
+                f"the folds (at most {record.get('num_boost_round', 300)} rounds):",
                 "",
                 "| learning rate | mean | folds | rounds |",
                 "| --- | --- | --- | --- |",
@@ -232,6 +232,16 @@ def main() -> None:
     parser.add_argument("--note", help="a line for the results page (e.g. when steps ran)")
     parser.add_argument("--learning-rates", nargs="+", type=float, default=list(LEARNING_RATES))
     parser.add_argument(
+        "--num-boost-round",
+        type=int,
+        help="most LightGBM rounds in the learning-rate step (default: ranker.num_boost_round)",
+    )
+    parser.add_argument(
+        "--name",
+        default="default_provenance",
+        help="results name: benchmarks/results/NAME.md and NAME.json",
+    )
+    parser.add_argument(
         "--cuts",
         nargs="+",
         type=dt.datetime.fromisoformat,
@@ -246,6 +256,9 @@ def main() -> None:
     print(f"machine: {machine}; load average {load_start:.1f}", flush=True)
     events, catalog = load(args.db)
     settings = load_settings(home=args.work / "home")
+    if args.num_boost_round:
+        ranker = settings.ranker.model_copy(update={"num_boost_round": args.num_boost_round})
+        settings = settings.model_copy(update={"ranker": ranker})
     cuts = {}
     for cut in args.cuts:
         fold_as_ofs = fold_as_of_list(cut, settings)
@@ -273,16 +286,20 @@ def main() -> None:
         "machine": machine,
         "command": COMMAND
         + (" --skip-learning-rate" if args.skip_learning_rate else "")
-        + (" --skip-weights" if args.skip_weights else ""),
+        + (" --skip-weights" if args.skip_weights else "")
+        + (f" --learning-rates {' '.join(map(str, args.learning_rates))}")
+        + (f" --num-boost-round {args.num_boost_round}" if args.num_boost_round else "")
+        + (f" --name {args.name}" if args.name != "default_provenance" else ""),
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
         "learning_rate_default": settings.ranker.learning_rate,
+        "num_boost_round": settings.ranker.num_boost_round,
         "cuts": cuts,
         "note": args.note,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "default_provenance.json").write_text(json.dumps(record, indent=2))
-    (RESULTS / "default_provenance.md").write_text(render(record))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(render(record))
     print(render(record))
 
 
