@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import describe  # noqa: E402
+from timing import before_now_table  # noqa: E402
 
 from tasks.constants import REASONS  # noqa: E402
 from tasks.validate.contracts import check_frame, load_contract  # noqa: E402
@@ -176,22 +176,6 @@ def time_ways(ways: dict, frame: pl.DataFrame, runs: int) -> dict[str, list[floa
     return seconds
 
 
-def table(seconds: dict[str, list[float]]) -> list[str]:
-    medians = {way: statistics.median(values) for way, values in seconds.items()}
-    before, now = medians.values()
-    return [
-        "| way | median s | runs s |",
-        "| --- | ---: | --- |",
-        *(
-            f"| {way} | {medians[way]:.3f} | {', '.join(f'{v:.3f}' for v in values)} |"
-            for way, values in seconds.items()
-        ),
-        "",
-        f"Ratio (before / now): {before / now:.2f}x.",
-        "",
-    ]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=830_000)
@@ -258,10 +242,10 @@ def main() -> None:
         f"## One shard's features: {result['frame']}, {frame.height:,} rows, "
         f"{frame.width} columns, passing `data_contracts/features.yml`",
         "",
-        *table(features),
+        *before_now_table(features),
         f"## The published top-K: {args.customers:,} customers x 10 items of {args.items:,}",
         "",
-        *table(topk),
+        *before_now_table(topk),
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines))
 

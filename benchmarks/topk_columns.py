@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from machine import describe  # noqa: E402
+from timing import before_now_table  # noqa: E402
 
 from tasks.baselines.recommenders import _best_columns  # noqa: E402
 
@@ -90,15 +91,7 @@ def main() -> None:
         f"tied at 0), the best {args.top} columns of each row; both ways picked the same "
         "columns on every block.",
         "",
-        "| way | median s per block | runs s |",
-        "| --- | ---: | --- |",
-        *(
-            f"| {way} | {medians[way]:.4f} | {', '.join(f'{v:.4f}' for v in seconds[way])} |"
-            for way in ways
-        ),
-        "",
-        f"Ratio (before / now): {result['ratio']}x.",
-        "",
+        *before_now_table(seconds, digits=4),
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines))
 
