@@ -1,0 +1,173 @@
+"""How many labelled windows the nightly LightGBM should train on, chosen on validation folds
+before each development cut only (never on the cut, never on 2011-07-01).
+
+The folds are the tuning flow's (tasks/tune/folds.py): for a cut T, fold f replays the nightly
+trainer at A_f = T - H - f * step, fit on windows f+1 .. f+n-1, stopped early on window f, and
+scored under the protocol on [A_f, A_f + H). Window i has as-of A_0 - H - i * step, so every
+window count n reads the same cached windows; only the fit changes. The windows are built
+once per cut and step for the largest n (and cached in the work folder).
+
+Writes benchmarks/results/NAME.{json,md}.
+
+    .venv/bin/python benchmarks/training_windows.py --db STORE [--work DIR]
+        [--n-windows 4 6 8] [--step 14] [--cuts 2011-09-01 2011-08-01] [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from default_provenance import CUTS, RESULTS, cached, kept_features
+from machine import describe
+from ranking_quality import load
+
+from tasks.settings import load_settings
+from tasks.tune.folds import build_windows, fold_as_of_list, replace_cached
+from tasks.tune.lgbm_objective import fold_ndcg
+
+COMMAND = ".venv/bin/python benchmarks/training_windows.py --db STORE"
+
+
+def with_ranker(settings, **update):
+    return settings.model_copy(update={"ranker": settings.ranker.model_copy(update=update)})
+
+
+def choose_windows(events, catalog, cut, settings, work: Path, counts: list[int]) -> dict:
+    step = settings.ranker.window_step_days
+    widest = with_ranker(settings, n_windows=max(counts))
+    data_dir = work / f"windows_{cut:%Y-%m-%d}_step{step}_n{max(counts)}"
+    fingerprint = {
+        "cut": cut.isoformat(),
+        "candidates": settings.candidates.model_dump(),
+        "n_windows": max(counts),
+        "step": step,
+        "folds": settings.tune.validation_folds,
+    }
+    started = time.perf_counter()
+    summary = replace_cached(
+        data_dir, fingerprint, lambda out: build_windows(events, catalog, cut, widest, out)
+    )
+    print(f"  windows ready in {time.perf_counter() - started:.0f} s", flush=True)
+    features = kept_features(summary["features"])
+    grid = {}
+    for n in counts:
+        run_settings = with_ranker(settings, n_windows=n, num_threads=1)
+        started = time.perf_counter()
+        folds = [
+            cached(
+                work / f"n_{cut:%Y-%m-%d}_step{step}_{n}_fold{f}.json",
+                lambda f=f, s=run_settings: list(fold_ndcg(data_dir, f, s.ranker, s, features)),
+            )
+            for f in range(len(summary["folds"]))
+        ]
+        grid[str(n)] = {
+            "ndcg": [v for v, _ in folds],
+            "rounds": [r for _, r in folds],
+            "mean": statistics.fmean(v for v, _ in folds),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        print(f"  n_windows {n}: {grid[str(n)]}", flush=True)
+    return {
+        "grid": grid,
+        "best": max(grid, key=lambda k: grid[k]["mean"]),
+        "windows": summary["windows"],
+        "fold_as_ofs": [a.isoformat() for a in fold_as_of_list(cut, settings)],
+    }
+
+
+def render(record: dict) -> str:
+    m = record["machine"]
+    lines = [
+        "# Training windows of the nightly LightGBM, chosen on validation folds",
+        "",
+        f"Measured {record['measured_at']} on {m['cpu']} ({m['cores']} cores, "
+        f"{m['memory_gib']} GiB), Python {m['python']}; 1-minute load average "
+        f"{record['load_start']:.1f} at the start, {record['load_end']:.1f} at the end.",
+        f"Command: `{record['command']}`.",
+        "",
+        "Fold f replays the nightly trainer at A_f = T - 30 days - f x step, fit on the n - 1 "
+        "windows before its stopping window, and is scored on [A_f, A_f + 30 days), which ends "
+        "at or before the cut T. Nothing here reads a cut's own window or 2011-07-01. "
+        f"Step {record['step']} days; LightGBM on one thread.",
+        "",
+    ]
+    counts = record["counts"]
+    lines += [
+        "| n_windows | " + " | ".join(f"before {c}" for c in record["cuts"]) + " | both cuts |",
+        "| ---: | " + " | ".join("---:" for _ in record["cuts"]) + " | ---: |",
+    ]
+    for n in counts:
+        means = [record["cuts"][c]["grid"][str(n)]["mean"] for c in record["cuts"]]
+        row = " | ".join(f"{m:.4f}" for m in means)
+        lines.append(f"| {n} | {row} | {statistics.fmean(means):.4f} |")
+    lines.append("")
+    for cut, r in record["cuts"].items():
+        lines += [f"## Cut {cut} (folds at {', '.join(a[:10] for a in r['fold_as_ofs'])})", ""]
+        lines += [
+            "| n_windows | mean | folds | rounds | seconds |",
+            "| ---: | ---: | --- | --- | ---: |",
+        ]
+        for n, g in r["grid"].items():
+            folds = ", ".join(f"{v:.4f}" for v in g["ndcg"])
+            lines.append(f"| {n} | {g['mean']:.4f} | {folds} | {g['rounds']} | {g['seconds']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True, help="a store with every day ingested")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-training-windows"))
+    parser.add_argument("--n-windows", nargs="+", type=int, default=[4, 6, 8])
+    parser.add_argument("--step", type=int, default=14, help="days between windows")
+    parser.add_argument("--name", default="training_windows")
+    parser.add_argument(
+        "--cuts",
+        nargs="+",
+        type=dt.datetime.fromisoformat,
+        default=list(CUTS),
+        choices=list(CUTS),
+    )
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    machine = describe()
+    load_start = os.getloadavg()[0]
+    print(f"machine: {machine}; load average {load_start:.1f}", flush=True)
+    events, catalog = load(args.db)
+    settings = with_ranker(load_settings(home=args.work / "home"), window_step_days=args.step)
+    cuts = {}
+    for cut in args.cuts:
+        print(f"{cut:%Y-%m-%d}", flush=True)
+        cuts[f"{cut:%Y-%m-%d}"] = choose_windows(
+            events, catalog, cut, settings, args.work, sorted(args.n_windows)
+        )
+    record = {
+        "benchmark": "training_windows",
+        "measured_at": dt.datetime.now().isoformat(timespec="minutes"),
+        "machine": machine,
+        "command": f"{COMMAND} --n-windows {' '.join(map(str, sorted(args.n_windows)))} "
+        f"--step {args.step} --cuts {' '.join(f'{c:%Y-%m-%d}' for c in args.cuts)}"
+        + (f" --name {args.name}" if args.name != "training_windows" else ""),
+        "load_start": load_start,
+        "load_end": os.getloadavg()[0],
+        "step": args.step,
+        "counts": sorted(args.n_windows),
+        "cuts": cuts,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2))
+    (RESULTS / f"{args.name}.md").write_text(render(record))
+    print(render(record))
+
+
+if __name__ == "__main__":
+    main()
