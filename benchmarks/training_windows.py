@@ -10,7 +10,8 @@ once per cut and step for the largest n (and cached in the work folder).
 Writes benchmarks/results/NAME.{json,md}.
 
     .venv/bin/python benchmarks/training_windows.py --db STORE [--work DIR]
-        [--n-windows 4 6 8] [--step 14] [--cuts 2011-09-01 2011-08-01] [--name NAME]
+        [--n-windows 4 6 8] [--step 14] [--seeds 42 7] [--cuts 2011-09-01 2011-08-01]
+        [--name NAME]
 """
 
 from __future__ import annotations
@@ -41,41 +42,61 @@ def with_ranker(settings, **update):
     return settings.model_copy(update={"ranker": settings.ranker.model_copy(update=update)})
 
 
-def choose_windows(events, catalog, cut, settings, work: Path, counts: list[int]) -> dict:
+def fold_windows(events, catalog, cut, settings, work: Path, n_windows: int) -> tuple[Path, dict]:
+    """The labelled windows and fold inputs of `cut`'s validation folds for nightly runs of
+    up to `n_windows` windows, built once into `work` (then reused): (folder, summary)."""
     step = settings.ranker.window_step_days
-    widest = with_ranker(settings, n_windows=max(counts))
-    data_dir = work / f"windows_{cut:%Y-%m-%d}_step{step}_n{max(counts)}"
+    data_dir = work / f"windows_{cut:%Y-%m-%d}_step{step}_n{n_windows}"
     fingerprint = {
         "cut": cut.isoformat(),
         "candidates": settings.candidates.model_dump(),
-        "n_windows": max(counts),
+        "n_windows": n_windows,
         "step": step,
         "folds": settings.tune.validation_folds,
     }
+    widest = with_ranker(settings, n_windows=n_windows)
     started = time.perf_counter()
     summary = replace_cached(
         data_dir, fingerprint, lambda out: build_windows(events, catalog, cut, widest, out)
     )
     print(f"  windows ready in {time.perf_counter() - started:.0f} s", flush=True)
+    return data_dir, summary
+
+
+def choose_windows(
+    events, catalog, cut, settings, work: Path, counts: list[int], seeds: list[int]
+) -> dict:
+    step = settings.ranker.window_step_days
+    data_dir, summary = fold_windows(events, catalog, cut, settings, work, max(counts))
     features = kept_features(summary["features"])
     grid = {}
     for n in counts:
-        run_settings = with_ranker(settings, n_windows=n, num_threads=1)
-        started = time.perf_counter()
-        folds = [
-            cached(
-                work / f"n_{cut:%Y-%m-%d}_step{step}_{n}_fold{f}.json",
-                lambda f=f, s=run_settings: list(fold_ndcg(data_dir, f, s.ranker, s, features)),
+        runs = {}
+        for seed in seeds:
+            run = with_ranker(settings, n_windows=n, num_threads=1).model_copy(
+                update={"seed": seed}
             )
-            for f in range(len(summary["folds"]))
-        ]
+            started = time.perf_counter()
+            folds = [
+                cached(
+                    work / f"n_{cut:%Y-%m-%d}_step{step}_{n}_seed{seed}_fold{f}.json",
+                    lambda f=f, s=run: list(fold_ndcg(data_dir, f, s.ranker, s, features)),
+                )
+                for f in range(len(summary["folds"]))
+            ]
+            runs[str(seed)] = {
+                "ndcg": [v for v, _ in folds],
+                "rounds": [r for _, r in folds],
+                "mean": statistics.fmean(v for v, _ in folds),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+            print(f"  n_windows {n}, seed {seed}: {runs[str(seed)]}", flush=True)
+        means = [r["mean"] for r in runs.values()]
         grid[str(n)] = {
-            "ndcg": [v for v, _ in folds],
-            "rounds": [r for _, r in folds],
-            "mean": statistics.fmean(v for v, _ in folds),
-            "seconds": round(time.perf_counter() - started, 1),
+            "seeds": runs,
+            "mean": statistics.fmean(means),
+            "seed_spread": max(means) - min(means),
         }
-        print(f"  n_windows {n}: {grid[str(n)]}", flush=True)
     return {
         "grid": grid,
         "best": max(grid, key=lambda k: grid[k]["mean"]),
@@ -97,28 +118,36 @@ def render(record: dict) -> str:
         "Fold f replays the nightly trainer at A_f = T - 30 days - f x step, fit on the n - 1 "
         "windows before its stopping window, and is scored on [A_f, A_f + 30 days), which ends "
         "at or before the cut T. Nothing here reads a cut's own window or 2011-07-01. "
-        f"Step {record['step']} days; LightGBM on one thread.",
+        f"Step {record['step']} days; LightGBM on one thread; seeds {record['seeds']}. A cell "
+        "is the mean over the folds, averaged over the seeds; the seed spread is the largest "
+        "minus the smallest seed's mean: how far the figure moves with nothing but the seed.",
         "",
     ]
     counts = record["counts"]
     lines += [
-        "| n_windows | " + " | ".join(f"before {c}" for c in record["cuts"]) + " | both cuts |",
+        "| n_windows | "
+        + " | ".join(f"before {c} (seed spread)" for c in record["cuts"])
+        + " | mean of the cuts |",
         "| ---: | " + " | ".join("---:" for _ in record["cuts"]) + " | ---: |",
     ]
     for n in counts:
-        means = [record["cuts"][c]["grid"][str(n)]["mean"] for c in record["cuts"]]
-        row = " | ".join(f"{m:.4f}" for m in means)
-        lines.append(f"| {n} | {row} | {statistics.fmean(means):.4f} |")
+        cells = [record["cuts"][c]["grid"][str(n)] for c in record["cuts"]]
+        row = " | ".join(f"{g['mean']:.4f} ({g['seed_spread']:.4f})" for g in cells)
+        lines.append(f"| {n} | {row} | {statistics.fmean(g['mean'] for g in cells):.4f} |")
     lines.append("")
     for cut, r in record["cuts"].items():
         lines += [f"## Cut {cut} (folds at {', '.join(a[:10] for a in r['fold_as_ofs'])})", ""]
         lines += [
-            "| n_windows | mean | folds | rounds | seconds |",
-            "| ---: | ---: | --- | --- | ---: |",
+            "| n_windows | seed | mean | folds | rounds | seconds |",
+            "| ---: | ---: | ---: | --- | --- | ---: |",
         ]
         for n, g in r["grid"].items():
-            folds = ", ".join(f"{v:.4f}" for v in g["ndcg"])
-            lines.append(f"| {n} | {g['mean']:.4f} | {folds} | {g['rounds']} | {g['seconds']} |")
+            for seed, run in g["seeds"].items():
+                folds = ", ".join(f"{v:.4f}" for v in run["ndcg"])
+                lines.append(
+                    f"| {n} | {seed} | {run['mean']:.4f} | {folds} | {run['rounds']} "
+                    f"| {run['seconds']} |"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -129,6 +158,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-training-windows"))
     parser.add_argument("--n-windows", nargs="+", type=int, default=[4, 6, 8])
     parser.add_argument("--step", type=int, default=14, help="days between windows")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, help="LightGBM seeds (default: the settings' seed)"
+    )
     parser.add_argument("--name", default="training_windows")
     parser.add_argument(
         "--cuts",
@@ -144,11 +176,12 @@ def main() -> None:
     print(f"machine: {machine}; load average {load_start:.1f}", flush=True)
     events, catalog = load(args.db)
     settings = with_ranker(load_settings(home=args.work / "home"), window_step_days=args.step)
+    seeds = args.seeds or [settings.seed]
     cuts = {}
     for cut in args.cuts:
         print(f"{cut:%Y-%m-%d}", flush=True)
         cuts[f"{cut:%Y-%m-%d}"] = choose_windows(
-            events, catalog, cut, settings, args.work, sorted(args.n_windows)
+            events, catalog, cut, settings, args.work, sorted(args.n_windows), seeds
         )
     record = {
         "benchmark": "training_windows",
@@ -156,11 +189,13 @@ def main() -> None:
         "machine": machine,
         "command": f"{COMMAND} --n-windows {' '.join(map(str, sorted(args.n_windows)))} "
         f"--step {args.step} --cuts {' '.join(f'{c:%Y-%m-%d}' for c in args.cuts)}"
+        + (f" --seeds {' '.join(map(str, seeds))}" if args.seeds else "")
         + (f" --name {args.name}" if args.name != "training_windows" else ""),
         "load_start": load_start,
         "load_end": os.getloadavg()[0],
         "step": args.step,
         "counts": sorted(args.n_windows),
+        "seeds": seeds,
         "cuts": cuts,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -9,17 +9,19 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 from tasks.features.snapshot import take_snapshot
 from tasks.ingest.load import ingest_catalog, ingest_landing
 from tasks.protocol.metrics import ranking_metrics
 from tasks.protocol.split import evaluated_users, truth_window
-from tasks.rank import registry
+from tasks.rank import lgbm, registry
 from tasks.rank.params import TUNED_NEURAL_KEY, TUNED_PARAMS_KEY, with_ranker_params
 from tasks.rank.recommend import BoosterScorer, recommend_with
 from tasks.rank.task import choose_model
-from tasks.rank.train import train_ranker
+from tasks.rank.train import keyed, train_ranker
 from tasks.settings import load_settings
 from tasks.synth.shop import SynthShopConfig, generate_shop, write_landing
 from tasks.tune.lgbm_objective import LightGBMObjective
@@ -98,6 +100,36 @@ def test_fold_zero_replays_the_nightly_trainer_at_its_as_of(tiny_store: Path) ->
     assert ndcg == pytest.approx(fold0, abs=1e-6)
     assert trained.meta["best_iteration"] == outcome.attrs["best_iterations"][0]
     assert trained.meta["validation_window"] == summary["folds"][0]["stop_on"]
+
+    # The served model is refit on every window, the stopping window and the oldest too, for
+    # the early-stopped rounds: exactly a fit on the fold's cached windows.
+    first = summary["folds"][0]
+    assert trained.meta["train_windows"] == [first["stop_on"], *first["train"]]
+    frames = [pl.read_parquet(data_dir / "windows" / f"{i}.parquet") for i in first["window_index"]]
+    assert trained.meta["train_rows"] == sum(f.height for f in frames)
+    features = trained.meta["features"]
+    refit = lgbm.fit(
+        keyed(frames),
+        features,
+        tuned.ranker,
+        tuned.seed,
+        num_boost_round=trained.meta["best_iteration"],
+    )
+    np.testing.assert_allclose(
+        lgbm.predict(trained.booster, frames[0], features),
+        lgbm.predict(refit.booster, frames[0], features),
+    )
+    without_oldest = lgbm.fit(
+        keyed(frames[:-1]),
+        features,
+        tuned.ranker,
+        tuned.seed,
+        num_boost_round=trained.meta["best_iteration"],
+    )
+    assert not np.allclose(
+        lgbm.predict(trained.booster, frames[0], features),
+        lgbm.predict(without_oldest.booster, frames[0], features),
+    )
 
 
 @pytest.mark.flow

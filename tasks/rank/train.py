@@ -2,8 +2,10 @@
 
 Windows are as-of moments spaced `window_step_days` apart; the newest one's labels end at the
 run's as_of. The ranker is fit on the older windows and stopped early on the newest; it is
-then validated under the evaluation protocol beside the baselines, and finally refit on the
-newest windows with the early-stopped number of rounds.
+then validated under the evaluation protocol beside the baselines, and finally refit on every
+window with the early-stopped number of rounds. (Every window, not the newest n - 1: on the
+validation folds before both development cuts the refit on all four beat the refit on the
+newest three on every fold, benchmarks/results/refit_windows.md.)
 """
 
 from __future__ import annotations
@@ -257,13 +259,13 @@ def train_ranker(
     )
     validation = _validation_report(early.booster, events, catalog, windows, settings, features)
     final = lgbm.fit(
-        keyed(frames[:-1]), features, cfg, settings.seed, num_boost_round=early.best_iteration
+        keyed(frames), features, cfg, settings.seed, num_boost_round=early.best_iteration
     )
     meta = {
         "as_of": as_of.isoformat(),
-        "train_windows": [d.isoformat() for d in used[:-1]],
+        "train_windows": [d.isoformat() for d in used],
         "validation_window": used[0].isoformat(),
-        "train_rows": int(sum(f.height for f in frames[:-1])),
+        "train_rows": int(sum(f.height for f in frames)),
         "train_sample": windows.sample_meta(),
         "best_iteration": early.best_iteration,
         "params": lgbm.booster_params(cfg, settings.seed),

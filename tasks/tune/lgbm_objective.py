@@ -5,7 +5,7 @@ Fold f replays the nightly trainer at as-of A_f = as-of - H - f * step on the
 (whose labels end at A_f). That early-stopped model's padded top-K at A_f is scored under the
 protocol against the purchases of [A_f, A_f + H), a horizon no fit and no early stopping saw.
 So a trial is judged the way the reported test judges a model, not on the window it was
-stopped on. (The nightly run then refits on the newest windows for the same rounds; the
+stopped on. (The nightly run then refits on every window for the same rounds; the
 replay leaves that refit out, which halves a trial's cost.) All of it lies before the study's
 as-of, so the window a report quotes is never seen. Folds share windows (the step is the
 windows' step); candidates and features of every window are built once per study (`prepare`,
