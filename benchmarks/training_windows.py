@@ -76,19 +76,22 @@ def choose_windows(
             run = with_ranker(settings, n_windows=n, num_threads=1).model_copy(
                 update={"seed": seed}
             )
+            paths = [
+                work / f"n_{cut:%Y-%m-%d}_step{step}_{n}_seed{seed}_fold{f}.json"
+                for f in range(len(summary["folds"]))
+            ]
+            reused = all(p.is_file() for p in paths)
             started = time.perf_counter()
             folds = [
-                cached(
-                    work / f"n_{cut:%Y-%m-%d}_step{step}_{n}_seed{seed}_fold{f}.json",
-                    lambda f=f, s=run: list(fold_ndcg(data_dir, f, s.ranker, s, features)),
-                )
-                for f in range(len(summary["folds"]))
+                cached(p, lambda f=f, s=run: list(fold_ndcg(data_dir, f, s.ranker, s, features)))
+                for f, p in enumerate(paths)
             ]
             runs[str(seed)] = {
                 "ndcg": [v for v, _ in folds],
                 "rounds": [r for _, r in folds],
                 "mean": statistics.fmean(v for v, _ in folds),
-                "seconds": round(time.perf_counter() - started, 1),
+                # None: read from an earlier run's results in the work folder.
+                "seconds": None if reused else round(time.perf_counter() - started, 1),
             }
             print(f"  n_windows {n}, seed {seed}: {runs[str(seed)]}", flush=True)
         means = [r["mean"] for r in runs.values()]
@@ -144,9 +147,9 @@ def render(record: dict) -> str:
         for n, g in r["grid"].items():
             for seed, run in g["seeds"].items():
                 folds = ", ".join(f"{v:.4f}" for v in run["ndcg"])
+                seconds = "earlier run" if run["seconds"] is None else run["seconds"]
                 lines.append(
-                    f"| {n} | {seed} | {run['mean']:.4f} | {folds} | {run['rounds']} "
-                    f"| {run['seconds']} |"
+                    f"| {n} | {seed} | {run['mean']:.4f} | {folds} | {run['rounds']} | {seconds} |"
                 )
         lines.append("")
     return "\n".join(lines)
