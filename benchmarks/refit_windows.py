@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -30,14 +29,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import polars as pl
-from default_provenance import CUTS, RESULTS, cached, kept_features
-from machine import describe
-from ranking_quality import load
+from default_provenance import cached, kept_features
+from fold_benchmark import add_common_args, cuts_flag, start, write_results
 from training_windows import fold_windows, with_ranker
 
 from tasks.rank import lgbm
 from tasks.rank.train import keyed
-from tasks.settings import Settings, load_settings
+from tasks.settings import Settings
 from tasks.tune.folds import FoldTarget
 
 COMMAND = ".venv/bin/python benchmarks/refit_windows.py --db STORE"
@@ -130,47 +128,30 @@ def render(record: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, required=True, help="a store with every day ingested")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-training-windows"))
+    add_common_args(parser, "refit_windows", Path("/tmp/nightrec-training-windows"))
     parser.add_argument("--n-windows", type=int, help="default: the settings' ranker.n_windows")
-    parser.add_argument("--name", default="refit_windows")
-    parser.add_argument(
-        "--cuts",
-        nargs="+",
-        type=dt.datetime.fromisoformat,
-        default=list(CUTS),
-        choices=list(CUTS),
-    )
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    machine = describe()
-    load_start = os.getloadavg()[0]
-    print(f"machine: {machine}; load average {load_start:.1f}", flush=True)
-    events, catalog = load(args.db)
-    settings = load_settings(home=args.work / "home")
+    run = start(args)
+    settings = run.settings
     if args.n_windows:
         settings = with_ranker(settings, n_windows=args.n_windows)
     cuts = {}
     for cut in args.cuts:
         print(f"{cut:%Y-%m-%d}", flush=True)
-        cuts[f"{cut:%Y-%m-%d}"] = compare(events, catalog, cut, settings, args.work)
+        cuts[f"{cut:%Y-%m-%d}"] = compare(run.events, run.catalog, cut, settings, args.work)
     record = {
         "benchmark": "refit_windows",
         "measured_at": dt.datetime.now().isoformat(timespec="minutes"),
-        "machine": machine,
-        "command": f"{COMMAND} --n-windows {settings.ranker.n_windows} "
-        f"--cuts {' '.join(f'{c:%Y-%m-%d}' for c in args.cuts)}"
+        "machine": run.machine,
+        "command": f"{COMMAND} --n-windows {settings.ranker.n_windows} {cuts_flag(args)}"
         + (f" --name {args.name}" if args.name != "refit_windows" else ""),
-        "load_start": load_start,
+        "load_start": run.load_start,
         "load_end": os.getloadavg()[0],
         "n_windows": settings.ranker.n_windows,
         "step": settings.ranker.window_step_days,
         "cuts": cuts,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2))
-    (RESULTS / f"{args.name}.md").write_text(render(record))
-    print(render(record))
+    write_results(args.name, record, render)
 
 
 if __name__ == "__main__":

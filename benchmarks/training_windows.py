@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -27,11 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from default_provenance import CUTS, RESULTS, cached, kept_features
-from machine import describe
-from ranking_quality import load
+from default_provenance import cached, kept_features
+from fold_benchmark import add_common_args, cuts_flag, start, write_results
 
-from tasks.settings import load_settings
 from tasks.tune.folds import build_windows, fold_as_of_list, replace_cached
 from tasks.tune.lgbm_objective import fold_ndcg
 
@@ -157,54 +154,39 @@ def render(record: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", type=Path, required=True, help="a store with every day ingested")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/nightrec-training-windows"))
+    add_common_args(parser, "training_windows", Path("/tmp/nightrec-training-windows"))
     parser.add_argument("--n-windows", nargs="+", type=int, default=[4, 6, 8])
     parser.add_argument("--step", type=int, default=14, help="days between windows")
     parser.add_argument(
         "--seeds", nargs="+", type=int, help="LightGBM seeds (default: the settings' seed)"
     )
-    parser.add_argument("--name", default="training_windows")
-    parser.add_argument(
-        "--cuts",
-        nargs="+",
-        type=dt.datetime.fromisoformat,
-        default=list(CUTS),
-        choices=list(CUTS),
-    )
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    machine = describe()
-    load_start = os.getloadavg()[0]
-    print(f"machine: {machine}; load average {load_start:.1f}", flush=True)
-    events, catalog = load(args.db)
-    settings = with_ranker(load_settings(home=args.work / "home"), window_step_days=args.step)
+    run = start(args)
+    settings = with_ranker(run.settings, window_step_days=args.step)
     seeds = args.seeds or [settings.seed]
+    counts = sorted(args.n_windows)
     cuts = {}
     for cut in args.cuts:
         print(f"{cut:%Y-%m-%d}", flush=True)
         cuts[f"{cut:%Y-%m-%d}"] = choose_windows(
-            events, catalog, cut, settings, args.work, sorted(args.n_windows), seeds
+            run.events, run.catalog, cut, settings, args.work, counts, seeds
         )
     record = {
         "benchmark": "training_windows",
         "measured_at": dt.datetime.now().isoformat(timespec="minutes"),
-        "machine": machine,
-        "command": f"{COMMAND} --n-windows {' '.join(map(str, sorted(args.n_windows)))} "
-        f"--step {args.step} --cuts {' '.join(f'{c:%Y-%m-%d}' for c in args.cuts)}"
+        "machine": run.machine,
+        "command": f"{COMMAND} --n-windows {' '.join(map(str, counts))} "
+        f"--step {args.step} {cuts_flag(args)}"
         + (f" --seeds {' '.join(map(str, seeds))}" if args.seeds else "")
         + (f" --name {args.name}" if args.name != "training_windows" else ""),
-        "load_start": load_start,
+        "load_start": run.load_start,
         "load_end": os.getloadavg()[0],
         "step": args.step,
-        "counts": sorted(args.n_windows),
+        "counts": counts,
         "seeds": seeds,
         "cuts": cuts,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2))
-    (RESULTS / f"{args.name}.md").write_text(render(record))
-    print(render(record))
+    write_results(args.name, record, render)
 
 
 if __name__ == "__main__":
